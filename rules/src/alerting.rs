@@ -1,0 +1,304 @@
+//! Rule groups in evaluation: recording rules write back into the store, alerting rules
+//! move alerts through inactive, pending, firing and resolved as Prometheus does.
+
+use std::collections::{BTreeMap, HashMap};
+
+use foresight_proto::v1::{Alert, AlertState};
+
+use crate::promql::{Evaluator, Value};
+use crate::rulefile::{Group, Rule};
+use crate::store::{Labels, SeriesStore, METRIC_NAME};
+use crate::template::Context;
+
+/// How long a resolved alert is still reported (Prometheus' `resolvedRetention`).
+pub const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
+
+#[derive(Debug, Clone)]
+struct Active {
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    value: f64,
+    state: AlertState,
+    active_at_ms: i64,
+    fired_at_ms: i64,
+    resolved_at_ms: i64,
+    last_seen_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+struct RuleState {
+    rule: Rule,
+    active: HashMap<String, Active>,
+}
+
+/// What one evaluation produced.
+#[derive(Debug, Default)]
+pub struct Evaluation {
+    /// Every alert that is pending, firing, or resolved within the retention.
+    pub alerts: Vec<Alert>,
+    /// Rule errors, each naming the group and rule; other rules still ran.
+    pub errors: Vec<String>,
+}
+
+/// The loaded rule groups of one tenant and their alert states.
+#[derive(Debug, Clone)]
+pub struct RuleEngine {
+    groups: Vec<(Group, Vec<RuleState>)>,
+    external_labels: BTreeMap<String, String>,
+}
+
+impl RuleEngine {
+    /// An engine running `groups`, with `external_labels` available to templates.
+    pub fn new(groups: Vec<Group>, external_labels: BTreeMap<String, String>) -> Self {
+        let groups = groups
+            .into_iter()
+            .map(|g| {
+                let states = g
+                    .rules
+                    .iter()
+                    .map(|r| RuleState {
+                        rule: r.clone(),
+                        active: HashMap::new(),
+                    })
+                    .collect();
+                (g, states)
+            })
+            .collect();
+        RuleEngine {
+            groups,
+            external_labels,
+        }
+    }
+
+    /// How much history, in ms, the store must keep for these rules.
+    pub fn retention_ms(&self) -> i64 {
+        self.groups
+            .iter()
+            .map(|(g, _)| g.max_lookback_ms())
+            .max()
+            .unwrap_or(0)
+            .max(crate::promql::LOOKBACK_MS)
+    }
+
+    /// Number of rules loaded.
+    pub fn rule_count(&self) -> usize {
+        self.groups.iter().map(|(_, r)| r.len()).sum()
+    }
+
+    /// Evaluates every group at `ts_ms`, in file order; `tenant` is stamped on alerts.
+    pub fn evaluate(&mut self, store: &mut SeriesStore, ts_ms: i64, tenant: &str) -> Evaluation {
+        let mut out = Evaluation::default();
+        for (group, rules) in &mut self.groups {
+            for state in rules.iter_mut() {
+                let result = Evaluator::new(store).eval(&state.rule.expr, ts_ms);
+                let samples = match result {
+                    Ok(Value::Vector(v)) => v,
+                    Ok(Value::Scalar(s)) => vec![crate::promql::Sample {
+                        labels: Labels::default(),
+                        value: s,
+                    }],
+                    Ok(_) => {
+                        out.errors.push(format!(
+                            "group {:?} rule {:?}: expression does not return a vector or scalar",
+                            group.name, state.rule.name
+                        ));
+                        continue;
+                    }
+                    Err(e) => {
+                        out.errors
+                            .push(format!("group {:?} rule {:?}: {e}", group.name, state.rule.name));
+                        continue;
+                    }
+                };
+                if group.limit > 0 && samples.len() as u64 > group.limit {
+                    out.errors.push(format!(
+                        "group {:?} rule {:?}: {} results exceed the limit of {}",
+                        group.name,
+                        state.rule.name,
+                        samples.len(),
+                        group.limit
+                    ));
+                    continue;
+                }
+                if state.rule.alerting {
+                    if let Err(e) = update_alerts(state, samples, ts_ms, &self.external_labels) {
+                        out.errors
+                            .push(format!("group {:?} rule {:?}: {e}", group.name, state.rule.name));
+                    }
+                    out.alerts.extend(state.active.iter().map(|(fp, a)| Alert {
+                        tenant: tenant.to_string(),
+                        labels: a.labels.clone(),
+                        annotations: a.annotations.clone(),
+                        state: a.state as i32,
+                        active_at_ms: a.active_at_ms,
+                        fired_at_ms: a.fired_at_ms,
+                        resolved_at_ms: a.resolved_at_ms,
+                        value: a.value,
+                        fingerprint: fp.clone(),
+                        generator_url: String::new(),
+                    }));
+                } else {
+                    for s in samples {
+                        let mut labels = s.labels.with(METRIC_NAME, &state.rule.name);
+                        for (k, t) in &state.rule.labels {
+                            labels = labels.with(k, &t.render(&Context {
+                                labels: &BTreeMap::new(),
+                                external_labels: &self.external_labels,
+                                value: s.value,
+                            }));
+                        }
+                        store.append(&labels, ts_ms, s.value);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn update_alerts(
+    state: &mut RuleState,
+    samples: Vec<crate::promql::Sample>,
+    ts_ms: i64,
+    external_labels: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    let rule = &state.rule;
+    let mut seen: HashMap<String, (BTreeMap<String, String>, BTreeMap<String, String>, f64)> =
+        HashMap::new();
+    for s in samples {
+        let base: BTreeMap<String, String> = s
+            .labels
+            .without_name()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let ctx = Context {
+            labels: &base,
+            external_labels,
+            value: s.value,
+        };
+        let mut labels = base.clone();
+        for (k, t) in &rule.labels {
+            let v = t.render(&ctx);
+            if v.is_empty() {
+                labels.remove(k);
+            } else {
+                labels.insert(k.clone(), v);
+            }
+        }
+        labels.insert("alertname".into(), rule.name.clone());
+        let annotations = rule
+            .annotations
+            .iter()
+            .map(|(k, t)| (k.clone(), t.render(&ctx)))
+            .collect();
+        let fp = Alert::fingerprint_of(&labels);
+        if seen.insert(fp.clone(), (labels, annotations, s.value)).is_some() {
+            return Err("vector contains metrics with the same labelset after applying alert labels".into());
+        }
+    }
+    for (fp, (labels, annotations, value)) in seen.iter() {
+        match state.active.get_mut(fp) {
+            Some(a) if a.state != AlertState::Resolved => {
+                a.value = *value;
+                a.annotations = annotations.clone();
+                a.last_seen_ms = ts_ms;
+            }
+            _ => {
+                state.active.insert(
+                    fp.clone(),
+                    Active {
+                        labels: labels.clone(),
+                        annotations: annotations.clone(),
+                        value: *value,
+                        state: AlertState::Pending,
+                        active_at_ms: ts_ms,
+                        fired_at_ms: 0,
+                        resolved_at_ms: 0,
+                        last_seen_ms: ts_ms,
+                    },
+                );
+            }
+        }
+    }
+    let for_ms = rule.for_.as_millis() as i64;
+    let keep_ms = rule.keep_firing_for.as_millis() as i64;
+    state.active.retain(|fp, a| {
+        if seen.contains_key(fp) {
+            if a.state == AlertState::Pending && ts_ms - a.active_at_ms >= for_ms {
+                a.state = AlertState::Firing;
+                a.fired_at_ms = ts_ms;
+            }
+            return true;
+        }
+        match a.state {
+            AlertState::Pending => false,
+            AlertState::Firing if keep_ms > 0 && ts_ms - a.last_seen_ms < keep_ms => true,
+            AlertState::Firing => {
+                a.state = AlertState::Resolved;
+                a.resolved_at_ms = ts_ms;
+                true
+            }
+            _ => ts_ms - a.resolved_at_ms < RESOLVED_RETENTION_MS,
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rulefile::load_str;
+
+    fn engine(yaml: &str) -> RuleEngine {
+        RuleEngine::new(load_str("t.yml", yaml).unwrap(), BTreeMap::new())
+    }
+
+    fn states(e: &Evaluation) -> Vec<AlertState> {
+        e.alerts.iter().map(|a| a.state()).collect()
+    }
+
+    #[test]
+    fn pending_then_firing_then_resolved() {
+        let mut engine = engine(
+            "groups:\n- name: g\n  rules:\n  - alert: Down\n    expr: up == 0\n    for: 1m\n    annotations: {summary: '{{ $labels.job }} is down'}\n",
+        );
+        let mut store = SeriesStore::new(3_600_000);
+        let up = Labels::new([("__name__".into(), "up".into()), ("job".into(), "kafka".into())]);
+        for (t, v) in [(0, 0.0), (30_000, 0.0), (60_000, 0.0), (90_000, 1.0)] {
+            store.append(&up, t, v);
+        }
+        assert_eq!(states(&engine.evaluate(&mut store, 0, "t")), vec![AlertState::Pending]);
+        assert_eq!(states(&engine.evaluate(&mut store, 30_000, "t")), vec![AlertState::Pending]);
+        let firing = engine.evaluate(&mut store, 60_000, "t");
+        assert_eq!(states(&firing), vec![AlertState::Firing]);
+        assert_eq!(firing.alerts[0].annotations["summary"], "kafka is down");
+        assert_eq!(firing.alerts[0].labels["alertname"], "Down");
+        let resolved = engine.evaluate(&mut store, 90_000, "t");
+        assert_eq!(states(&resolved), vec![AlertState::Resolved]);
+        assert_eq!(resolved.alerts[0].resolved_at_ms, 90_000);
+    }
+
+    #[test]
+    fn pending_alert_that_clears_is_forgotten() {
+        let mut engine = engine("groups:\n- name: g\n  rules:\n  - alert: Down\n    expr: up == 0\n    for: 1m\n");
+        let mut store = SeriesStore::new(3_600_000);
+        let up = Labels::new([("__name__".into(), "up".into())]);
+        store.append(&up, 0, 0.0);
+        store.append(&up, 30_000, 1.0);
+        assert_eq!(engine.evaluate(&mut store, 0, "t").alerts.len(), 1);
+        assert!(engine.evaluate(&mut store, 30_000, "t").alerts.is_empty());
+    }
+
+    #[test]
+    fn recording_rules_feed_later_rules() {
+        let mut engine = engine(
+            "groups:\n- name: g\n  rules:\n  - record: job:up:sum\n    expr: sum by (job) (up)\n  - alert: AllDown\n    expr: 'job:up:sum == 0'\n",
+        );
+        let mut store = SeriesStore::new(3_600_000);
+        store.append(&Labels::new([("__name__".into(), "up".into()), ("job".into(), "a".into())]), 0, 0.0);
+        let e = engine.evaluate(&mut store, 0, "t");
+        assert_eq!(states(&e), vec![AlertState::Firing]);
+        assert_eq!(e.alerts[0].labels.get("job").map(String::as_str), Some("a"));
+    }
+}
