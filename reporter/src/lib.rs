@@ -1,1 +1,228 @@
-//! stub
+//! The Foresight agent as a library: collect a Kafka cluster's metadata and offsets,
+//! turn them into series, and ship them to the ingest service. Never reads a record.
+//!
+//! - [`config`]: the agent's YAML configuration.
+//! - [`collector`]: sources (the Kafka protocol so far).
+//! - [`series`]: snapshot to series, with kafka_exporter's names.
+//! - [`shipper`]: HTTPS upload with retries.
+//! - [`tls`]: trust for the upload: system roots, a CA file or a pinned certificate.
+//!
+//! [`Reporter`] ties them together; a service can embed it in its own runtime.
+#![warn(missing_docs)]
+
+pub mod collector;
+pub mod config;
+pub mod series;
+pub mod shipper;
+pub mod tls;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use foresight_proto::v1::{Label, Resource, Sample, Series, TelemetryBatch};
+use tokio_util::sync::CancellationToken;
+
+pub use config::AgentConfig;
+pub use shipper::{ShipError, Shipper};
+
+/// Errors at the crate's edge.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration has problems; all are listed.
+    #[error("invalid configuration:\n  {}", .0.join("\n  "))]
+    Config(Vec<String>),
+    /// The Kafka cluster could not be read.
+    #[error("kafka: {0}")]
+    Kafka(String),
+    /// TLS could not be set up.
+    #[error("tls: {0}")]
+    Tls(String),
+}
+
+/// Batches kept in memory while the ingest is unreachable; the oldest go first.
+const MAX_PENDING_BATCHES: usize = 1_000;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A running agent: collects on an interval and ships in order.
+pub struct Reporter {
+    config: AgentConfig,
+    collector: Arc<collector::kafka::KafkaCollector>,
+    shipper: Option<Shipper>,
+    instance_id: String,
+    sequence: AtomicU64,
+    extra: Mutex<Vec<Series>>,
+    pending: tokio::sync::Mutex<VecDeque<TelemetryBatch>>,
+    dropped: AtomicU64,
+}
+
+impl Reporter {
+    /// A reporter for `config`. Without an `ingest.url` it can collect but not ship.
+    ///
+    /// # Errors
+    /// [`Error`] for an invalid configuration, API key source or TLS setting.
+    pub fn new(config: AgentConfig) -> Result<Self, Error> {
+        config.validate().map_err(Error::Config)?;
+        let shipper = if config.ingest.url.is_empty() {
+            None
+        } else {
+            let tls = tls::client_config(config.ingest.ca_file.as_deref(), config.ingest.pinned_sha256.as_deref())?;
+            Some(Shipper::new(
+                &config.ingest.url,
+                config.api_key()?,
+                tls,
+                Duration::from_secs(config.ingest.timeout_secs),
+                config.ingest.max_attempts,
+            )?)
+        };
+        let collector = Arc::new(collector::kafka::KafkaCollector::new(&config.kafka)?);
+        let instance_id: String = (0..16).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+        Ok(Reporter {
+            config,
+            collector,
+            shipper,
+            instance_id,
+            sequence: AtomicU64::new(0),
+            extra: Mutex::new(Vec::new()),
+            pending: tokio::sync::Mutex::new(VecDeque::new()),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// This process's agent instance id, which scopes batch sequence numbers.
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// Adds series of the embedding service's own to the next batch.
+    pub fn add_series(&self, series: impl IntoIterator<Item = Series>) {
+        self.extra.lock().expect("extra series lock is never poisoned").extend(series);
+    }
+
+    /// Collects once and builds the next batch.
+    ///
+    /// # Errors
+    /// [`Error::Kafka`] when the cluster cannot be read.
+    pub async fn collect_batch(&self) -> Result<TelemetryBatch, Error> {
+        let started = Instant::now();
+        let ts = now_ms();
+        let collector = self.collector.clone();
+        let snapshot = tokio::task::spawn_blocking(move || collector.collect(ts))
+            .await
+            .map_err(|e| Error::Kafka(format!("collector task failed: {e}")))??;
+        let mut base = self.config.labels.clone();
+        let cluster = self
+            .config
+            .kafka
+            .cluster_name
+            .clone()
+            .unwrap_or_else(|| snapshot.cluster_id.clone());
+        base.insert("cluster".into(), cluster);
+        let mut series = series::snapshot_series(&snapshot, &base, ts);
+        series.push(Series {
+            name: "foresight_agent_collect_duration_seconds".into(),
+            labels: base.iter().map(|(k, v)| Label { name: k.clone(), value: v.clone() }).collect(),
+            samples: vec![Sample { timestamp_ms: ts, value: started.elapsed().as_secs_f64() }],
+        });
+        series.append(&mut self.extra.lock().expect("extra series lock is never poisoned"));
+        Ok(TelemetryBatch {
+            resource: Some(Resource {
+                cluster_id: snapshot.cluster_id.clone(),
+                broker_id: self.config.broker_id,
+                host: self.config.host.clone().unwrap_or_else(host_name),
+                agent_version: env!("CARGO_PKG_VERSION").into(),
+                agent_instance_id: self.instance_id.clone(),
+                labels: self.config.labels.clone().into_iter().collect::<BTreeMap<_, _>>(),
+            }),
+            sequence: self.sequence.fetch_add(1, Ordering::SeqCst) + 1,
+            series,
+            snapshot: Some(snapshot),
+            events: Vec::new(),
+            created_at_ms: ts,
+        })
+    }
+
+    /// Sends pending batches oldest first, stopping at the first that cannot be sent.
+    /// Returns how many were delivered.
+    pub async fn flush(&self) -> usize {
+        let Some(shipper) = &self.shipper else { return 0 };
+        let mut pending = self.pending.lock().await;
+        let mut sent = 0;
+        while let Some(batch) = pending.front() {
+            match shipper.send(batch).await {
+                Ok(()) => {
+                    pending.pop_front();
+                    sent += 1;
+                }
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, pending = pending.len(), "Ingest unavailable; batches kept for the next cycle.");
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, sequence = batch.sequence, "Ingest rejected a batch; dropped.");
+                    pending.pop_front();
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        sent
+    }
+
+    async fn enqueue(&self, batch: TelemetryBatch) {
+        let mut pending = self.pending.lock().await;
+        if pending.len() >= MAX_PENDING_BATCHES {
+            pending.pop_front();
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        pending.push_back(batch);
+    }
+
+    /// Collects and ships once.
+    ///
+    /// # Errors
+    /// [`Error::Kafka`] when the cluster cannot be read.
+    pub async fn run_once(&self) -> Result<usize, Error> {
+        let batch = self.collect_batch().await?;
+        self.enqueue(batch).await;
+        Ok(self.flush().await)
+    }
+
+    /// Collects and ships every interval until `cancel` fires.
+    ///
+    /// # Cancel safety
+    /// Stops between cycles; a batch being sent when cancelled stays pending.
+    pub async fn run(&self, cancel: CancellationToken) {
+        let mut ticker = tokio::time::interval(Duration::from_secs(self.config.interval_secs));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let cycle = async {
+                if let Err(e) = self.run_once().await {
+                    tracing::warn!(error = %e, "Collection failed.");
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = cycle => {}
+            }
+        }
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default()
+}

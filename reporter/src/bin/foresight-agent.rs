@@ -1,1 +1,61 @@
-fn main(){}
+//! `foresight-agent`: collects a Kafka cluster's telemetry and ships it to Foresight.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use foresight_reporter::{AgentConfig, Reporter};
+use tokio_util::sync::CancellationToken;
+
+/// Collects Kafka cluster metadata and offsets (never message payloads) and ships them
+/// over HTTPS to a Foresight ingest service.
+#[derive(Parser, Debug)]
+#[command(name = "foresight-agent", version)]
+struct Args {
+    /// Agent configuration file (YAML); see examples/agent.yml.
+    #[arg(long, short, env = "FORESIGHT_AGENT_CONFIG", default_value = "/etc/foresight/agent.yml")]
+    config: PathBuf,
+    /// Collect once, ship (or print) and exit.
+    #[arg(long)]
+    once: bool,
+    /// Print the batch as JSON instead of sending it: exactly what would be shipped.
+    #[arg(long)]
+    print: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut config = AgentConfig::load(&args.config)?;
+    if args.print {
+        // Printing needs no ingest.
+        config.ingest.url.clear();
+    }
+    let reporter = Reporter::new(config).context("starting the agent")?;
+    if args.print {
+        let batch = reporter.collect_batch().await?;
+        println!("{}", serde_json::to_string_pretty(&batch)?);
+        return Ok(());
+    }
+    if args.once {
+        let sent = reporter.run_once().await?;
+        anyhow::ensure!(sent == 1, "the batch could not be delivered");
+        return Ok(());
+    }
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("Shutting down.");
+        c.cancel();
+    });
+    tracing::info!(instance = reporter.instance_id(), "Agent started.");
+    reporter.run(cancel).await;
+    Ok(())
+}
