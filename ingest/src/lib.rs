@@ -1,1 +1,235 @@
-//! stub
+//! The Foresight ingest service as a library: the HTTPS API, the store, the evaluator
+//! pipeline and their wiring; `main.rs` is only the command line.
+//!
+//! - [`config`]: `foresight serve` configuration.
+//! - [`store`]: SQLite state (tenants, keys, batches, outbox).
+//! - [`tls`]: the server certificate, generated when not configured.
+//! - [`http`]: routes, auth, limits, decoding.
+//! - [`pipeline`]: series stores, rule evaluation, dispatch.
+//! - [`demo`]: the whole pipeline in one process against librdkafka's mock cluster.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod demo;
+pub mod http;
+pub mod pipeline;
+pub mod store;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use foresight_notifier::outbox::{PendingNotification, RetryPolicy};
+use foresight_notifier::{DeliveryWorker, Dispatcher, WebhookReceiver};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::ServeConfig;
+pub use store::Store;
+
+/// Errors at the crate's edge.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration has problems; all are listed.
+    #[error("invalid configuration:\n  {}", .0.join("\n  "))]
+    Config(Vec<String>),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// TLS setup failed.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// A rule file failed to load.
+    #[error(transparent)]
+    Rules(#[from] foresight_rules::Error),
+    /// A socket or file operation failed.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Loads the configured rule groups: the built-in pack (unless disabled) then the files.
+///
+/// # Errors
+/// [`Error::Rules`] for the first file that does not load.
+pub fn load_rules(config: &ServeConfig) -> Result<Vec<foresight_rules::Group>, Error> {
+    let mut groups = Vec::new();
+    if config.builtin_rules {
+        groups.extend(foresight_rules::packs::kafka()?);
+    }
+    for f in &config.rule_files {
+        groups.extend(foresight_rules::load_file(f)?);
+    }
+    Ok(groups)
+}
+
+/// A running service.
+pub struct Server {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// SHA-256 fingerprint of the server certificate.
+    pub fingerprint: String,
+    /// Whether the certificate was generated at this start.
+    pub generated_certificate: bool,
+    /// The store.
+    pub store: Arc<Store>,
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+/// Called after each delivery a receiver acknowledged.
+pub type DeliveredHook = Arc<dyn Fn(&PendingNotification) + Send + Sync>;
+
+impl Server {
+    /// Opens the store, loads rules and the certificate, binds, and starts the
+    /// listener, the evaluator and the delivery worker.
+    ///
+    /// # Errors
+    /// [`Error`] for anything that stops the service from starting.
+    pub async fn start(
+        config: ServeConfig,
+        on_delivered: Option<DeliveredHook>,
+    ) -> Result<Server, Error> {
+        config.validate().map_err(Error::Config)?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| Error::Io(format!("data_dir {}: {e}", config.data_dir.display())))?;
+        let store = Arc::new(Store::open(&config.data_dir)?);
+        let groups = load_rules(&config)?;
+        let identity = tls::load_or_generate(
+            config.tls.cert_file.as_deref(),
+            config.tls.key_file.as_deref(),
+            &config.data_dir,
+        )?;
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .map_err(|e| Error::Io(format!("listen {}: {e}", config.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Io(e.to_string()))?;
+
+        let cancel = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let wake = Arc::new(Notify::new());
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(
+                foresight_reporter::tls::client_config(None, None)
+                    .map_err(|e| Error::Io(e.to_string()))?,
+            )
+            .build()
+            .map_err(|e| Error::Io(e.to_string()))?;
+        let receivers = config
+            .webhooks
+            .iter()
+            .map(|w| WebhookReceiver::new(w.clone(), client.clone()))
+            .collect();
+        let mut worker = DeliveryWorker::new(
+            store.clone(),
+            receivers,
+            RetryPolicy::default(),
+            wake.clone(),
+        );
+        if let Some(hook) = on_delivered {
+            worker = worker.on_delivered(move |p| hook(p));
+        }
+        tasks.spawn(worker.run(cancel.clone()));
+
+        let (tx, rx) = mpsc::channel(config.limits.queue_capacity);
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            config.webhooks.clone(),
+            config.external_url.clone(),
+        );
+        let pipeline = pipeline::Pipeline::new(
+            groups,
+            config.external_labels.clone(),
+            dispatcher,
+            wake,
+            config.evaluation_interval(),
+        );
+        tasks.spawn(pipeline.run(rx, cancel.clone()));
+
+        let app = http::router(http::AppState {
+            store: store.clone(),
+            tx,
+            limits: config.limits.clone(),
+        });
+        let acceptor = tokio_rustls::TlsAcceptor::from(identity.config.clone());
+        tasks.spawn(serve_tls(listener, acceptor, app, cancel.clone()));
+        Ok(Server {
+            addr,
+            fingerprint: identity.fingerprint,
+            generated_certificate: identity.generated,
+            store,
+            cancel,
+            tasks,
+        })
+    }
+
+    /// Stops accepting, stops the tasks, and waits up to `deadline` for them.
+    pub async fn shutdown(mut self, deadline: Duration) {
+        self.cancel.cancel();
+        let _ = tokio::time::timeout(deadline, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+    }
+
+    /// Waits until `cancel` fires, then shuts down.
+    pub async fn run_until(self, cancel: CancellationToken) {
+        cancel.cancelled().await;
+        self.shutdown(Duration::from_secs(10)).await;
+    }
+}
+
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: axum::Router,
+    cancel: CancellationToken,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Accept failed.");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed.");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection(TokioIo::new(tls), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "Connection ended with an error.");
+                    }
+                }
+                _ = cancel.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
+        });
+    }
+}

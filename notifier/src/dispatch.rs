@@ -56,7 +56,12 @@ impl<S: OutboxStore> Dispatcher<S> {
                     "alertname".to_string(),
                     alert.labels.get("alertname").cloned().unwrap_or_default(),
                 )]);
-                let msg = WebhookMessage::new(&r.name, group, std::slice::from_ref(alert), &self.external_url);
+                let msg = WebhookMessage::new(
+                    &r.name,
+                    group,
+                    std::slice::from_ref(alert),
+                    &self.external_url,
+                );
                 out.push(NewNotification {
                     tenant: alert.tenant.clone(),
                     receiver: r.name.clone(),

@@ -50,7 +50,9 @@ impl DeliveryError {
     pub fn is_retryable(&self) -> bool {
         match self {
             DeliveryError::Unreachable { .. } => true,
-            DeliveryError::Status { status, .. } => *status == 429 || *status == 408 || *status >= 500,
+            DeliveryError::Status { status, .. } => {
+                *status == 429 || *status == 408 || *status >= 500
+            }
             DeliveryError::UnknownReceiver(_) => false,
         }
     }

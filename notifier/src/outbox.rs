@@ -60,7 +60,12 @@ pub trait OutboxStore: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError`] when the store fails.
-    fn mark_failed(&self, id: i64, error: &str, next_attempt_ms: Option<i64>) -> Result<(), StoreError>;
+    fn mark_failed(
+        &self,
+        id: i64,
+        error: &str,
+        next_attempt_ms: Option<i64>,
+    ) -> Result<(), StoreError>;
 }
 
 /// Retry policy for deliveries.
@@ -120,10 +125,18 @@ fn now_ms() -> i64 {
 
 impl<S: OutboxStore> DeliveryWorker<S> {
     /// A worker over `store` sending to `receivers`.
-    pub fn new(store: Arc<S>, receivers: Vec<WebhookReceiver>, policy: RetryPolicy, wake: Arc<Notify>) -> Self {
+    pub fn new(
+        store: Arc<S>,
+        receivers: Vec<WebhookReceiver>,
+        policy: RetryPolicy,
+        wake: Arc<Notify>,
+    ) -> Self {
         DeliveryWorker {
             store,
-            receivers: receivers.into_iter().map(|r| (r.config().name.clone(), r)).collect(),
+            receivers: receivers
+                .into_iter()
+                .map(|r| (r.config().name.clone(), r))
+                .collect(),
             policy,
             wake,
             on_delivered: None,
@@ -131,7 +144,10 @@ impl<S: OutboxStore> DeliveryWorker<S> {
     }
 
     /// Calls `f` after each acknowledged delivery.
-    pub fn on_delivered(mut self, f: impl Fn(&PendingNotification) + Send + Sync + 'static) -> Self {
+    pub fn on_delivered(
+        mut self,
+        f: impl Fn(&PendingNotification) + Send + Sync + 'static,
+    ) -> Self {
         self.on_delivered = Some(Box::new(f));
         self
     }
@@ -163,10 +179,16 @@ impl<S: OutboxStore> DeliveryWorker<S> {
         for p in due {
             let result = match self.receivers.get(&p.notification.receiver) {
                 Some(r) => {
-                    r.send(&p.notification.body, &p.notification.idempotency_key, now_ms() / 1000)
-                        .await
+                    r.send(
+                        &p.notification.body,
+                        &p.notification.idempotency_key,
+                        now_ms() / 1000,
+                    )
+                    .await
                 }
-                None => Err(crate::DeliveryError::UnknownReceiver(p.notification.receiver.clone())),
+                None => Err(crate::DeliveryError::UnknownReceiver(
+                    p.notification.receiver.clone(),
+                )),
             };
             let store = self.store.clone();
             match result {
@@ -183,7 +205,9 @@ impl<S: OutboxStore> DeliveryWorker<S> {
                 Err(e) => {
                     let attempts = p.attempts + 1;
                     let next = if e.is_retryable() {
-                        self.policy.delay_after(attempts).map(|d| now_ms() + d.as_millis() as i64)
+                        self.policy
+                            .delay_after(attempts)
+                            .map(|d| now_ms() + d.as_millis() as i64)
                     } else {
                         None
                     };

@@ -134,7 +134,11 @@ impl WebhookMessage {
                         labels: a.labels.clone(),
                         annotations: a.annotations.clone(),
                         starts_at: rfc3339_ms(a.active_at_ms),
-                        ends_at: if resolved { rfc3339_ms(a.resolved_at_ms) } else { ZERO_TIME.into() },
+                        ends_at: if resolved {
+                            rfc3339_ms(a.resolved_at_ms)
+                        } else {
+                            ZERO_TIME.into()
+                        },
                         generator_url: a.generator_url.clone(),
                         fingerprint: a.fingerprint.clone(),
                     }
@@ -157,17 +161,28 @@ mod tests {
     #[test]
     fn resolved_message_has_end_time_and_common_labels() {
         let alert = Alert {
-            labels: BTreeMap::from([("alertname".into(), "X".into()), ("topic".into(), "t".into())]),
+            labels: BTreeMap::from([
+                ("alertname".into(), "X".into()),
+                ("topic".into(), "t".into()),
+            ]),
             state: AlertState::Resolved as i32,
             active_at_ms: 1000,
             resolved_at_ms: 61_000,
             fingerprint: "ab".into(),
             ..Default::default()
         };
-        let msg = WebhookMessage::new("ops", BTreeMap::from([("alertname".into(), "X".into())]), &[alert], "");
+        let msg = WebhookMessage::new(
+            "ops",
+            BTreeMap::from([("alertname".into(), "X".into())]),
+            &[alert],
+            "",
+        );
         assert_eq!(msg.status, "resolved");
         assert_eq!(msg.alerts[0].ends_at, "1970-01-01T00:01:01.000Z");
-        assert_eq!(msg.common_labels.get("topic").map(String::as_str), Some("t"));
+        assert_eq!(
+            msg.common_labels.get("topic").map(String::as_str),
+            Some("t")
+        );
         let json = serde_json::to_value(&msg).unwrap();
         assert_eq!(json["version"], "4");
         assert!(json["alerts"][0]["generatorURL"].is_string());

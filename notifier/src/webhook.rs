@@ -48,11 +48,15 @@ fn default_timeout() -> u64 {
 
 /// Computes the signature header value for `body` at `unix_secs`.
 pub fn sign(secret: &str, unix_secs: i64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
     mac.update(unix_secs.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    format!("t={unix_secs},v1={}", hex::encode(mac.finalize().into_bytes()))
+    format!(
+        "t={unix_secs},v1={}",
+        hex::encode(mac.finalize().into_bytes())
+    )
 }
 
 /// Checks a signature header against `body`; `max_age_secs` bounds replays.
@@ -66,11 +70,14 @@ pub fn verify(secret: &str, header: &str, body: &[u8], now_secs: i64, max_age_se
             _ => {}
         }
     }
-    let (Some(t), Some(v1)) = (t, v1) else { return false };
+    let (Some(t), Some(v1)) = (t, v1) else {
+        return false;
+    };
     if (now_secs - t).abs() > max_age_secs {
         return false;
     }
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
     mac.update(t.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
@@ -103,13 +110,21 @@ impl WebhookReceiver {
     /// # Cancel safety
     /// Cancelling may leave the request delivered but unacknowledged; the outbox then
     /// retries with the same idempotency key.
-    pub async fn send(&self, body: &[u8], idempotency_key: &str, now_secs: i64) -> Result<(), DeliveryError> {
+    pub async fn send(
+        &self,
+        body: &[u8],
+        idempotency_key: &str,
+        now_secs: i64,
+    ) -> Result<(), DeliveryError> {
         let mut req = self
             .client
             .post(&self.config.url)
             .timeout(Duration::from_secs(self.config.timeout_secs))
             .header("Content-Type", "application/json")
-            .header("User-Agent", concat!("foresight/", env!("CARGO_PKG_VERSION")))
+            .header(
+                "User-Agent",
+                concat!("foresight/", env!("CARGO_PKG_VERSION")),
+            )
             .header(IDEMPOTENCY_HEADER, idempotency_key)
             .body(body.to_vec());
         if let Some(secret) = &self.config.secret {

@@ -107,11 +107,17 @@ impl AgentConfig {
     /// # Errors
     /// [`Error::Config`] listing every problem, with the file name.
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config(vec![format!("{}: {e}", path.display())]))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(vec![format!("{}: {e}", path.display())]))?;
         let cfg: AgentConfig = serde_saphyr::from_str(&text)
             .map_err(|e| Error::Config(vec![format!("{}: {e}", path.display())]))?;
-        cfg.validate()
-            .map_err(|p| Error::Config(p.into_iter().map(|p| format!("{}: {p}", path.display())).collect()))?;
+        cfg.validate().map_err(|p| {
+            Error::Config(
+                p.into_iter()
+                    .map(|p| format!("{}: {p}", path.display()))
+                    .collect(),
+            )
+        })?;
         Ok(cfg)
     }
 
@@ -128,7 +134,10 @@ impl AgentConfig {
             p.push("interval_secs: must be at least 1".to_string());
         }
         if !self.ingest.url.is_empty() && !self.ingest.url.starts_with("https://") {
-            p.push(format!("ingest.url: {:?} must start with https://", self.ingest.url));
+            p.push(format!(
+                "ingest.url: {:?} must start with https://",
+                self.ingest.url
+            ));
         }
         if let Some(pin) = &self.ingest.pinned_sha256 {
             if crate::tls::parse_fingerprint(pin).is_none() {
@@ -150,8 +159,9 @@ impl AgentConfig {
             return Ok(k.clone());
         }
         if let Some(f) = &self.ingest.api_key_file {
-            let text = std::fs::read_to_string(f)
-                .map_err(|e| Error::Config(vec![format!("ingest.api_key_file {}: {e}", f.display())]))?;
+            let text = std::fs::read_to_string(f).map_err(|e| {
+                Error::Config(vec![format!("ingest.api_key_file {}: {e}", f.display())])
+            })?;
             return Ok(text.lines().next().unwrap_or_default().trim().to_string());
         }
         std::env::var(&self.ingest.api_key_env).map_err(|_| {
@@ -169,7 +179,8 @@ mod tests {
 
     #[test]
     fn defaults_fill_what_is_not_set() {
-        let cfg: AgentConfig = serde_saphyr::from_str("kafka:\n  bootstrap_servers: b:9092\n").unwrap();
+        let cfg: AgentConfig =
+            serde_saphyr::from_str("kafka:\n  bootstrap_servers: b:9092\n").unwrap();
         assert_eq!(cfg.interval_secs, 30);
         assert_eq!(cfg.ingest.api_key_env, "FORESIGHT_API_KEY");
         assert_eq!(cfg.kafka.request_timeout_ms, 10_000);
@@ -178,10 +189,14 @@ mod tests {
 
     #[test]
     fn unknown_fields_and_every_problem_are_reported() {
-        let err = serde_saphyr::from_str::<AgentConfig>("kafka:\n  bootstrap: x\n").unwrap_err().to_string();
+        let err = serde_saphyr::from_str::<AgentConfig>("kafka:\n  bootstrap: x\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bootstrap"), "{err}");
-        let cfg: AgentConfig =
-            serde_saphyr::from_str("interval_secs: 0\ningest:\n  url: http://x\n  pinned_sha256: zz\n").unwrap();
+        let cfg: AgentConfig = serde_saphyr::from_str(
+            "interval_secs: 0\ningest:\n  url: http://x\n  pinned_sha256: zz\n",
+        )
+        .unwrap();
         let problems = cfg.validate().unwrap_err();
         assert_eq!(problems.len(), 4, "{problems:?}");
     }

@@ -74,7 +74,10 @@ impl Reporter {
         let shipper = if config.ingest.url.is_empty() {
             None
         } else {
-            let tls = tls::client_config(config.ingest.ca_file.as_deref(), config.ingest.pinned_sha256.as_deref())?;
+            let tls = tls::client_config(
+                config.ingest.ca_file.as_deref(),
+                config.ingest.pinned_sha256.as_deref(),
+            )?;
             Some(Shipper::new(
                 &config.ingest.url,
                 config.api_key()?,
@@ -84,7 +87,9 @@ impl Reporter {
             )?)
         };
         let collector = Arc::new(collector::kafka::KafkaCollector::new(&config.kafka)?);
-        let instance_id: String = (0..16).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+        let instance_id: String = (0..16)
+            .map(|_| format!("{:02x}", rand::random::<u8>()))
+            .collect();
         Ok(Reporter {
             config,
             collector,
@@ -104,7 +109,10 @@ impl Reporter {
 
     /// Adds series of the embedding service's own to the next batch.
     pub fn add_series(&self, series: impl IntoIterator<Item = Series>) {
-        self.extra.lock().expect("extra series lock is never poisoned").extend(series);
+        self.extra
+            .lock()
+            .expect("extra series lock is never poisoned")
+            .extend(series);
     }
 
     /// Collects once and builds the next batch.
@@ -129,10 +137,24 @@ impl Reporter {
         let mut series = series::snapshot_series(&snapshot, &base, ts);
         series.push(Series {
             name: "foresight_agent_collect_duration_seconds".into(),
-            labels: base.iter().map(|(k, v)| Label { name: k.clone(), value: v.clone() }).collect(),
-            samples: vec![Sample { timestamp_ms: ts, value: started.elapsed().as_secs_f64() }],
+            labels: base
+                .iter()
+                .map(|(k, v)| Label {
+                    name: k.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+            samples: vec![Sample {
+                timestamp_ms: ts,
+                value: started.elapsed().as_secs_f64(),
+            }],
         });
-        series.append(&mut self.extra.lock().expect("extra series lock is never poisoned"));
+        series.append(
+            &mut self
+                .extra
+                .lock()
+                .expect("extra series lock is never poisoned"),
+        );
         Ok(TelemetryBatch {
             resource: Some(Resource {
                 cluster_id: snapshot.cluster_id.clone(),
@@ -140,7 +162,12 @@ impl Reporter {
                 host: self.config.host.clone().unwrap_or_else(host_name),
                 agent_version: env!("CARGO_PKG_VERSION").into(),
                 agent_instance_id: self.instance_id.clone(),
-                labels: self.config.labels.clone().into_iter().collect::<BTreeMap<_, _>>(),
+                labels: self
+                    .config
+                    .labels
+                    .clone()
+                    .into_iter()
+                    .collect::<BTreeMap<_, _>>(),
             }),
             sequence: self.sequence.fetch_add(1, Ordering::SeqCst) + 1,
             series,
@@ -153,7 +180,9 @@ impl Reporter {
     /// Sends pending batches oldest first, stopping at the first that cannot be sent.
     /// Returns how many were delivered.
     pub async fn flush(&self) -> usize {
-        let Some(shipper) = &self.shipper else { return 0 };
+        let Some(shipper) = &self.shipper else {
+            return 0;
+        };
         let mut pending = self.pending.lock().await;
         let mut sent = 0;
         while let Some(batch) = pending.front() {

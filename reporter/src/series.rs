@@ -7,28 +7,64 @@ use foresight_proto::v1::{ClusterSnapshot, Label, Sample, Series};
 
 /// Builds series at `ts_ms`; `base` labels (`cluster` and the configured ones) go on
 /// every series.
-pub fn snapshot_series(snap: &ClusterSnapshot, base: &BTreeMap<String, String>, ts_ms: i64) -> Vec<Series> {
-    let mut out = SeriesBuilder { base, ts_ms, out: Vec::new() };
+pub fn snapshot_series(
+    snap: &ClusterSnapshot,
+    base: &BTreeMap<String, String>,
+    ts_ms: i64,
+) -> Vec<Series> {
+    let mut out = SeriesBuilder {
+        base,
+        ts_ms,
+        out: Vec::new(),
+    };
     let live: HashSet<i32> = snap.brokers.iter().map(|b| b.id).collect();
     out.push("kafka_brokers", &[], snap.brokers.len() as f64);
     for b in &snap.brokers {
         let id = b.id.to_string();
         let port = b.port.to_string();
-        out.push("kafka_broker_info", &[("broker", &id), ("host", &b.host), ("port", &port)], 1.0);
+        out.push(
+            "kafka_broker_info",
+            &[("broker", &id), ("host", &b.host), ("port", &port)],
+            1.0,
+        );
     }
     for t in &snap.topics {
-        out.push("kafka_topic_partitions", &[("topic", &t.name)], t.partitions.len() as f64);
+        out.push(
+            "kafka_topic_partitions",
+            &[("topic", &t.name)],
+            t.partitions.len() as f64,
+        );
         for p in &t.partitions {
             let pid = p.id.to_string();
             let l = [("topic", t.name.as_str()), ("partition", pid.as_str())];
             let offline = p.leader < 0 || !live.contains(&p.leader);
             let missing = p.replicas.iter().filter(|r| !live.contains(r)).count();
             out.push("kafka_topic_partition_leader", &l, f64::from(p.leader));
-            out.push("kafka_topic_partition_replicas", &l, p.replicas.len() as f64);
-            out.push("kafka_topic_partition_in_sync_replica", &l, p.isr.len() as f64);
-            out.push("kafka_topic_partition_under_replicated", &l, f64::from(u8::from(p.isr.len() < p.replicas.len())));
-            out.push("kafka_topic_partition_offline", &l, f64::from(u8::from(offline)));
-            out.push("kafka_topic_partition_replicas_on_missing_brokers", &l, missing as f64);
+            out.push(
+                "kafka_topic_partition_replicas",
+                &l,
+                p.replicas.len() as f64,
+            );
+            out.push(
+                "kafka_topic_partition_in_sync_replica",
+                &l,
+                p.isr.len() as f64,
+            );
+            out.push(
+                "kafka_topic_partition_under_replicated",
+                &l,
+                f64::from(u8::from(p.isr.len() < p.replicas.len())),
+            );
+            out.push(
+                "kafka_topic_partition_offline",
+                &l,
+                f64::from(u8::from(offline)),
+            );
+            out.push(
+                "kafka_topic_partition_replicas_on_missing_brokers",
+                &l,
+                missing as f64,
+            );
             out.push(
                 "kafka_topic_partition_leader_is_preferred",
                 &l,
@@ -42,7 +78,11 @@ pub fn snapshot_series(snap: &ClusterSnapshot, base: &BTreeMap<String, String>, 
                 out.push("kafka_partition_last_stable_offset", &l, lso as f64);
             }
             if let (Some(hw), Some(lso)) = (p.high_watermark, p.last_stable_offset) {
-                out.push("kafka_partition_last_stable_offset_lag", &l, (hw - lso).max(0) as f64);
+                out.push(
+                    "kafka_partition_last_stable_offset_lag",
+                    &l,
+                    (hw - lso).max(0) as f64,
+                );
             }
             if let Some(start) = p.log_start_offset {
                 out.push("kafka_partition_log_start_offset", &l, start as f64);
@@ -61,15 +101,25 @@ struct SeriesBuilder<'a> {
 
 impl SeriesBuilder<'_> {
     fn push(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        let mut all: BTreeMap<&str, &str> = self.base.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut all: BTreeMap<&str, &str> = self
+            .base
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         all.extend(labels.iter().copied());
         self.out.push(Series {
             name: name.to_string(),
             labels: all
                 .into_iter()
-                .map(|(n, v)| Label { name: n.to_string(), value: v.to_string() })
+                .map(|(n, v)| Label {
+                    name: n.to_string(),
+                    value: v.to_string(),
+                })
                 .collect(),
-            samples: vec![Sample { timestamp_ms: self.ts_ms, value }],
+            samples: vec![Sample {
+                timestamp_ms: self.ts_ms,
+                value,
+            }],
         });
     }
 }
@@ -82,19 +132,47 @@ mod tests {
     fn value(series: &[Series], name: &str, partition: &str) -> Option<f64> {
         series
             .iter()
-            .find(|s| s.name == name && s.labels.iter().any(|l| l.name == "partition" && l.value == partition))
+            .find(|s| {
+                s.name == name
+                    && s.labels
+                        .iter()
+                        .any(|l| l.name == "partition" && l.value == partition)
+            })
             .map(|s| s.samples[0].value)
     }
 
     #[test]
     fn derives_offline_under_replicated_and_lso_lag() {
         let snap = ClusterSnapshot {
-            brokers: vec![Broker { id: 1, ..Default::default() }, Broker { id: 2, ..Default::default() }],
+            brokers: vec![
+                Broker {
+                    id: 1,
+                    ..Default::default()
+                },
+                Broker {
+                    id: 2,
+                    ..Default::default()
+                },
+            ],
             topics: vec![Topic {
                 name: "t".into(),
                 partitions: vec![
-                    Partition { id: 0, leader: 1, replicas: vec![1, 2], isr: vec![1, 2], high_watermark: Some(10), last_stable_offset: Some(4), ..Default::default() },
-                    Partition { id: 1, leader: -1, replicas: vec![2, 3], isr: vec![2], ..Default::default() },
+                    Partition {
+                        id: 0,
+                        leader: 1,
+                        replicas: vec![1, 2],
+                        isr: vec![1, 2],
+                        high_watermark: Some(10),
+                        last_stable_offset: Some(4),
+                        ..Default::default()
+                    },
+                    Partition {
+                        id: 1,
+                        leader: -1,
+                        replicas: vec![2, 3],
+                        isr: vec![2],
+                        ..Default::default()
+                    },
                 ],
                 error_code: 0,
             }],
@@ -102,12 +180,28 @@ mod tests {
         };
         let base = BTreeMap::from([("cluster".to_string(), "c1".to_string())]);
         let s = snapshot_series(&snap, &base, 1000);
-        assert_eq!(value(&s, "kafka_partition_last_stable_offset_lag", "0"), Some(6.0));
+        assert_eq!(
+            value(&s, "kafka_partition_last_stable_offset_lag", "0"),
+            Some(6.0)
+        );
         assert_eq!(value(&s, "kafka_topic_partition_offline", "0"), Some(0.0));
         assert_eq!(value(&s, "kafka_topic_partition_offline", "1"), Some(1.0));
-        assert_eq!(value(&s, "kafka_topic_partition_under_replicated", "1"), Some(1.0));
-        assert_eq!(value(&s, "kafka_topic_partition_replicas_on_missing_brokers", "1"), Some(1.0));
-        assert_eq!(value(&s, "kafka_partition_last_stable_offset_lag", "1"), None);
-        assert!(s.iter().all(|x| x.labels.iter().any(|l| l.name == "cluster" && l.value == "c1")));
+        assert_eq!(
+            value(&s, "kafka_topic_partition_under_replicated", "1"),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&s, "kafka_topic_partition_replicas_on_missing_brokers", "1"),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&s, "kafka_partition_last_stable_offset_lag", "1"),
+            None
+        );
+        assert!(s.iter().all(|x| {
+            x.labels
+                .iter()
+                .any(|l| l.name == "cluster" && l.value == "c1")
+        }));
     }
 }

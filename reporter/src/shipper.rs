@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use foresight_proto::v1::TelemetryBatch;
 use foresight_proto::Message;
+use foresight_proto::v1::TelemetryBatch;
 
 use crate::Error;
 
@@ -58,7 +58,9 @@ pub struct Shipper {
 impl std::fmt::Debug for Shipper {
     // The API key never reaches a log line.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shipper").field("endpoint", &self.endpoint).finish_non_exhaustive()
+        f.debug_struct("Shipper")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
     }
 }
 
@@ -91,7 +93,8 @@ impl Shipper {
 
     /// Encodes and compresses a batch as it goes on the wire.
     pub fn encode(batch: &TelemetryBatch) -> Vec<u8> {
-        zstd::bulk::compress(&batch.encode_to_vec(), 3).expect("in-memory zstd compression does not fail")
+        zstd::bulk::compress(&batch.encode_to_vec(), 3)
+            .expect("in-memory zstd compression does not fail")
     }
 
     /// Uploads once.

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
@@ -58,7 +58,12 @@ impl ServerCertVerifier for PinnedCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -67,11 +72,18 @@ impl ServerCertVerifier for PinnedCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -89,7 +101,8 @@ pub fn client_config(
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Tls(e.to_string()))?;
     if let Some(pin) = pinned_sha256 {
-        let pin = parse_fingerprint(pin).ok_or_else(|| Error::Tls("pinned_sha256 is not 64 hex digits".into()))?;
+        let pin = parse_fingerprint(pin)
+            .ok_or_else(|| Error::Tls("pinned_sha256 is not 64 hex digits".into()))?;
         return Ok(builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(PinnedCertificate { pin, provider }))
@@ -97,7 +110,8 @@ pub fn client_config(
     }
     let mut roots = rustls::RootCertStore::empty();
     if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|e| Error::Tls(format!("ca_file {}: {e}", path.display())))?;
+        let pem = std::fs::read(path)
+            .map_err(|e| Error::Tls(format!("ca_file {}: {e}", path.display())))?;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
             let cert = cert.map_err(|e| Error::Tls(format!("ca_file {}: {e}", path.display())))?;
             roots
@@ -105,7 +119,10 @@ pub fn client_config(
                 .map_err(|e| Error::Tls(format!("ca_file {}: {e}", path.display())))?;
         }
         if roots.is_empty() {
-            return Err(Error::Tls(format!("ca_file {}: no certificates found", path.display())));
+            return Err(Error::Tls(format!(
+                "ca_file {}: no certificates found",
+                path.display()
+            )));
         }
     } else {
         let native = rustls_native_certs::load_native_certs();

@@ -7,7 +7,7 @@ use foresight_proto::v1::{Alert, AlertState};
 
 use crate::promql::{Evaluator, Value};
 use crate::rulefile::{Group, Rule};
-use crate::store::{Labels, SeriesStore, METRIC_NAME};
+use crate::store::{Labels, METRIC_NAME, SeriesStore};
 use crate::template::Context;
 
 /// How long a resolved alert is still reported (Prometheus' `resolvedRetention`).
@@ -105,8 +105,10 @@ impl RuleEngine {
                         continue;
                     }
                     Err(e) => {
-                        out.errors
-                            .push(format!("group {:?} rule {:?}: {e}", group.name, state.rule.name));
+                        out.errors.push(format!(
+                            "group {:?} rule {:?}: {e}",
+                            group.name, state.rule.name
+                        ));
                         continue;
                     }
                 };
@@ -122,8 +124,10 @@ impl RuleEngine {
                 }
                 if state.rule.alerting {
                     if let Err(e) = update_alerts(state, samples, ts_ms, &self.external_labels) {
-                        out.errors
-                            .push(format!("group {:?} rule {:?}: {e}", group.name, state.rule.name));
+                        out.errors.push(format!(
+                            "group {:?} rule {:?}: {e}",
+                            group.name, state.rule.name
+                        ));
                     }
                     out.alerts.extend(state.active.iter().map(|(fp, a)| Alert {
                         tenant: tenant.to_string(),
@@ -141,11 +145,14 @@ impl RuleEngine {
                     for s in samples {
                         let mut labels = s.labels.with(METRIC_NAME, &state.rule.name);
                         for (k, t) in &state.rule.labels {
-                            labels = labels.with(k, &t.render(&Context {
-                                labels: &BTreeMap::new(),
-                                external_labels: &self.external_labels,
-                                value: s.value,
-                            }));
+                            labels = labels.with(
+                                k,
+                                &t.render(&Context {
+                                    labels: &BTreeMap::new(),
+                                    external_labels: &self.external_labels,
+                                    value: s.value,
+                                }),
+                            );
                         }
                         store.append(&labels, ts_ms, s.value);
                     }
@@ -193,8 +200,13 @@ fn update_alerts(
             .map(|(k, t)| (k.clone(), t.render(&ctx)))
             .collect();
         let fp = Alert::fingerprint_of(&labels);
-        if seen.insert(fp.clone(), (labels, annotations, s.value)).is_some() {
-            return Err("vector contains metrics with the same labelset after applying alert labels".into());
+        if seen
+            .insert(fp.clone(), (labels, annotations, s.value))
+            .is_some()
+        {
+            return Err(
+                "vector contains metrics with the same labelset after applying alert labels".into(),
+            );
         }
     }
     for (fp, (labels, annotations, value)) in seen.iter() {
@@ -264,12 +276,21 @@ mod tests {
             "groups:\n- name: g\n  rules:\n  - alert: Down\n    expr: up == 0\n    for: 1m\n    annotations: {summary: '{{ $labels.job }} is down'}\n",
         );
         let mut store = SeriesStore::new(3_600_000);
-        let up = Labels::new([("__name__".into(), "up".into()), ("job".into(), "kafka".into())]);
+        let up = Labels::new([
+            ("__name__".into(), "up".into()),
+            ("job".into(), "kafka".into()),
+        ]);
         for (t, v) in [(0, 0.0), (30_000, 0.0), (60_000, 0.0), (90_000, 1.0)] {
             store.append(&up, t, v);
         }
-        assert_eq!(states(&engine.evaluate(&mut store, 0, "t")), vec![AlertState::Pending]);
-        assert_eq!(states(&engine.evaluate(&mut store, 30_000, "t")), vec![AlertState::Pending]);
+        assert_eq!(
+            states(&engine.evaluate(&mut store, 0, "t")),
+            vec![AlertState::Pending]
+        );
+        assert_eq!(
+            states(&engine.evaluate(&mut store, 30_000, "t")),
+            vec![AlertState::Pending]
+        );
         let firing = engine.evaluate(&mut store, 60_000, "t");
         assert_eq!(states(&firing), vec![AlertState::Firing]);
         assert_eq!(firing.alerts[0].annotations["summary"], "kafka is down");
@@ -281,7 +302,9 @@ mod tests {
 
     #[test]
     fn pending_alert_that_clears_is_forgotten() {
-        let mut engine = engine("groups:\n- name: g\n  rules:\n  - alert: Down\n    expr: up == 0\n    for: 1m\n");
+        let mut engine = engine(
+            "groups:\n- name: g\n  rules:\n  - alert: Down\n    expr: up == 0\n    for: 1m\n",
+        );
         let mut store = SeriesStore::new(3_600_000);
         let up = Labels::new([("__name__".into(), "up".into())]);
         store.append(&up, 0, 0.0);
@@ -296,7 +319,11 @@ mod tests {
             "groups:\n- name: g\n  rules:\n  - record: job:up:sum\n    expr: sum by (job) (up)\n  - alert: AllDown\n    expr: 'job:up:sum == 0'\n",
         );
         let mut store = SeriesStore::new(3_600_000);
-        store.append(&Labels::new([("__name__".into(), "up".into()), ("job".into(), "a".into())]), 0, 0.0);
+        store.append(
+            &Labels::new([("__name__".into(), "up".into()), ("job".into(), "a".into())]),
+            0,
+            0.0,
+        );
         let e = engine.evaluate(&mut store, 0, "t");
         assert_eq!(states(&e), vec![AlertState::Firing]);
         assert_eq!(e.alerts[0].labels.get("job").map(String::as_str), Some("a"));

@@ -19,7 +19,7 @@ pub mod store;
 pub mod template;
 
 pub use alerting::{Evaluation, RuleEngine};
-pub use rulefile::{load_file, load_str, Group, Rule};
+pub use rulefile::{Group, Rule, load_file, load_str};
 pub use store::{Labels, SeriesStore};
 
 /// Errors at the crate's edge.

@@ -1,7 +1,7 @@
 //! The built-in Kafka rule pack, compiled into the binary.
 
-use crate::rulefile::{load_str, Group};
 use crate::Error;
+use crate::rulefile::{Group, load_str};
 
 /// Source text of `rules/packs/kafka.yml`.
 pub const KAFKA_PACK: &str = include_str!("../packs/kafka.yml");

@@ -13,7 +13,7 @@ use promql_parser::parser::{
     VectorMatchCardinality, VectorSelector,
 };
 
-use crate::store::{is_stale_marker, Labels, SeriesStore, METRIC_NAME};
+use crate::store::{Labels, METRIC_NAME, SeriesStore, is_stale_marker};
 
 /// How far back an instant selector looks for a sample (Prometheus' default).
 pub const LOOKBACK_MS: i64 = 5 * 60 * 1000;
@@ -63,11 +63,39 @@ pub enum Value {
 
 /// Functions this engine evaluates.
 const SUPPORTED_FUNCTIONS: &[&str] = &[
-    "abs", "absent", "avg_over_time", "ceil", "changes", "clamp", "clamp_max", "clamp_min",
-    "count_over_time", "delta", "deriv", "exp", "floor", "idelta", "increase", "irate",
-    "last_over_time", "ln", "log10", "log2", "max_over_time", "min_over_time",
-    "present_over_time", "rate", "resets", "round", "scalar", "sgn", "sqrt",
-    "sum_over_time", "time", "timestamp", "vector",
+    "abs",
+    "absent",
+    "avg_over_time",
+    "ceil",
+    "changes",
+    "clamp",
+    "clamp_max",
+    "clamp_min",
+    "count_over_time",
+    "delta",
+    "deriv",
+    "exp",
+    "floor",
+    "idelta",
+    "increase",
+    "irate",
+    "last_over_time",
+    "ln",
+    "log10",
+    "log2",
+    "max_over_time",
+    "min_over_time",
+    "present_over_time",
+    "rate",
+    "resets",
+    "round",
+    "scalar",
+    "sgn",
+    "sqrt",
+    "sum_over_time",
+    "time",
+    "timestamp",
+    "vector",
 ];
 
 /// Aggregations this engine evaluates.
@@ -147,7 +175,13 @@ pub fn max_lookback_ms(expr: &Expr) -> i64 {
         }
         Expr::VectorSelector(vs) => LOOKBACK_MS + offset_ms(&vs.offset),
         Expr::MatrixSelector(ms) => ms.range.as_millis() as i64 + offset_ms(&ms.vs.offset),
-        Expr::Call(c) => c.args.args.iter().map(|a| max_lookback_ms(a)).max().unwrap_or(0),
+        Expr::Call(c) => c
+            .args
+            .args
+            .iter()
+            .map(|a| max_lookback_ms(a))
+            .max()
+            .unwrap_or(0),
         _ => 0,
     }
 }
@@ -183,14 +217,14 @@ impl<'a> Evaluator<'a> {
                         })
                         .collect(),
                 )),
-                _ => Err(EvalError::Invalid("unary minus on a non-numeric value".into())),
+                _ => Err(EvalError::Invalid(
+                    "unary minus on a non-numeric value".into(),
+                )),
             },
             Expr::VectorSelector(vs) => Ok(Value::Vector(self.instant_selector(vs, ts_ms))),
-            Expr::MatrixSelector(ms) => Ok(Value::Matrix(self.range_selector(
-                &ms.vs,
-                ms.range,
-                ts_ms,
-            ))),
+            Expr::MatrixSelector(ms) => {
+                Ok(Value::Matrix(self.range_selector(&ms.vs, ms.range, ts_ms)))
+            }
             Expr::Binary(b) => self.binary(b, ts_ms),
             Expr::Aggregate(a) => self.aggregate(a, ts_ms),
             Expr::Call(c) => self.call(c, ts_ms),
@@ -282,7 +316,10 @@ impl<'a> Evaluator<'a> {
     fn scalar(&self, expr: &Expr, ts_ms: i64) -> Result<f64, EvalError> {
         match self.eval(expr, ts_ms)? {
             Value::Scalar(v) => Ok(v),
-            other => Err(EvalError::Invalid(format!("expected a scalar, got {}", kind(&other)))),
+            other => Err(EvalError::Invalid(format!(
+                "expected a scalar, got {}",
+                kind(&other)
+            ))),
         }
     }
 
@@ -301,17 +338,34 @@ impl<'a> Evaluator<'a> {
                 if b.op.is_set_operator() =>
             {
                 let _ = (vs, s);
-                Err(EvalError::Invalid(format!("set operator {op} needs vectors on both sides")))
+                Err(EvalError::Invalid(format!(
+                    "set operator {op} needs vectors on both sides"
+                )))
             }
-            (Value::Vector(vs), Value::Scalar(s)) => {
-                Ok(Value::Vector(vector_scalar(vs, s, &op, comparison, return_bool, false)?))
-            }
-            (Value::Scalar(s), Value::Vector(vs)) => {
-                Ok(Value::Vector(vector_scalar(vs, s, &op, comparison, return_bool, true)?))
-            }
-            (Value::Vector(l), Value::Vector(r)) => {
-                Ok(Value::Vector(vector_vector(l, r, b, &op, comparison, return_bool)?))
-            }
+            (Value::Vector(vs), Value::Scalar(s)) => Ok(Value::Vector(vector_scalar(
+                vs,
+                s,
+                &op,
+                comparison,
+                return_bool,
+                false,
+            )?)),
+            (Value::Scalar(s), Value::Vector(vs)) => Ok(Value::Vector(vector_scalar(
+                vs,
+                s,
+                &op,
+                comparison,
+                return_bool,
+                true,
+            )?)),
+            (Value::Vector(l), Value::Vector(r)) => Ok(Value::Vector(vector_vector(
+                l,
+                r,
+                b,
+                &op,
+                comparison,
+                return_bool,
+            )?)),
             (l, r) => Err(EvalError::Invalid(format!(
                 "operator {op} between {} and {}",
                 kind(&l),
@@ -406,7 +460,11 @@ impl<'a> Evaluator<'a> {
             }
             "scalar" => {
                 let v = self.vector(arg(0)?, ts_ms)?;
-                return Ok(Value::Scalar(if v.len() == 1 { v[0].value } else { f64::NAN }));
+                return Ok(Value::Scalar(if v.len() == 1 {
+                    v[0].value
+                } else {
+                    f64::NAN
+                }));
             }
             "absent" => {
                 let v = self.vector(arg(0)?, ts_ms)?;
@@ -472,7 +530,9 @@ impl<'a> Evaluator<'a> {
                     None => 1.0,
                 };
                 let inv = 1.0 / to;
-                return Ok(Value::Vector(map_values(v, |x| (x * inv + 0.5).floor() / inv)));
+                return Ok(Value::Vector(map_values(v, |x| {
+                    (x * inv + 0.5).floor() / inv
+                })));
             }
             "clamp" | "clamp_min" | "clamp_max" => {
                 let v = self.vector(arg(0)?, ts_ms)?;
@@ -494,7 +554,9 @@ impl<'a> Evaluator<'a> {
         }
         // Range-vector functions.
         let Expr::MatrixSelector(ms) = strip_parens(arg(0)?) else {
-            return Err(EvalError::Invalid(format!("{name}: expected a range vector")));
+            return Err(EvalError::Invalid(format!(
+                "{name}: expected a range vector"
+            )));
         };
         let range_ms = ms.range.as_millis() as i64;
         let end = Self::selector_time(&ms.vs.offset, &ms.vs.at, ts_ms);
@@ -573,7 +635,15 @@ fn simple_math(name: &str) -> Option<fn(f64) -> f64> {
         "log2" => f64::log2,
         "log10" => f64::log10,
         "sqrt" => f64::sqrt,
-        "sgn" => |x: f64| if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { x },
+        "sgn" => |x: f64| {
+            if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                x
+            }
+        },
         _ => return None,
     })
 }
@@ -628,7 +698,11 @@ fn vector_scalar(
 ) -> Result<Vec<Sample>, EvalError> {
     let mut out = Vec::with_capacity(vs.len());
     for sample in vs {
-        let (l, r) = if scalar_left { (s, sample.value) } else { (sample.value, s) };
+        let (l, r) = if scalar_left {
+            (s, sample.value)
+        } else {
+            (sample.value, s)
+        };
         let v = apply(op, l, r)?;
         if comparison && !return_bool {
             if v == 1.0 {
@@ -683,7 +757,10 @@ fn vector_vector(
                 let lsigs: HashSet<Labels> =
                     lhs.iter().map(|s| signature(&s.labels, matching)).collect();
                 let mut out = lhs;
-                out.extend(rhs.into_iter().filter(|s| !lsigs.contains(&signature(&s.labels, matching))));
+                out.extend(
+                    rhs.into_iter()
+                        .filter(|s| !lsigs.contains(&signature(&s.labels, matching))),
+                );
                 out
             }
         });
@@ -708,14 +785,24 @@ fn vector_vector(
     let mut out = Vec::new();
     for s in many {
         let sig = signature(&s.labels, matching);
-        let Some(other) = one_by_sig.get(&sig) else { continue };
+        let Some(other) = one_by_sig.get(&sig) else {
+            continue;
+        };
         let (l, r) = if swapped { (other, &s) } else { (&s, other) };
         let v = apply(op, l.value, r.value)?;
         if comparison && !return_bool && v != 1.0 {
             continue;
         }
-        let value = if comparison && !return_bool { l.value } else { v };
-        let mut labels = if drop_name { s.labels.without_name() } else { s.labels.clone() };
+        let value = if comparison && !return_bool {
+            l.value
+        } else {
+            v
+        };
+        let mut labels = if drop_name {
+            s.labels.without_name()
+        } else {
+            s.labels.clone()
+        };
         if matches!(card, VectorMatchCardinality::OneToOne) {
             match matching {
                 Some(LabelModifier::Include(on)) => {
@@ -743,7 +830,13 @@ fn vector_vector(
     Ok(out)
 }
 
-fn extrapolated(p: &[(i64, f64)], start: i64, end: i64, counter: bool, per_second: bool) -> Option<f64> {
+fn extrapolated(
+    p: &[(i64, f64)],
+    start: i64,
+    end: i64,
+    counter: bool,
+    per_second: bool,
+) -> Option<f64> {
     if p.len() < 2 {
         return None;
     }
@@ -838,7 +931,10 @@ mod tests {
         let expr = parse_supported(q).expect("query parses");
         match Evaluator::new(store).eval(&expr, t).expect("evaluates") {
             Value::Vector(v) => {
-                let mut out: Vec<_> = v.into_iter().map(|s| (s.labels.to_string(), s.value)).collect();
+                let mut out: Vec<_> = v
+                    .into_iter()
+                    .map(|s| (s.labels.to_string(), s.value))
+                    .collect();
                 out.sort_by(|a, b| a.0.cmp(&b.0));
                 out
             }
@@ -850,19 +946,37 @@ mod tests {
     #[test]
     fn instant_selector_honours_lookback_and_staleness() {
         let store = store_with(&[
-            (&[("__name__", "up"), ("job", "a")], &[(0, 1.0), (60_000, 0.0)]),
-            (&[("__name__", "up"), ("job", "b")], &[(0, 1.0), (30_000, f64::from_bits(crate::store::STALE_NAN_BITS))]),
+            (
+                &[("__name__", "up"), ("job", "a")],
+                &[(0, 1.0), (60_000, 0.0)],
+            ),
+            (
+                &[("__name__", "up"), ("job", "b")],
+                &[
+                    (0, 1.0),
+                    (30_000, f64::from_bits(crate::store::STALE_NAN_BITS)),
+                ],
+            ),
         ]);
-        assert_eq!(eval(&store, "up", 60_000), vec![(r#"up{job="a"}"#.into(), 0.0)]);
+        assert_eq!(
+            eval(&store, "up", 60_000),
+            vec![(r#"up{job="a"}"#.into(), 0.0)]
+        );
         assert_eq!(eval(&store, "up", 20_000).len(), 2);
         assert!(eval(&store, "up", 60_000 + LOOKBACK_MS).is_empty());
     }
 
     #[test]
     fn comparison_filters_and_bool_returns_zero_one() {
-        let store = store_with(&[(&[("__name__", "x"), ("p", "0")], &[(0, 3.0)]), (&[("__name__", "x"), ("p", "1")], &[(0, 0.0)])]);
+        let store = store_with(&[
+            (&[("__name__", "x"), ("p", "0")], &[(0, 3.0)]),
+            (&[("__name__", "x"), ("p", "1")], &[(0, 0.0)]),
+        ]);
         assert_eq!(eval(&store, "x > 0", 0), vec![(r#"x{p="0"}"#.into(), 3.0)]);
-        assert_eq!(eval(&store, "x > bool 0", 0), vec![(r#"{p="0"}"#.into(), 1.0), (r#"{p="1"}"#.into(), 0.0)]);
+        assert_eq!(
+            eval(&store, "x > bool 0", 0),
+            vec![(r#"{p="0"}"#.into(), 1.0), (r#"{p="1"}"#.into(), 0.0)]
+        );
     }
 
     #[test]
@@ -887,8 +1001,14 @@ mod tests {
             (&[("__name__", "x"), ("t", "a"), ("p", "1")], &[(0, 2.0)]),
             (&[("__name__", "x"), ("t", "b"), ("p", "0")], &[(0, 5.0)]),
         ]);
-        assert_eq!(eval(&store, "sum by (t) (x)", 0), vec![(r#"{t="a"}"#.into(), 3.0), (r#"{t="b"}"#.into(), 5.0)]);
-        assert_eq!(eval(&store, "count without (p) (x)", 0), vec![(r#"{t="a"}"#.into(), 2.0), (r#"{t="b"}"#.into(), 1.0)]);
+        assert_eq!(
+            eval(&store, "sum by (t) (x)", 0),
+            vec![(r#"{t="a"}"#.into(), 3.0), (r#"{t="b"}"#.into(), 5.0)]
+        );
+        assert_eq!(
+            eval(&store, "count without (p) (x)", 0),
+            vec![(r#"{t="a"}"#.into(), 2.0), (r#"{t="b"}"#.into(), 1.0)]
+        );
         assert_eq!(eval(&store, "max(x)", 0), vec![("{}".into(), 5.0)]);
     }
 

@@ -8,9 +8,9 @@ use promql_parser::parser::Expr;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use crate::Error;
 use crate::promql;
 use crate::template::Template;
-use crate::Error;
 
 /// A rule file as written: `groups:` of rules.
 #[derive(Debug, Deserialize)]
@@ -171,7 +171,9 @@ pub fn load_str(file: &str, text: &str) -> Result<Vec<Group>, Error> {
         for r in g.rules {
             match compile_rule(r, &g.labels) {
                 Ok(rule) => rules.push(rule),
-                Err(p) => problems.extend(p.into_iter().map(|p| format!("group {:?}: {p}", g.name))),
+                Err(p) => {
+                    problems.extend(p.into_iter().map(|p| format!("group {:?}: {p}", g.name)))
+                }
             }
         }
         groups.push(Group {
@@ -300,9 +302,12 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_rejected() {
-        let err = load_str("u.yml", "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    severity: high\n")
-            .unwrap_err()
-            .to_string();
+        let err = load_str(
+            "u.yml",
+            "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    severity: high\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("severity"), "{err}");
     }
 }

@@ -53,7 +53,13 @@ impl Labels {
         if self.get(METRIC_NAME).is_none() {
             return self.clone();
         }
-        Labels(self.0.iter().filter(|(n, _)| n != METRIC_NAME).cloned().collect())
+        Labels(
+            self.0
+                .iter()
+                .filter(|(n, _)| n != METRIC_NAME)
+                .cloned()
+                .collect(),
+        )
     }
 
     /// A copy with `name` set to `value` (removed when `value` is empty).
@@ -285,7 +291,13 @@ mod tests {
         assert_eq!(store.append(&up, 100, 2.0), AppendOutcome::Replaced);
         store.append(&up, 2_000, 3.0);
         store.prune(2_000);
-        let samples: Vec<_> = store.series_named(Some("up")).next().unwrap().samples.clone().into();
+        let samples: Vec<_> = store
+            .series_named(Some("up"))
+            .next()
+            .unwrap()
+            .samples
+            .clone()
+            .into();
         assert_eq!(samples, vec![(2_000, 3.0)]);
         store.prune(10_000);
         assert_eq!(store.series_count(), 0);

@@ -24,7 +24,13 @@ enum Source {
     Value,
 }
 
-const FUNCS: &[&str] = &["humanize", "humanize1024", "humanizePercentage", "toUpper", "toLower"];
+const FUNCS: &[&str] = &[
+    "humanize",
+    "humanize1024",
+    "humanizePercentage",
+    "toUpper",
+    "toLower",
+];
 
 /// What a template may refer to.
 pub struct Context<'a> {
@@ -52,7 +58,11 @@ impl Template {
             let close = after
                 .find("}}")
                 .ok_or_else(|| format!("unclosed action in {text:?}"))?;
-            let action = after[..close].trim().trim_start_matches('-').trim_end_matches('-').trim();
+            let action = after[..close]
+                .trim()
+                .trim_start_matches('-')
+                .trim_end_matches('-')
+                .trim();
             parts.push(parse_action(action)?);
             rest = &after[close + 2..];
         }
@@ -70,7 +80,9 @@ impl Template {
                 Part::Text(t) => out.push_str(t),
                 Part::Action { source, funcs } => {
                     let mut v = match source {
-                        Source::Label(l) => Val::Str(ctx.labels.get(l).cloned().unwrap_or_default()),
+                        Source::Label(l) => {
+                            Val::Str(ctx.labels.get(l).cloned().unwrap_or_default())
+                        }
                         Source::ExternalLabel(l) => {
                             Val::Str(ctx.external_labels.get(l).cloned().unwrap_or_default())
                         }
@@ -106,7 +118,11 @@ fn format_go_float(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {
-        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
     } else if v != 0.0 && (v.abs() >= 1e21 || v.abs() < 1e-4) {
         format!("{v:e}")
     } else {
@@ -119,7 +135,9 @@ fn parse_action(action: &str) -> Result<Part, String> {
     let mut funcs = Vec::new();
     // First stage: `$x` or `func $x`.
     let mut words = stages[0].split_whitespace().collect::<Vec<_>>();
-    let operand = words.pop().ok_or_else(|| "empty action {{ }}".to_string())?;
+    let operand = words
+        .pop()
+        .ok_or_else(|| "empty action {{ }}".to_string())?;
     for f in words.iter().rev() {
         funcs.push(f.to_string());
     }
@@ -133,12 +151,17 @@ fn parse_action(action: &str) -> Result<Part, String> {
     }
     let source = if operand == "$value" || operand == ".Value" {
         Source::Value
-    } else if let Some(l) = operand.strip_prefix("$labels.").or_else(|| operand.strip_prefix(".Labels.")) {
+    } else if let Some(l) = operand
+        .strip_prefix("$labels.")
+        .or_else(|| operand.strip_prefix(".Labels."))
+    {
         Source::Label(l.to_string())
     } else if let Some(l) = operand.strip_prefix("$externalLabels.") {
         Source::ExternalLabel(l.to_string())
     } else {
-        return Err(format!("template action {{{{ {action} }}}} is not supported yet"));
+        return Err(format!(
+            "template action {{{{ {action} }}}} is not supported yet"
+        ));
     };
     Ok(Part::Action { source, funcs })
 }
@@ -151,10 +174,16 @@ fn apply(f: &str, v: Val) -> Val {
     match (f, num) {
         ("toUpper", _) => Val::Str(v.to_string().to_uppercase()),
         ("toLower", _) => Val::Str(v.to_string().to_lowercase()),
-        ("humanize", Some(n)) => Val::Str(humanize(n, 1000.0, &["", "k", "M", "G", "T", "P", "E", "Z", "Y"])),
-        ("humanize1024", Some(n)) => {
-            Val::Str(humanize(n, 1024.0, &["", "ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"]))
-        }
+        ("humanize", Some(n)) => Val::Str(humanize(
+            n,
+            1000.0,
+            &["", "k", "M", "G", "T", "P", "E", "Z", "Y"],
+        )),
+        ("humanize1024", Some(n)) => Val::Str(humanize(
+            n,
+            1024.0,
+            &["", "ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"],
+        )),
         ("humanizePercentage", Some(n)) => Val::Str(format!("{}%", sig4(n * 100.0))),
         _ => v,
     }
@@ -205,8 +234,13 @@ mod tests {
     fn renders_labels_value_and_humanize() {
         let labels = BTreeMap::from([("topic".to_string(), "payments".to_string())]);
         let ext = BTreeMap::new();
-        let ctx = Context { labels: &labels, external_labels: &ext, value: 1234567.0 };
-        let t = Template::parse("{{ $labels.topic }} lag {{ $value | humanize }} ({{ $value }})").unwrap();
+        let ctx = Context {
+            labels: &labels,
+            external_labels: &ext,
+            value: 1234567.0,
+        };
+        let t = Template::parse("{{ $labels.topic }} lag {{ $value | humanize }} ({{ $value }})")
+            .unwrap();
         assert_eq!(t.render(&ctx), "payments lag 1.235M (1234567)");
         let t = Template::parse("{{ humanize1024 $value }}").unwrap();
         assert_eq!(t.render(&ctx), "1.177Mi");
@@ -214,8 +248,16 @@ mod tests {
 
     #[test]
     fn unsupported_actions_fail_to_parse() {
-        assert!(Template::parse("{{ range $x }}").unwrap_err().contains("range"));
-        assert!(Template::parse("{{ $value | printf \"%d\" }}").unwrap_err().contains("printf"));
+        assert!(
+            Template::parse("{{ range $x }}")
+                .unwrap_err()
+                .contains("range")
+        );
+        assert!(
+            Template::parse("{{ $value | printf \"%d\" }}")
+                .unwrap_err()
+                .contains("printf")
+        );
         assert!(Template::parse("{{ $labels.x").is_err());
     }
 }

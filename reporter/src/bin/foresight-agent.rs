@@ -13,7 +13,12 @@ use tokio_util::sync::CancellationToken;
 #[command(name = "foresight-agent", version)]
 struct Args {
     /// Agent configuration file (YAML); see examples/agent.yml.
-    #[arg(long, short, env = "FORESIGHT_AGENT_CONFIG", default_value = "/etc/foresight/agent.yml")]
+    #[arg(
+        long,
+        short,
+        env = "FORESIGHT_AGENT_CONFIG",
+        default_value = "/etc/foresight/agent.yml"
+    )]
     config: PathBuf,
     /// Collect once, ship (or print) and exit.
     #[arg(long)]

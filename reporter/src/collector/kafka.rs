@@ -14,8 +14,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::config::KafkaConfig;
 use crate::Error;
+use crate::config::KafkaConfig;
 
 /// Reads one cluster.
 pub struct KafkaCollector {
@@ -44,7 +44,8 @@ impl KafkaCollector {
     /// [`Error::Kafka`] for an invalid client configuration.
     pub fn new(cfg: &KafkaConfig) -> Result<Self, Error> {
         Ok(KafkaCollector {
-            uncommitted: client(cfg, "read_uncommitted").map_err(|e| Error::Kafka(e.to_string()))?,
+            uncommitted: client(cfg, "read_uncommitted")
+                .map_err(|e| Error::Kafka(e.to_string()))?,
             committed: client(cfg, "read_committed").map_err(|e| Error::Kafka(e.to_string()))?,
             timeout: Duration::from_millis(cfg.request_timeout_ms),
         })
@@ -153,7 +154,9 @@ impl KafkaCollector {
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "ListOffsets failed; offsets left out of this snapshot."),
+            Err(e) => {
+                tracing::warn!(error = %e, "ListOffsets failed; offsets left out of this snapshot.")
+            }
         }
         out
     }

@@ -1,0 +1,181 @@
+//! `foresight serve` configuration: one YAML file, defaults in one place, every problem
+//! reported at once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use foresight_notifier::WebhookConfig;
+use serde::Deserialize;
+
+use crate::Error;
+
+/// The service configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Address to listen on for HTTPS (default `0.0.0.0:8443`).
+    pub listen: String,
+    /// Where the SQLite file and generated certificate live (default `./foresight-data`).
+    pub data_dir: PathBuf,
+    /// The server certificate; generated into the data dir when not set.
+    pub tls: TlsConfig,
+    /// How often rules are evaluated, a Prometheus duration (default `15s`).
+    pub evaluation_interval: String,
+    /// Rule files loaded in addition to the built-in pack.
+    pub rule_files: Vec<PathBuf>,
+    /// Whether to load the built-in Kafka rule pack (default true).
+    pub builtin_rules: bool,
+    /// Labels templates can read as `$externalLabels`.
+    pub external_labels: BTreeMap<String, String>,
+    /// Link to this service placed in notifications.
+    pub external_url: String,
+    /// Webhook receivers every firing and resolved alert is sent to.
+    pub webhooks: Vec<WebhookConfig>,
+    /// Request limits.
+    pub limits: Limits,
+}
+
+/// The listener's certificate.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key.
+    pub key_file: Option<PathBuf>,
+}
+
+/// Bounds on what one request may cost.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body as sent, in bytes (default 8 MiB).
+    pub max_body_bytes: usize,
+    /// Largest body after decompression, in bytes (default 64 MiB).
+    pub max_decompressed_bytes: usize,
+    /// Most series in one batch (default 200000).
+    pub max_series_per_batch: usize,
+    /// Accepted batches waiting for the evaluator before ingest answers 503 (default 1024).
+    pub queue_capacity: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 8 << 20,
+            max_decompressed_bytes: 64 << 20,
+            max_series_per_batch: 200_000,
+            queue_capacity: 1024,
+        }
+    }
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: "0.0.0.0:8443".into(),
+            data_dir: PathBuf::from("foresight-data"),
+            tls: TlsConfig::default(),
+            evaluation_interval: "15s".into(),
+            rule_files: Vec::new(),
+            builtin_rules: true,
+            external_labels: BTreeMap::new(),
+            external_url: String::new(),
+            webhooks: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Reads and validates a config file.
+    ///
+    /// # Errors
+    /// [`Error::Config`] listing every problem with the file name.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(vec![format!("{}: {e}", path.display())]))?;
+        let cfg: ServeConfig = serde_saphyr::from_str(&text)
+            .map_err(|e| Error::Config(vec![format!("{}: {e}", path.display())]))?;
+        cfg.validate().map_err(|p| {
+            Error::Config(
+                p.into_iter()
+                    .map(|p| format!("{}: {p}", path.display()))
+                    .collect(),
+            )
+        })?;
+        Ok(cfg)
+    }
+
+    /// The evaluation interval.
+    pub fn evaluation_interval(&self) -> std::time::Duration {
+        foresight_rules::rulefile::parse_duration(&self.evaluation_interval)
+            .unwrap_or(std::time::Duration::from_secs(15))
+    }
+
+    /// Every problem with the configuration.
+    ///
+    /// # Errors
+    /// The list of problems, when there is at least one.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut p = Vec::new();
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            p.push(format!("listen: {:?} is not an address:port", self.listen));
+        }
+        match foresight_rules::rulefile::parse_duration(&self.evaluation_interval) {
+            Ok(d) if d.is_zero() => p.push("evaluation_interval: must be above zero".into()),
+            Ok(_) => {}
+            Err(e) => p.push(format!("evaluation_interval: {e}")),
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            p.push("tls: set both cert_file and key_file, or neither".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, w) in self.webhooks.iter().enumerate() {
+            if !names.insert(&w.name) {
+                p.push(format!("webhooks[{i}].name: {:?} is used twice", w.name));
+            }
+            if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
+                p.push(format!(
+                    "webhooks[{i}].url: {:?} must be an http(s) URL",
+                    w.url
+                ));
+            }
+        }
+        if self.limits.queue_capacity == 0 {
+            p.push("limits.queue_capacity: must be at least 1".into());
+        }
+        if p.is_empty() { Ok(()) } else { Err(p) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        let cfg: ServeConfig = serde_saphyr::from_str("{}").unwrap();
+        assert_eq!(cfg, ServeConfig::default());
+        assert_eq!(
+            cfg.evaluation_interval(),
+            std::time::Duration::from_secs(15)
+        );
+        assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let cfg: ServeConfig = serde_saphyr::from_str(
+            "listen: nowhere\nevaluation_interval: soon\nwebhooks:\n- {name: a, url: ftp://x}\n- {name: a, url: http://y}\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.validate().unwrap_err().len(), 4);
+        assert!(
+            serde_saphyr::from_str::<ServeConfig>("listn: x")
+                .unwrap_err()
+                .to_string()
+                .contains("listn")
+        );
+    }
+}

@@ -1,0 +1,284 @@
+//! The HTTPS API: routes, authentication, limits and the telemetry decoder.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use foresight_proto::Message;
+use foresight_proto::v1::TelemetryBatch;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::config::Limits;
+use crate::pipeline::Accepted;
+use crate::store::{BatchOutcome, Store};
+
+/// Shared by every request.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store.
+    pub store: Arc<Store>,
+    /// Towards the evaluator.
+    pub tx: mpsc::Sender<Accepted>,
+    /// Request limits.
+    pub limits: Limits,
+}
+
+/// An API error: a status and a JSON body `{"error": ..., "code": ...}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (
+            self.status,
+            Json(json!({"error": self.message, "code": self.code})),
+        )
+            .into_response();
+        if let Some(s) = self.retry_after_secs {
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from(s));
+        }
+        resp
+    }
+}
+
+/// The router.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.limits.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/v1/telemetry", post(telemetry))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(i64, String), ApiError> {
+    let key = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|k| k.trim().to_string())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing `Authorization: Bearer <api key>`",
+            )
+        })?;
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || store.authenticate(&key))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string()))?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "unknown or revoked API key",
+            )
+        })
+}
+
+/// Decompresses `body` per `Content-Encoding`, refusing to inflate past `limit` bytes.
+fn decompress(encoding: Option<&str>, body: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "decompressed_too_large",
+            format!("body decompresses to more than {limit} bytes"),
+        )
+    };
+    let mut out = Vec::new();
+    match encoding.map(str::trim) {
+        None | Some("") | Some("identity") => return Ok(body.to_vec()),
+        Some("zstd") => {
+            let decoder = zstd::stream::read::Decoder::new(body).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_encoding",
+                    format!("zstd: {e}"),
+                )
+            })?;
+            decoder
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_encoding",
+                        format!("zstd: {e}"),
+                    )
+                })?;
+        }
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+                format!("Content-Encoding {other:?} is not supported; use zstd or identity"),
+            ));
+        }
+    }
+    if out.len() > limit {
+        return Err(too_large());
+    }
+    Ok(out)
+}
+
+/// Decodes and checks a batch; the error names the problem.
+pub fn decode_batch(raw: &[u8], limits: &Limits) -> Result<TelemetryBatch, String> {
+    let batch =
+        TelemetryBatch::decode(raw).map_err(|e| format!("invalid TelemetryBatch protobuf: {e}"))?;
+    let resource = batch.resource.as_ref().ok_or("resource: missing")?;
+    if resource.agent_instance_id.is_empty() {
+        return Err("resource.agent_instance_id: must not be empty".into());
+    }
+    if batch.sequence == 0 {
+        return Err("sequence: must be at least 1".into());
+    }
+    if batch.series.len() > limits.max_series_per_batch {
+        return Err(format!(
+            "series: {} exceeds the limit of {}",
+            batch.series.len(),
+            limits.max_series_per_batch
+        ));
+    }
+    for (i, s) in batch.series.iter().enumerate() {
+        if s.name.is_empty() {
+            return Err(format!("series[{i}].name: must not be empty"));
+        }
+        if let Some(l) = s.labels.iter().find(|l| l.name.is_empty()) {
+            return Err(format!(
+                "series[{i}].labels: a label with value {:?} has an empty name",
+                l.value
+            ));
+        }
+    }
+    Ok(batch)
+}
+
+async fn telemetry(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (tenant_id, tenant) = authenticate(&state, &headers).await?;
+    let encoding = headers
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let limits = state.limits.clone();
+    let (batch, body_zstd) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let raw = decompress(encoding.as_deref(), &body, limits.max_decompressed_bytes)?;
+        let batch = decode_batch(&raw, &limits).map_err(|m| {
+            if m.starts_with("series: ") {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_series", m)
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_batch", m)
+            }
+        })?;
+        let stored = if encoding.as_deref() == Some("zstd") {
+            body.to_vec()
+        } else {
+            zstd::bulk::compress(&raw, 3).map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })?
+        };
+        Ok((batch, stored))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+
+    // Reserve room towards the evaluator before storing, so that an acknowledged batch
+    // always reaches it.
+    let permit = state.tx.try_reserve().map_err(|_| ApiError {
+        retry_after_secs: Some(5),
+        ..ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "evaluator queue is full; retry later",
+        )
+    })?;
+    let resource = batch.resource.clone().unwrap_or_default();
+    let sequence = batch.sequence;
+    let store = state.store.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        store.insert_batch(
+            tenant_id,
+            &resource.agent_instance_id,
+            sequence,
+            &resource.cluster_id,
+            &body_zstd,
+        )
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    .map_err(|e| ApiError {
+        retry_after_secs: Some(5),
+        ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string())
+    })?;
+    let series = batch.series.len();
+    let duplicate = outcome == BatchOutcome::Duplicate;
+    if !duplicate {
+        permit.send(Accepted { tenant, batch });
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"accepted": true, "duplicate": duplicate, "series": series})),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncated_protobuf_is_named() {
+        let batch = TelemetryBatch {
+            resource: Some(foresight_proto::v1::Resource {
+                agent_instance_id: "a".into(),
+                ..Default::default()
+            }),
+            sequence: 1,
+            series: vec![foresight_proto::v1::Series {
+                name: "x".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let bytes = batch.encode_to_vec();
+        let err = decode_batch(&bytes[..bytes.len() - 1], &Limits::default()).unwrap_err();
+        assert!(err.starts_with("invalid TelemetryBatch protobuf"), "{err}");
+        assert!(decode_batch(&bytes, &Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn zip_bombs_stop_at_the_limit() {
+        let big = vec![0u8; 1 << 20];
+        let small = zstd::bulk::compress(&big, 3).unwrap();
+        let err = decompress(Some("zstd"), &small, 1000).unwrap_err();
+        assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+}

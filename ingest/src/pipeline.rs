@@ -1,0 +1,148 @@
+//! The evaluator: accepted batches become samples in per-tenant series stores; every
+//! evaluation interval each tenant's rules run, and the alerts go to the dispatcher,
+//! which writes the outbox.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use foresight_notifier::Dispatcher;
+use foresight_proto::v1::TelemetryBatch;
+use foresight_rules::store::METRIC_NAME;
+use foresight_rules::{Group, Labels, RuleEngine, SeriesStore};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Store;
+
+/// A batch that is stored and ready for the evaluator.
+#[derive(Debug)]
+pub struct Accepted {
+    /// Tenant name.
+    pub tenant: String,
+    /// The decoded batch.
+    pub batch: TelemetryBatch,
+}
+
+struct Tenant {
+    series: SeriesStore,
+    engine: RuleEngine,
+}
+
+/// Owns the series stores and alert states.
+pub struct Pipeline {
+    groups: Vec<Group>,
+    external_labels: BTreeMap<String, String>,
+    tenants: HashMap<String, Tenant>,
+    dispatcher: Dispatcher<Store>,
+    wake_outbox: Arc<Notify>,
+    interval: Duration,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Pipeline {
+    /// A pipeline evaluating `groups` every `interval`.
+    pub fn new(
+        groups: Vec<Group>,
+        external_labels: BTreeMap<String, String>,
+        dispatcher: Dispatcher<Store>,
+        wake_outbox: Arc<Notify>,
+        interval: Duration,
+    ) -> Self {
+        Pipeline {
+            groups,
+            external_labels,
+            tenants: HashMap::new(),
+            dispatcher,
+            wake_outbox,
+            interval,
+        }
+    }
+
+    fn tenant(&mut self, name: &str) -> &mut Tenant {
+        if !self.tenants.contains_key(name) {
+            let engine = RuleEngine::new(self.groups.clone(), self.external_labels.clone());
+            // Keep what the longest rule reads, plus one interval of slack.
+            let retention = engine.retention_ms() + self.interval.as_millis() as i64;
+            self.tenants.insert(
+                name.to_string(),
+                Tenant {
+                    series: SeriesStore::new(retention),
+                    engine,
+                },
+            );
+        }
+        self.tenants.get_mut(name).expect("inserted above")
+    }
+
+    /// Adds a batch's samples to its tenant's store.
+    pub fn ingest(&mut self, accepted: Accepted) {
+        let resource_labels = accepted
+            .batch
+            .resource
+            .as_ref()
+            .map(|r| r.labels.clone())
+            .unwrap_or_default();
+        let tenant = self.tenant(&accepted.tenant);
+        for s in accepted.batch.series {
+            let labels = Labels::new(
+                resource_labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .chain(s.labels.into_iter().map(|l| (l.name, l.value)))
+                    .chain(std::iter::once((METRIC_NAME.to_string(), s.name))),
+            );
+            for sample in s.samples {
+                tenant
+                    .series
+                    .append(&labels, sample.timestamp_ms, sample.value);
+            }
+        }
+    }
+
+    /// Evaluates every tenant's rules at `ts_ms` and enqueues the notifications due.
+    pub fn evaluate(&mut self, ts_ms: i64) {
+        let mut alerts = Vec::new();
+        for (name, t) in &mut self.tenants {
+            let result = t.engine.evaluate(&mut t.series, ts_ms, name);
+            for e in result.errors {
+                tracing::warn!(tenant = %name, error = %e, "Rule evaluation failed.");
+            }
+            t.series.prune(ts_ms);
+            alerts.extend(result.alerts);
+        }
+        // The outbox write is blocking SQLite work.
+        match tokio::task::block_in_place(|| self.dispatcher.dispatch(&alerts, ts_ms)) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(notifications = n, "Notifications queued.");
+                self.wake_outbox.notify_one();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Could not queue notifications; will retry next evaluation.")
+            }
+        }
+    }
+
+    /// Runs until `cancel` fires or every sender is gone.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Accepted>, cancel: CancellationToken) {
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                msg = rx.recv() => match msg {
+                    Some(a) => self.ingest(a),
+                    None => return,
+                },
+                _ = ticker.tick() => self.evaluate(now_ms()),
+            }
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! Durable state in one SQLite file (WAL): tenants, hashed API keys, accepted batches
+//! (deduplicated by agent instance and sequence) and the notification outbox.
+//!
+//! Calls block; async callers use `spawn_blocking`.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use foresight_notifier::StoreError;
+use foresight_notifier::outbox::{NewNotification, OutboxStore, PendingNotification};
+use rusqlite::{Connection, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// SQLite failed.
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A named thing does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+}
+
+/// The SQLite store.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS tenants (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_hash TEXT PRIMARY KEY,
+    tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+    prefix TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    revoked_at_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY,
+    tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+    agent_instance_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    cluster_id TEXT NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    body_zstd BLOB NOT NULL,
+    UNIQUE (tenant_id, agent_instance_id, sequence)
+);
+CREATE INDEX IF NOT EXISTS batches_received ON batches (received_at_ms);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    receiver TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    body BLOB NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at_ms INTEGER NOT NULL,
+    last_error TEXT,
+    created_at_ms INTEGER NOT NULL,
+    delivered_at_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_at_ms);
+"#;
+
+/// Hashes an API key for storage and lookup. Keys are 256 random bits, so a fast hash
+/// is enough: there is nothing to brute-force.
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Result of storing a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Newly stored.
+    Stored,
+    /// Already stored earlier (a retry).
+    Duplicate,
+}
+
+impl Store {
+    /// Opens (creating if needed) `foresight.db` in `data_dir`.
+    ///
+    /// # Errors
+    /// [`Error::Sqlite`] when the file cannot be opened or migrated.
+    pub fn open(data_dir: &Path) -> Result<Self, Error> {
+        let conn = Connection::open(data_dir.join("foresight.db"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions
+        // roll back), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates `name` if missing; returns its id.
+    ///
+    /// # Errors
+    /// [`Error::Sqlite`].
+    pub fn ensure_tenant(&self, name: &str) -> Result<i64, Error> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO tenants (name, created_at_ms) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
+            params![name, now_ms()],
+        )?;
+        Ok(
+            conn.query_row("SELECT id FROM tenants WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })?,
+        )
+    }
+
+    /// Creates an API key for `tenant` (creating the tenant if needed) and returns it.
+    /// Only its hash is stored: the key is shown once.
+    ///
+    /// # Errors
+    /// [`Error::Sqlite`].
+    pub fn create_key(&self, tenant: &str) -> Result<String, Error> {
+        let tenant_id = self.ensure_tenant(tenant)?;
+        let key = format!("fsk_{}", hex::encode(rand::random::<[u8; 32]>()));
+        self.conn().execute(
+            "INSERT INTO api_keys (key_hash, tenant_id, prefix, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![hash_key(&key), tenant_id, &key[..12], now_ms()],
+        )?;
+        Ok(key)
+    }
+
+    /// The tenant `(id, name)` a key belongs to, if the key is valid and not revoked.
+    ///
+    /// # Errors
+    /// [`Error::Sqlite`].
+    pub fn authenticate(&self, key: &str) -> Result<Option<(i64, String)>, Error> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT t.id, t.name FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+                 WHERE k.key_hash = ?1 AND k.revoked_at_ms IS NULL",
+                [hash_key(key)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Stores an accepted batch durably (committed before returning).
+    ///
+    /// # Errors
+    /// [`Error::Sqlite`].
+    pub fn insert_batch(
+        &self,
+        tenant_id: i64,
+        agent_instance_id: &str,
+        sequence: u64,
+        cluster_id: &str,
+        body_zstd: &[u8],
+    ) -> Result<BatchOutcome, Error> {
+        let n = self.conn().execute(
+            "INSERT INTO batches (tenant_id, agent_instance_id, sequence, cluster_id, received_at_ms, body_zstd)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+            params![tenant_id, agent_instance_id, sequence as i64, cluster_id, now_ms(), body_zstd],
+        )?;
+        Ok(if n == 1 {
+            BatchOutcome::Stored
+        } else {
+            BatchOutcome::Duplicate
+        })
+    }
+
+    /// Number of stored batches of a tenant.
+    ///
+    /// # Errors
+    /// [`Error::Sqlite`].
+    pub fn batch_count(&self, tenant_id: i64) -> Result<i64, Error> {
+        Ok(self.conn().query_row(
+            "SELECT count(*) FROM batches WHERE tenant_id = ?1",
+            [tenant_id],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Outbox entries as `(idempotency_key, status, attempts, last_error)`, newest first.
+    ///
+    /// # Errors
+    /// [`Error::Sqlite`].
+    pub fn deliveries(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(String, String, i64, Option<String>)>, Error> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT idempotency_key, status, attempts, last_error FROM outbox ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn store_err(e: rusqlite::Error) -> StoreError {
+    StoreError(e.to_string())
+}
+
+impl OutboxStore for Store {
+    fn enqueue(&self, n: &NewNotification) -> Result<bool, StoreError> {
+        let changed = self
+            .conn()
+            .execute(
+                "INSERT INTO outbox (tenant, receiver, idempotency_key, body, next_attempt_at_ms, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT(idempotency_key) DO NOTHING",
+                params![n.tenant, n.receiver, n.idempotency_key, n.body, n.created_at_ms],
+            )
+            .map_err(store_err)?;
+        Ok(changed == 1)
+    }
+
+    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<PendingNotification>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, tenant, receiver, idempotency_key, body, created_at_ms, attempts FROM outbox
+                 WHERE status = 'pending' AND next_attempt_at_ms <= ?1 ORDER BY id LIMIT ?2",
+            )
+            .map_err(store_err)?;
+        let rows = stmt
+            .query_map(params![now_ms, limit as i64], |r| {
+                Ok(PendingNotification {
+                    id: r.get(0)?,
+                    notification: NewNotification {
+                        tenant: r.get(1)?,
+                        receiver: r.get(2)?,
+                        idempotency_key: r.get(3)?,
+                        body: r.get(4)?,
+                        created_at_ms: r.get(5)?,
+                    },
+                    attempts: r.get(6)?,
+                })
+            })
+            .map_err(store_err)?;
+        rows.collect::<Result<_, _>>().map_err(store_err)
+    }
+
+    fn mark_delivered(&self, id: i64, now_ms: i64) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE outbox SET status = 'delivered', attempts = attempts + 1, delivered_at_ms = ?2, last_error = NULL WHERE id = ?1",
+                params![id, now_ms],
+            )
+            .map_err(store_err)?;
+        Ok(())
+    }
+
+    fn mark_failed(
+        &self,
+        id: i64,
+        error: &str,
+        next_attempt_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn();
+        match next_attempt_ms {
+            Some(next) => conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at_ms = ?3 WHERE id = ?1",
+                params![id, error, next],
+            ),
+            None => conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, status = 'dead' WHERE id = ?1",
+                params![id, error],
+            ),
+        }
+        .map_err(store_err)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_authenticate_their_tenant_only_and_are_stored_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = store.create_key("acme").unwrap();
+        let (_, tenant) = store.authenticate(&key).unwrap().unwrap();
+        assert_eq!(tenant, "acme");
+        assert!(store.authenticate("fsk_wrong").unwrap().is_none());
+        let raw: i64 = store
+            .conn()
+            .query_row(
+                "SELECT count(*) FROM api_keys WHERE key_hash = ?1",
+                [&key],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(raw, 0, "the plain key must not be stored");
+    }
+
+    #[test]
+    fn a_retried_batch_is_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let t = store.ensure_tenant("acme").unwrap();
+        assert_eq!(
+            store.insert_batch(t, "a1", 1, "c", b"x").unwrap(),
+            BatchOutcome::Stored
+        );
+        assert_eq!(
+            store.insert_batch(t, "a1", 1, "c", b"x").unwrap(),
+            BatchOutcome::Duplicate
+        );
+        assert_eq!(store.batch_count(t).unwrap(), 1);
+    }
+
+    #[test]
+    fn outbox_survives_reopen_and_dedups_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = NewNotification {
+            tenant: "acme".into(),
+            receiver: "r".into(),
+            idempotency_key: "k1".into(),
+            body: b"{}".to_vec(),
+            created_at_ms: 10,
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert!(store.enqueue(&n).unwrap());
+            assert!(!store.enqueue(&n).unwrap());
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let due = store.due(10, 10).unwrap();
+        assert_eq!(due.len(), 1);
+        store.mark_failed(due[0].id, "boom", Some(1_000)).unwrap();
+        assert!(store.due(999, 10).unwrap().is_empty());
+        assert_eq!(store.due(1_000, 10).unwrap()[0].attempts, 1);
+        store.mark_delivered(due[0].id, 1_001).unwrap();
+        assert!(store.due(i64::MAX, 10).unwrap().is_empty());
+    }
+}
