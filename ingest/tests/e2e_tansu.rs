@@ -1,0 +1,211 @@
+//! The hung-transaction pipeline against a real Kafka-protocol broker: `tansu` on
+//! loopback, a transactional producer that never commits, the agent, the ingest and a
+//! webhook receiver. `scripts/test-deps.sh` installs tansu; a missing one fails the test.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use foresight_reporter::Reporter;
+use foresight_reporter::config::{AgentConfig, IngestConfig, KafkaConfig};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use tokio_util::sync::CancellationToken;
+
+/// The built-in rule's expression, with windows short enough for a test.
+const RULES: &str = r#"
+groups:
+  - name: test
+    rules:
+      - alert: KafkaHungTransaction
+        expr: |
+          kafka_partition_last_stable_offset_lag > 0
+          and on (cluster, topic, partition)
+            changes(kafka_partition_last_stable_offset[3s]) == 0
+          and on (cluster, topic, partition)
+            kafka_partition_last_stable_offset == kafka_partition_last_stable_offset offset 3s
+        for: 3s
+        labels: {severity: critical, category: availability}
+        annotations:
+          summary: "Hung transaction on {{ $labels.topic }}-{{ $labels.partition }}"
+"#;
+
+struct Tansu {
+    child: Child,
+    bootstrap: String,
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tansu_binary() -> String {
+    if let Ok(p) = std::env::var("TANSU_BIN") {
+        return p;
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let cargo_bin = format!("{home}/.cargo/bin/tansu");
+    if std::path::Path::new(&cargo_bin).exists() {
+        return cargo_bin;
+    }
+    "tansu".into()
+}
+
+async fn start_tansu() -> Tansu {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new(tansu_binary())
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args([
+            "--storage-engine",
+            "memory://tansu/",
+            "--cluster-id",
+            "foresight-test",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start tansu ({e}); run scripts/test-deps.sh to install it")
+        });
+    let tansu = Tansu {
+        child,
+        bootstrap: format!("127.0.0.1:{port}"),
+    };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&tansu.bootstrap).is_ok() {
+            return tansu;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("tansu did not start listening on {}", tansu.bootstrap);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_transaction_is_reported_as_hung() {
+    let tansu = start_tansu().await;
+    let topic = "ledger";
+
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &tansu.bootstrap)
+        .create()
+        .unwrap();
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+
+    // A transaction that is opened, written to, and never committed.
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &tansu.bootstrap)
+        .set("transactional.id", "foresight-hung-tx")
+        .set("transaction.timeout.ms", "600000")
+        .create()
+        .unwrap();
+    let p = tokio::task::spawn_blocking(move || {
+        producer.init_transactions(Duration::from_secs(10)).unwrap();
+        producer.begin_transaction().unwrap();
+        for i in 0..5 {
+            producer
+                .send(
+                    BaseRecord::to(topic)
+                        .key("k")
+                        .payload(&format!("record {i}")),
+                )
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        producer
+    })
+    .await
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = common::start_receiver().await;
+    let server = common::start_server(dir.path(), Some(RULES), Some(&receiver.url)).await;
+    let key = server.store.create_key("acme").unwrap();
+    let agent = Arc::new(
+        Reporter::new(AgentConfig {
+            kafka: KafkaConfig {
+                bootstrap_servers: tansu.bootstrap.clone(),
+                request_timeout_ms: 5_000,
+                ..KafkaConfig::default()
+            },
+            ingest: IngestConfig {
+                url: format!("https://{}", server.addr),
+                api_key: Some(key),
+                pinned_sha256: Some(server.fingerprint.clone()),
+                ..IngestConfig::default()
+            },
+            interval_secs: 1,
+            ..AgentConfig::default()
+        })
+        .unwrap(),
+    );
+
+    // The protocol-level view first: the high watermark is ahead of the LSO.
+    let batch = agent.collect_batch().await.unwrap();
+    let partition = batch
+        .snapshot
+        .as_ref()
+        .unwrap()
+        .topics
+        .iter()
+        .find(|t| t.name == topic)
+        .unwrap()
+        .partitions[0]
+        .clone();
+    let (hw, lso) = (
+        partition.high_watermark.unwrap(),
+        partition.last_stable_offset.unwrap(),
+    );
+    assert!(
+        hw > lso,
+        "open transaction: high watermark {hw} must be ahead of LSO {lso}"
+    );
+
+    let cancel = CancellationToken::new();
+    let (a, c) = (agent.clone(), cancel.clone());
+    tokio::spawn(async move { a.run(c).await });
+
+    let msg = common::wait_for(
+        &mut receiver.rx,
+        "KafkaHungTransaction",
+        "firing",
+        Duration::from_secs(60),
+    )
+    .await;
+    let alert = &msg["alerts"][0];
+    assert_eq!(alert["labels"]["topic"], topic);
+    assert_eq!(alert["labels"]["partition"], "0");
+    assert_eq!(alert["labels"]["cluster"], "foresight-test");
+    assert_eq!(
+        alert["annotations"]["summary"],
+        "Hung transaction on ledger-0"
+    );
+    cancel.cancel();
+    server.shutdown(Duration::from_secs(5)).await;
+    drop(p);
+}
