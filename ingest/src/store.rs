@@ -196,24 +196,6 @@ impl Store {
             |r| r.get(0),
         )?)
     }
-
-    /// Outbox entries as `(idempotency_key, status, attempts, last_error)`, newest first.
-    ///
-    /// # Errors
-    /// [`Error::Sqlite`].
-    pub fn deliveries(
-        &self,
-        limit: usize,
-    ) -> Result<Vec<(String, String, i64, Option<String>)>, Error> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT idempotency_key, status, attempts, last_error FROM outbox ORDER BY id DESC LIMIT ?1",
-        )?;
-        let rows = stmt.query_map([limit as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
 }
 
 fn store_err(e: rusqlite::Error) -> StoreError {

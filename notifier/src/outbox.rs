@@ -106,6 +106,9 @@ impl RetryPolicy {
     }
 }
 
+/// Called after each acknowledged delivery.
+pub type DeliveredCallback = Box<dyn Fn(&PendingNotification) + Send + Sync>;
+
 /// Delivers due notifications until cancelled.
 pub struct DeliveryWorker<S> {
     store: Arc<S>,
@@ -113,7 +116,7 @@ pub struct DeliveryWorker<S> {
     policy: RetryPolicy,
     wake: Arc<Notify>,
     /// Called with each body the receiver acknowledged (the demo prints them).
-    on_delivered: Option<Box<dyn Fn(&PendingNotification) + Send + Sync>>,
+    on_delivered: Option<DeliveredCallback>,
 }
 
 fn now_ms() -> i64 {

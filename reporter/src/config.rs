@@ -139,10 +139,10 @@ impl AgentConfig {
                 self.ingest.url
             ));
         }
-        if let Some(pin) = &self.ingest.pinned_sha256 {
-            if crate::tls::parse_fingerprint(pin).is_none() {
-                p.push("ingest.pinned_sha256: must be 64 hex digits (colons allowed)".to_string());
-            }
+        if let Some(pin) = &self.ingest.pinned_sha256
+            && crate::tls::parse_fingerprint(pin).is_none()
+        {
+            p.push("ingest.pinned_sha256: must be 64 hex digits (colons allowed)".to_string());
         }
         if self.ingest.max_attempts == 0 {
             p.push("ingest.max_attempts: must be at least 1".to_string());

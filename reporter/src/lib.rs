@@ -25,6 +25,8 @@ use foresight_proto::v1::{Label, Resource, Sample, Series, TelemetryBatch};
 use tokio_util::sync::CancellationToken;
 
 pub use config::AgentConfig;
+/// The wire types, for embedders adding series of their own.
+pub use foresight_proto as proto;
 pub use shipper::{ShipError, Shipper};
 
 /// Errors at the crate's edge.

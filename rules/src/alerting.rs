@@ -163,6 +163,8 @@ impl RuleEngine {
     }
 }
 
+type Candidate = (BTreeMap<String, String>, BTreeMap<String, String>, f64);
+
 fn update_alerts(
     state: &mut RuleState,
     samples: Vec<crate::promql::Sample>,
@@ -170,8 +172,8 @@ fn update_alerts(
     external_labels: &BTreeMap<String, String>,
 ) -> Result<(), String> {
     let rule = &state.rule;
-    let mut seen: HashMap<String, (BTreeMap<String, String>, BTreeMap<String, String>, f64)> =
-        HashMap::new();
+    // fingerprint -> (labels, annotations, value)
+    let mut seen: HashMap<String, Candidate> = HashMap::new();
     for s in samples {
         let base: BTreeMap<String, String> = s
             .labels

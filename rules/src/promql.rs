@@ -134,10 +134,10 @@ pub fn check_supported(expr: &Expr) -> Result<(), EvalError> {
             if b.op.to_string() == "atan2" {
                 return Err(EvalError::Unsupported("operator atan2".into()));
             }
-            if let Some(m) = &b.modifier {
-                if m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some() {
-                    return Err(EvalError::Unsupported("fill modifiers".into()));
-                }
+            if let Some(m) = &b.modifier
+                && (m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some())
+            {
+                return Err(EvalError::Unsupported("fill modifiers".into()));
             }
             check_supported(&b.lhs)?;
             check_supported(&b.rhs)
@@ -916,7 +916,9 @@ fn deriv(p: &[(i64, f64)]) -> Option<f64> {
 mod tests {
     use super::*;
 
-    fn store_with(series: &[(&[(&str, &str)], &[(i64, f64)])]) -> SeriesStore {
+    type SeriesSpec<'a> = (&'a [(&'a str, &'a str)], &'a [(i64, f64)]);
+
+    fn store_with(series: &[SeriesSpec<'_>]) -> SeriesStore {
         let mut store = SeriesStore::new(i64::MAX / 4);
         for (labels, samples) in series {
             let labels = Labels::new(labels.iter().map(|(a, b)| (a.to_string(), b.to_string())));

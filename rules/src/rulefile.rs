@@ -162,10 +162,8 @@ pub fn load_str(file: &str, text: &str) -> Result<Vec<Group>, Error> {
                 None
             }
         };
-        if let Some(q) = &g.query_offset {
-            if let Err(e) = parse_duration(q) {
-                problems.push(format!("group {:?}: {e}", g.name));
-            }
+        if let Some(Err(e)) = g.query_offset.as_deref().map(parse_duration) {
+            problems.push(format!("group {:?}: {e}", g.name));
         }
         let mut rules = Vec::new();
         for r in g.rules {

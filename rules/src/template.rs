@@ -205,7 +205,7 @@ fn sig4(v: f64) -> String {
 
 fn humanize(v: f64, base: f64, prefixes: &[&str]) -> String {
     if v == 0.0 || v.is_nan() || v.is_infinite() {
-        return format!("{}", format_go_float(v));
+        return format_go_float(v);
     }
     if v.abs() >= 1.0 || base == 1024.0 {
         let mut v = v;

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what the tests need and is not a Cargo dependency: the C toolchain pieces
+# librdkafka builds with, and the Kafka-compatible `tansu` broker for end-to-end tests.
+# Idempotent and quick when everything is present.
+set -euo pipefail
+
+need_apt=()
+command -v make >/dev/null || need_apt+=(make)
+command -v cc >/dev/null || need_apt+=(gcc)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+command -v perl >/dev/null || need_apt+=(perl)
+dpkg -s libssl-dev >/dev/null 2>&1 || need_apt+=(libssl-dev)
+dpkg -s zlib1g-dev >/dev/null 2>&1 || need_apt+=(zlib1g-dev)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "test-deps: installing ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+
+TANSU_VERSION=0.6.0
+tansu_bin="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
+if ! { [ -x "$tansu_bin" ] && "$tansu_bin" --version 2>/dev/null | grep -q "$TANSU_VERSION"; }; then
+  echo "test-deps: installing tansu $TANSU_VERSION (about 15 minutes the first time)"
+  cargo install tansu --version "$TANSU_VERSION" --features dynostore --locked
+fi
+echo "test-deps: tansu at $tansu_bin"
