@@ -49,6 +49,13 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (
@@ -146,6 +153,27 @@ fn decompress(encoding: Option<&str>, body: &[u8], limit: usize) -> Result<Vec<u
     Ok(out)
 }
 
+/// Decompresses and decodes a telemetry body as received; the entry point for untrusted
+/// bytes (and the fuzz target's).
+///
+/// # Errors
+/// [`ApiError`] with the status to answer: 400, 413 or 415.
+pub fn decode_body(
+    encoding: Option<&str>,
+    body: &[u8],
+    limits: &Limits,
+) -> Result<(TelemetryBatch, Vec<u8>), ApiError> {
+    let raw = decompress(encoding, body, limits.max_decompressed_bytes)?;
+    let batch = decode_batch(&raw, limits).map_err(|m| {
+        if m.starts_with("series: ") {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_series", m)
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_batch", m)
+        }
+    })?;
+    Ok((batch, raw))
+}
+
 /// Decodes and checks a batch; the error names the problem.
 pub fn decode_batch(raw: &[u8], limits: &Limits) -> Result<TelemetryBatch, String> {
     let batch =
@@ -190,14 +218,7 @@ async fn telemetry(
         .map(str::to_string);
     let limits = state.limits.clone();
     let (batch, body_zstd) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let raw = decompress(encoding.as_deref(), &body, limits.max_decompressed_bytes)?;
-        let batch = decode_batch(&raw, &limits).map_err(|m| {
-            if m.starts_with("series: ") {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_series", m)
-            } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_batch", m)
-            }
-        })?;
+        let (batch, raw) = decode_body(encoding.as_deref(), &body, &limits)?;
         let stored = if encoding.as_deref() == Some("zstd") {
             body.to_vec()
         } else {
@@ -272,6 +293,55 @@ mod tests {
         let err = decode_batch(&bytes[..bytes.len() - 1], &Limits::default()).unwrap_err();
         assert!(err.starts_with("invalid TelemetryBatch protobuf"), "{err}");
         assert!(decode_batch(&bytes, &Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_decoder() {
+        // A deterministic smoke run of what fuzz/ explores at length: mutations and
+        // truncations of a valid body, in every encoding.
+        let valid = TelemetryBatch {
+            resource: Some(foresight_proto::v1::Resource {
+                agent_instance_id: "a".into(),
+                ..Default::default()
+            }),
+            sequence: 7,
+            series: vec![foresight_proto::v1::Series {
+                name: "x".into(),
+                labels: vec![foresight_proto::v1::Label {
+                    name: "l".into(),
+                    value: "v".into(),
+                }],
+                samples: vec![foresight_proto::v1::Sample {
+                    timestamp_ms: 1,
+                    value: 2.0,
+                }],
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let zstd_valid = zstd::bulk::compress(&valid, 3).unwrap();
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let limits = Limits::default();
+        for i in 0..20_000 {
+            let base = if i % 2 == 0 { &valid } else { &zstd_valid };
+            let mut bytes = base.clone();
+            for _ in 0..(next() % 4) {
+                let at = (next() as usize) % bytes.len();
+                bytes[at] = next() as u8;
+            }
+            bytes.truncate(1 + (next() as usize) % bytes.len());
+            for enc in [None, Some("zstd"), Some("br")] {
+                if let Err(e) = decode_body(enc, &bytes, &limits) {
+                    assert!(e.status().is_client_error(), "{e:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -23,8 +23,13 @@ fn once_print_shows_the_batch_without_sending() {
         .args(["--config", config.to_str().unwrap(), "--once", "--print"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let batch: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is the batch as JSON");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let batch: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("stdout is the batch as JSON");
     assert_eq!(batch["sequence"], 1);
     assert_eq!(batch["snapshot"]["brokers"].as_array().unwrap().len(), 2);
     let series = batch["series"].as_array().unwrap();
@@ -36,11 +41,25 @@ fn once_print_shows_the_batch_without_sending() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| (l["name"].as_str().unwrap().into(), l["value"].as_str().unwrap().into()))
+        .map(|l| {
+            (
+                l["name"].as_str().unwrap().into(),
+                l["value"].as_str().unwrap().into(),
+            )
+        })
         .collect();
-    assert!(labels.contains(&("cluster".into(), "mock".into())), "{labels:?}");
-    assert!(labels.contains(&("env".into(), "test".into())), "{labels:?}");
-    assert!(labels.contains(&("topic".into(), "payments".into())), "{labels:?}");
+    assert!(
+        labels.contains(&("cluster".into(), "mock".into())),
+        "{labels:?}"
+    );
+    assert!(
+        labels.contains(&("env".into(), "test".into())),
+        "{labels:?}"
+    );
+    assert!(
+        labels.contains(&("topic".into(), "payments".into())),
+        "{labels:?}"
+    );
 }
 
 #[test]
