@@ -77,6 +77,12 @@ enum RulesCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Run rule unit tests in promtool's `test rules` format; exit 1 on any failure.
+    Test {
+        /// Test files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 fn load_config(path: Option<&PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<ServeConfig> {
@@ -117,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,rdkafka=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match cli.command {
@@ -171,6 +178,29 @@ async fn main() -> anyhow::Result<()> {
                     Err(e) => {
                         failed = true;
                         println!("Checking {}\n  FAILED:\n{e}", f.display());
+                    }
+                }
+            }
+            if failed {
+                std::process::exit(1);
+            }
+        }
+        Command::Rules {
+            command: RulesCommand::Test { files },
+        } => {
+            let mut failed = false;
+            for f in &files {
+                println!("Unit Testing:  {}", f.display());
+                let report = foresight_rules::unittest::run_file(f);
+                if report.passed() {
+                    println!("  SUCCESS");
+                    continue;
+                }
+                failed = true;
+                println!("  FAILED:");
+                for e in report.errors.iter().chain(&report.failures) {
+                    for line in e.lines() {
+                        println!("    {line}");
                     }
                 }
             }

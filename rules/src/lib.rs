@@ -7,6 +7,7 @@
 //! - [`template`]: annotation and label templates.
 //! - [`alerting`]: rule groups in evaluation and the alert state machine.
 //! - [`packs`]: the built-in Kafka rule pack.
+//! - [`unittest`]: rule unit tests in promtool's `test rules` format.
 //!
 //! Pure computation: this crate opens no sockets and reads only files it is handed.
 #![warn(missing_docs)]
@@ -17,6 +18,7 @@ pub mod promql;
 pub mod rulefile;
 pub mod store;
 pub mod template;
+pub mod unittest;
 
 pub use alerting::{Evaluation, RuleEngine};
 pub use rulefile::{Group, Rule, load_file, load_str};

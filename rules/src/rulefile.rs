@@ -120,6 +120,9 @@ impl Group {
 /// # Errors
 /// A message naming the bad duration.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
     promql_parser::util::parse_duration(s).map_err(|e| format!("bad duration {s:?}: {e}"))
 }
 
