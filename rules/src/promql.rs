@@ -407,15 +407,14 @@ impl<'a> Evaluator<'a> {
             let values: Vec<f64> = members.iter().map(|s| s.value).collect();
             let n = values.len() as f64;
             let value = match op.as_str() {
-                "sum" => values.iter().sum(),
+                "sum" => kahan_sum(&values),
                 "min" => values.iter().copied().fold(f64::NAN, nan_min),
                 "max" => values.iter().copied().fold(f64::NAN, nan_max),
-                "avg" => values.iter().sum::<f64>() / n,
+                "avg" => mean(&values),
                 "count" => n,
                 "group" => 1.0,
                 "stddev" | "stdvar" => {
-                    let mean = values.iter().sum::<f64>() / n;
-                    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+                    let var = variance(&values);
                     if op == "stddev" { var.sqrt() } else { var }
                 }
                 "topk" | "bottomk" => {
@@ -424,12 +423,14 @@ impl<'a> Evaluator<'a> {
                         continue;
                     }
                     let mut members = members;
+                    // NaN sorts last in both directions.
                     members.sort_by(|x, y| {
-                        let ord = x.value.partial_cmp(&y.value).unwrap_or_else(|| {
-                            // NaN sorts last for both directions.
-                            x.value.is_nan().cmp(&y.value.is_nan()).reverse()
-                        });
-                        if op == "topk" { ord.reverse() } else { ord }
+                        let ord = x
+                            .value
+                            .partial_cmp(&y.value)
+                            .unwrap_or(std::cmp::Ordering::Equal);
+                        let ord = if op == "topk" { ord.reverse() } else { ord };
+                        x.value.is_nan().cmp(&y.value.is_nan()).then(ord)
                     });
                     out.extend(members.into_iter().take(k as usize));
                     continue;
@@ -472,16 +473,21 @@ impl<'a> Evaluator<'a> {
                     return Ok(Value::Vector(vec![]));
                 }
                 let labels = match arg(0)? {
-                    Expr::VectorSelector(vs) => Labels::new(
-                        vs.matchers
-                            .matchers
-                            .iter()
-                            .filter(|m| {
-                                m.name != METRIC_NAME
-                                    && matches!(m.op, promql_parser::label::MatchOp::Equal)
-                            })
-                            .map(|m| (m.name.clone(), m.value.clone())),
-                    ),
+                    Expr::VectorSelector(vs) => {
+                        // A label matched more than once says nothing certain about the
+                        // missing series, so it is left out.
+                        let ms = &vs.matchers.matchers;
+                        let once = |name: &str| ms.iter().filter(|m| m.name == name).count() == 1;
+                        Labels::new(
+                            ms.iter()
+                                .filter(|m| {
+                                    m.name != METRIC_NAME
+                                        && matches!(m.op, promql_parser::label::MatchOp::Equal)
+                                        && once(&m.name)
+                                })
+                                .map(|m| (m.name.clone(), m.value.clone())),
+                        )
+                    }
                     _ => Labels::default(),
                 };
                 return Ok(Value::Vector(vec![Sample { labels, value: 1.0 }]));
@@ -570,8 +576,8 @@ impl<'a> Evaluator<'a> {
                 "count_over_time" => Some(p.len() as f64),
                 "present_over_time" => Some(1.0),
                 "last_over_time" => p.last().map(|x| x.1),
-                "sum_over_time" => Some(p.iter().map(|x| x.1).sum()),
-                "avg_over_time" => Some(p.iter().map(|x| x.1).sum::<f64>() / p.len() as f64),
+                "sum_over_time" => Some(kahan_sum(&p.iter().map(|x| x.1).collect::<Vec<_>>())),
+                "avg_over_time" => Some(mean(&p.iter().map(|x| x.1).collect::<Vec<_>>())),
                 "min_over_time" => Some(p.iter().map(|x| x.1).fold(f64::NAN, nan_min)),
                 "max_over_time" => Some(p.iter().map(|x| x.1).fold(f64::NAN, nan_max)),
                 "rate" => extrapolated(p, end - range_ms, end, true, true),
@@ -853,15 +859,16 @@ fn extrapolated(
     let avg_between = sampled / (p.len() - 1) as f64;
     let mut to_start = (first.0 - start) as f64 / 1000.0;
     let mut to_end = (end - last.0) as f64 / 1000.0;
+    let threshold = avg_between * 1.1;
+    if to_start >= threshold {
+        to_start = avg_between / 2.0;
+    }
+    // A counter cannot have been below zero: extrapolate at most to where it was zero.
     if counter && result > 0.0 && first.1 >= 0.0 {
         let to_zero = sampled * (first.1 / result);
         if to_zero < to_start {
             to_start = to_zero;
         }
-    }
-    let threshold = avg_between * 1.1;
-    if to_start >= threshold {
-        to_start = avg_between / 2.0;
     }
     if to_end >= threshold {
         to_end = avg_between / 2.0;
@@ -871,6 +878,67 @@ fn extrapolated(
         factor /= (end - start) as f64 / 1000.0;
     }
     Some(result * factor)
+}
+
+/// Neumaier's compensated increment, as Prometheus' `kahanSumInc`.
+fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if t.is_infinite() {
+        0.0
+    } else if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
+/// Compensated sum, so that `1e100 + 10 - 1e100` is 10.
+fn kahan_sum(values: &[f64]) -> f64 {
+    let (mut sum, mut c) = (0.0, 0.0);
+    for v in values {
+        (sum, c) = kahan_inc(*v, sum, c);
+    }
+    if sum.is_infinite() { sum } else { sum + c }
+}
+
+/// Mean as Prometheus computes it: a compensated sum, switching to an incremental mean
+/// when the sum would overflow.
+fn mean(values: &[f64]) -> f64 {
+    let (mut sum, mut c) = (0.0, 0.0);
+    let mut incremental = false;
+    let mut avg = 0.0;
+    for (i, v) in values.iter().enumerate() {
+        let count = (i + 1) as f64;
+        if !incremental {
+            let (ns, nc) = kahan_inc(*v, sum, c);
+            if !ns.is_infinite() || i == 0 {
+                (sum, c) = (ns, nc);
+                continue;
+            }
+            incremental = true;
+            avg = sum / (count - 1.0);
+            c /= count - 1.0;
+        }
+        let q = (count - 1.0) / count;
+        (avg, c) = kahan_inc(v / count, q * avg, q * c);
+    }
+    if incremental {
+        avg + c
+    } else {
+        (sum + c) / values.len() as f64
+    }
+}
+
+/// Population variance by Welford's method, as Prometheus.
+fn variance(values: &[f64]) -> f64 {
+    let (mut mean, mut m2) = (0.0, 0.0);
+    for (i, v) in values.iter().enumerate() {
+        let delta = v - mean;
+        mean += delta / (i + 1) as f64;
+        m2 += delta * (v - mean);
+    }
+    m2 / values.len() as f64
 }
 
 fn instant_delta(p: &[(i64, f64)], rate: bool) -> Option<f64> {

@@ -11,6 +11,11 @@ use std::sync::Arc;
 /// Label name that carries the metric name.
 pub const METRIC_NAME: &str = "__name__";
 
+/// Labels dropped together with the metric name.
+fn is_name_label(n: &str) -> bool {
+    n == METRIC_NAME || n == "__type__" || n == "__unit__"
+}
+
 /// Prometheus' staleness marker: a NaN with this exact bit pattern.
 pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
 
@@ -48,15 +53,16 @@ impl Labels {
         self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
-    /// A copy without the metric name.
+    /// A copy without the metric name, and without the `__type__` and `__unit__` labels
+    /// that describe it (Prometheus 3's type-and-unit labels go with the name).
     pub fn without_name(&self) -> Labels {
-        if self.get(METRIC_NAME).is_none() {
+        if !self.0.iter().any(|(n, _)| is_name_label(n)) {
             return self.clone();
         }
         Labels(
             self.0
                 .iter()
-                .filter(|(n, _)| n != METRIC_NAME)
+                .filter(|(n, _)| !is_name_label(n))
                 .cloned()
                 .collect(),
         )
