@@ -65,42 +65,87 @@ pub enum Value {
 const SUPPORTED_FUNCTIONS: &[&str] = &[
     "abs",
     "absent",
+    "absent_over_time",
+    "acos",
+    "acosh",
+    "asin",
+    "asinh",
+    "atan",
+    "atanh",
     "avg_over_time",
     "ceil",
     "changes",
     "clamp",
     "clamp_max",
     "clamp_min",
+    "cos",
+    "cosh",
     "count_over_time",
+    "day_of_month",
+    "day_of_week",
+    "day_of_year",
+    "days_in_month",
+    "deg",
     "delta",
     "deriv",
     "exp",
     "floor",
+    "histogram_quantile",
+    "hour",
     "idelta",
     "increase",
     "irate",
+    "label_join",
+    "label_replace",
     "last_over_time",
     "ln",
     "log10",
     "log2",
+    "mad_over_time",
     "max_over_time",
     "min_over_time",
+    "minute",
+    "month",
+    "pi",
+    "predict_linear",
     "present_over_time",
+    "quantile_over_time",
+    "rad",
     "rate",
     "resets",
     "round",
     "scalar",
     "sgn",
+    "sin",
+    "sinh",
+    "sort",
+    "sort_desc",
     "sqrt",
+    "stddev_over_time",
+    "stdvar_over_time",
     "sum_over_time",
+    "tan",
+    "tanh",
     "time",
     "timestamp",
     "vector",
+    "year",
 ];
 
 /// Aggregations this engine evaluates.
 const SUPPORTED_AGGREGATIONS: &[&str] = &[
-    "sum", "min", "max", "avg", "count", "group", "stddev", "stdvar", "topk", "bottomk",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "count",
+    "group",
+    "stddev",
+    "stdvar",
+    "topk",
+    "bottomk",
+    "quantile",
+    "count_values",
 ];
 
 /// Parses `expr` and checks that this engine can evaluate all of it.
@@ -131,9 +176,6 @@ pub fn check_supported(expr: &Expr) -> Result<(), EvalError> {
         }
         Expr::Unary(u) => check_supported(&u.expr),
         Expr::Binary(b) => {
-            if b.op.to_string() == "atan2" {
-                return Err(EvalError::Unsupported("operator atan2".into()));
-            }
             if let Some(m) = &b.modifier
                 && (m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some())
             {
@@ -143,7 +185,7 @@ pub fn check_supported(expr: &Expr) -> Result<(), EvalError> {
             check_supported(&b.rhs)
         }
         Expr::Paren(p) => check_supported(&p.expr),
-        Expr::Subquery(_) => Err(EvalError::Unsupported("subqueries".into())),
+        Expr::Subquery(sq) => check_supported(&sq.expr),
         Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::VectorSelector(_) => Ok(()),
         Expr::MatrixSelector(_) => Ok(()),
         Expr::Call(c) => {
@@ -228,7 +270,7 @@ impl<'a> Evaluator<'a> {
             Expr::Binary(b) => self.binary(b, ts_ms),
             Expr::Aggregate(a) => self.aggregate(a, ts_ms),
             Expr::Call(c) => self.call(c, ts_ms),
-            Expr::Subquery(_) => Err(EvalError::Unsupported("subqueries".into())),
+            Expr::Subquery(_) => Ok(Value::Matrix(self.range_of(expr, ts_ms)?.0)),
             Expr::Extension(_) => Err(EvalError::Unsupported("extension expressions".into())),
         }
     }
@@ -323,6 +365,16 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    fn string(&self, expr: &Expr, ts_ms: i64) -> Result<String, EvalError> {
+        match self.eval(expr, ts_ms)? {
+            Value::String(s) => Ok(s),
+            other => Err(EvalError::Invalid(format!(
+                "expected a string, got {}",
+                kind(&other)
+            ))),
+        }
+    }
+
     fn binary(&self, b: &BinaryExpr, ts_ms: i64) -> Result<Value, EvalError> {
         let op = b.op.to_string();
         let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
@@ -377,9 +429,16 @@ impl<'a> Evaluator<'a> {
     fn aggregate(&self, a: &AggregateExpr, ts_ms: i64) -> Result<Value, EvalError> {
         let op = a.op.to_string();
         let input = self.vector(&a.expr, ts_ms)?;
-        let param = match &a.param {
-            Some(p) => Some(self.scalar(p, ts_ms)?),
-            None => None,
+        let (param, count_values_label) = match (&a.param, op.as_str()) {
+            (Some(p), "count_values") => {
+                let label = self.string(p, ts_ms)?;
+                if !is_label_name(&label) {
+                    return Err(EvalError::Invalid(format!("invalid label name {label:?}")));
+                }
+                (None, Some(label))
+            }
+            (Some(p), _) => (Some(self.scalar(p, ts_ms)?), None),
+            (None, _) => (None, None),
         };
         let group_labels = |l: &Labels| -> Labels {
             match &a.modifier {
@@ -435,6 +494,25 @@ impl<'a> Evaluator<'a> {
                     out.extend(members.into_iter().take(k as usize));
                     continue;
                 }
+                "quantile" => quantile(param.unwrap_or(f64::NAN), values),
+                "count_values" => {
+                    let label = count_values_label.clone().unwrap_or_default();
+                    let mut counts: Vec<(String, f64)> = Vec::new();
+                    for v in &values {
+                        let text = format_value(*v);
+                        match counts.iter_mut().find(|(t, _)| *t == text) {
+                            Some(c) => c.1 += 1.0,
+                            None => counts.push((text, 1.0)),
+                        }
+                    }
+                    for (text, n) in counts {
+                        out.push(Sample {
+                            labels: key.with(&label, &text),
+                            value: n,
+                        });
+                    }
+                    continue;
+                }
                 other => return Err(EvalError::Unsupported(format!("aggregation {other}"))),
             };
             out.push(Sample { labels: key, value });
@@ -472,22 +550,8 @@ impl<'a> Evaluator<'a> {
                 if !v.is_empty() {
                     return Ok(Value::Vector(vec![]));
                 }
-                let labels = match arg(0)? {
-                    Expr::VectorSelector(vs) => {
-                        // A label matched more than once says nothing certain about the
-                        // missing series, so it is left out.
-                        let ms = &vs.matchers.matchers;
-                        let once = |name: &str| ms.iter().filter(|m| m.name == name).count() == 1;
-                        Labels::new(
-                            ms.iter()
-                                .filter(|m| {
-                                    m.name != METRIC_NAME
-                                        && matches!(m.op, promql_parser::label::MatchOp::Equal)
-                                        && once(&m.name)
-                                })
-                                .map(|m| (m.name.clone(), m.value.clone())),
-                        )
-                    }
+                let labels = match strip_parens(arg(0)?) {
+                    Expr::VectorSelector(vs) => absent_labels(vs),
                     _ => Labels::default(),
                 };
                 return Ok(Value::Vector(vec![Sample { labels, value: 1.0 }]));
@@ -521,6 +585,127 @@ impl<'a> Evaluator<'a> {
                     });
                 }
                 return Ok(Value::Vector(out));
+            }
+            _ => {}
+        }
+        match name {
+            "pi" => return Ok(Value::Scalar(std::f64::consts::PI)),
+            "sort" | "sort_desc" => {
+                let mut v = self.vector(arg(0)?, ts_ms)?;
+                v.sort_by(|a, b| {
+                    let ord = a
+                        .value
+                        .partial_cmp(&b.value)
+                        .unwrap_or(std::cmp::Ordering::Equal);
+                    let ord = if name == "sort_desc" {
+                        ord.reverse()
+                    } else {
+                        ord
+                    };
+                    a.value.is_nan().cmp(&b.value.is_nan()).then(ord)
+                });
+                return Ok(Value::Vector(v));
+            }
+            "minute" | "hour" | "day_of_week" | "day_of_month" | "day_of_year"
+            | "days_in_month" | "month" | "year" => {
+                let v = match args.first() {
+                    Some(e) => self.vector(e, ts_ms)?,
+                    None => vec![Sample {
+                        labels: Labels::default(),
+                        value: ts_ms as f64 / 1000.0,
+                    }],
+                };
+                return Ok(Value::Vector(map_values(v, |x| date_part(name, x))));
+            }
+            "label_replace" => {
+                let v = self.vector(arg(0)?, ts_ms)?;
+                let dst = self.string(arg(1)?, ts_ms)?;
+                let replacement = self.string(arg(2)?, ts_ms)?;
+                let src = self.string(arg(3)?, ts_ms)?;
+                let re_text = self.string(arg(4)?, ts_ms)?;
+                let re = regex::Regex::new(&format!("^(?s:{re_text})$")).map_err(|e| {
+                    EvalError::Invalid(format!(
+                        "label_replace: invalid regular expression {re_text:?}: {e}"
+                    ))
+                })?;
+                if !is_label_name(&dst) {
+                    return Err(EvalError::Invalid(format!(
+                        "label_replace: invalid destination label name {dst:?}"
+                    )));
+                }
+                let out = v
+                    .into_iter()
+                    .map(|s| {
+                        let value = s.labels.get(&src).unwrap_or_default().to_string();
+                        match re.captures(&value) {
+                            Some(caps) => {
+                                let mut new = String::new();
+                                caps.expand(&replacement, &mut new);
+                                Sample {
+                                    labels: s.labels.with(&dst, &new),
+                                    value: s.value,
+                                }
+                            }
+                            None => s,
+                        }
+                    })
+                    .collect();
+                return unique(out);
+            }
+            "label_join" => {
+                let v = self.vector(arg(0)?, ts_ms)?;
+                let dst = self.string(arg(1)?, ts_ms)?;
+                let sep = self.string(arg(2)?, ts_ms)?;
+                let mut srcs = Vec::new();
+                for e in &args[3..] {
+                    srcs.push(self.string(e, ts_ms)?);
+                }
+                if !is_label_name(&dst) {
+                    return Err(EvalError::Invalid(format!(
+                        "label_join: invalid destination label name {dst:?}"
+                    )));
+                }
+                let out = v
+                    .into_iter()
+                    .map(|s| {
+                        let joined: Vec<&str> = srcs
+                            .iter()
+                            .map(|n| s.labels.get(n).unwrap_or_default())
+                            .collect();
+                        Sample {
+                            labels: s.labels.with(&dst, &joined.join(&sep)),
+                            value: s.value,
+                        }
+                    })
+                    .collect();
+                return unique(out);
+            }
+            "histogram_quantile" => {
+                let q = self.scalar(arg(0)?, ts_ms)?;
+                let v = self.vector(arg(1)?, ts_ms)?;
+                let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
+                let mut index: HashMap<Labels, usize> = HashMap::new();
+                for s in v {
+                    // Series without a parseable `le` are not buckets and are ignored.
+                    let Some(le) = s.labels.get("le").and_then(parse_le) else {
+                        continue;
+                    };
+                    let key = s.labels.without_name().filter(|n| n != "le");
+                    let i = *index.entry(key.clone()).or_insert_with(|| {
+                        groups.push((key, Vec::new()));
+                        groups.len() - 1
+                    });
+                    groups[i].1.push((le, s.value));
+                }
+                return Ok(Value::Vector(
+                    groups
+                        .into_iter()
+                        .map(|(labels, buckets)| Sample {
+                            labels,
+                            value: bucket_quantile(q, buckets),
+                        })
+                        .collect(),
+                ));
             }
             _ => {}
         }
@@ -558,35 +743,67 @@ impl<'a> Evaluator<'a> {
             }
             _ => {}
         }
-        // Range-vector functions.
-        let Expr::MatrixSelector(ms) = strip_parens(arg(0)?) else {
-            return Err(EvalError::Invalid(format!(
-                "{name}: expected a range vector"
-            )));
+        // Range-vector functions: the range argument is a selector or a subquery.
+        let range_arg = args
+            .iter()
+            .position(|a| matches!(strip_parens(a), Expr::MatrixSelector(_) | Expr::Subquery(_)))
+            .ok_or_else(|| EvalError::Invalid(format!("{name}: expected a range vector")))?;
+        let (series, start, end) = self.range_of(strip_parens(&args[range_arg]), ts_ms)?;
+        let range_ms = end - start;
+        let scalar_arg = |i: usize| -> Result<f64, EvalError> { self.scalar(arg(i)?, ts_ms) };
+        if name == "absent_over_time" {
+            if !series.is_empty() {
+                return Ok(Value::Vector(vec![]));
+            }
+            let labels = match strip_parens(&args[range_arg]) {
+                Expr::MatrixSelector(ms) => absent_labels(&ms.vs),
+                _ => Labels::default(),
+            };
+            return Ok(Value::Vector(vec![Sample { labels, value: 1.0 }]));
+        }
+        let param = match name {
+            "quantile_over_time" | "predict_linear" => {
+                Some(scalar_arg(if range_arg == 0 { 1 } else { 0 })?)
+            }
+            _ => None,
         };
-        let range_ms = ms.range.as_millis() as i64;
-        let end = Self::selector_time(&ms.vs.offset, &ms.vs.at, ts_ms);
-        let series = self.range_selector(&ms.vs, ms.range, ts_ms);
         let mut out = Vec::new();
         for rs in series {
             let p = &rs.points;
+            let values = || p.iter().map(|x| x.1).collect::<Vec<_>>();
             let value = match name {
                 "changes" => Some(p.windows(2).filter(|w| !same(w[0].1, w[1].1)).count() as f64),
                 "resets" => Some(p.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64),
                 "count_over_time" => Some(p.len() as f64),
                 "present_over_time" => Some(1.0),
                 "last_over_time" => p.last().map(|x| x.1),
-                "sum_over_time" => Some(kahan_sum(&p.iter().map(|x| x.1).collect::<Vec<_>>())),
-                "avg_over_time" => Some(mean(&p.iter().map(|x| x.1).collect::<Vec<_>>())),
+                "sum_over_time" => Some(kahan_sum(&values())),
+                "avg_over_time" => Some(mean(&values())),
                 "min_over_time" => Some(p.iter().map(|x| x.1).fold(f64::NAN, nan_min)),
                 "max_over_time" => Some(p.iter().map(|x| x.1).fold(f64::NAN, nan_max)),
-                "rate" => extrapolated(p, end - range_ms, end, true, true),
-                "increase" => extrapolated(p, end - range_ms, end, true, false),
-                "delta" => extrapolated(p, end - range_ms, end, false, false),
+                "stddev_over_time" => Some(variance(&values()).sqrt()),
+                "stdvar_over_time" => Some(variance(&values())),
+                "quantile_over_time" => Some(quantile(param.unwrap_or(f64::NAN), values())),
+                "mad_over_time" => {
+                    let v = values();
+                    let median = quantile(0.5, v.clone());
+                    Some(quantile(
+                        0.5,
+                        v.iter().map(|x| (x - median).abs()).collect(),
+                    ))
+                }
+                "rate" => extrapolated(p, start, end, true, true),
+                "increase" => extrapolated(p, start, end, true, false),
+                "delta" => extrapolated(p, start, end, false, false),
                 "irate" | "idelta" => instant_delta(p, name == "irate"),
-                "deriv" => deriv(p),
+                "deriv" => (p.len() >= 2).then(|| linear_regression(p, p[0].0).0),
+                "predict_linear" => (p.len() >= 2).then(|| {
+                    let (slope, intercept) = linear_regression(p, ts_ms);
+                    intercept + slope * param.unwrap_or(0.0)
+                }),
                 other => return Err(EvalError::Unsupported(format!("function {other}"))),
             };
+            let _ = range_ms;
             let Some(value) = value else { continue };
             let labels = if name == "last_over_time" {
                 rs.labels
@@ -597,6 +814,274 @@ impl<'a> Evaluator<'a> {
         }
         Ok(Value::Vector(out))
     }
+
+    /// The series of a range argument and the window `(start, end]` it covers.
+    fn range_of(&self, e: &Expr, ts_ms: i64) -> Result<(Vec<RangeSeries>, i64, i64), EvalError> {
+        match e {
+            Expr::MatrixSelector(ms) => {
+                let end = Self::selector_time(&ms.vs.offset, &ms.vs.at, ts_ms);
+                Ok((
+                    self.range_selector(&ms.vs, ms.range, ts_ms),
+                    end - ms.range.as_millis() as i64,
+                    end,
+                ))
+            }
+            Expr::Subquery(sq) => {
+                let end = Self::selector_time(&sq.offset, &sq.at, ts_ms);
+                let range = sq.range.as_millis() as i64;
+                let step = sq
+                    .step
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(DEFAULT_SUBQUERY_STEP_MS)
+                    .max(1);
+                let start = end - range;
+                // Steps aligned to multiples of `step`, in (start, end].
+                let mut t = start.div_euclid(step) * step;
+                if t <= start {
+                    t += step;
+                }
+                let mut by_labels: HashMap<Labels, usize> = HashMap::new();
+                let mut out: Vec<RangeSeries> = Vec::new();
+                while t <= end {
+                    let samples = match self.eval(&sq.expr, t)? {
+                        Value::Vector(v) => v,
+                        Value::Scalar(x) => vec![Sample {
+                            labels: Labels::default(),
+                            value: x,
+                        }],
+                        other => {
+                            return Err(EvalError::Invalid(format!(
+                                "subquery of a {}",
+                                kind(&other)
+                            )));
+                        }
+                    };
+                    for smp in samples {
+                        let i = *by_labels.entry(smp.labels.clone()).or_insert_with(|| {
+                            out.push(RangeSeries {
+                                labels: smp.labels.clone(),
+                                points: Vec::new(),
+                            });
+                            out.len() - 1
+                        });
+                        out[i].points.push((t, smp.value));
+                    }
+                    t += step;
+                }
+                Ok((out, start, end))
+            }
+            _ => Err(EvalError::Invalid("expected a range vector".into())),
+        }
+    }
+}
+
+/// Resolution of a subquery without an explicit step: Prometheus uses the global
+/// evaluation interval, whose default is one minute.
+pub const DEFAULT_SUBQUERY_STEP_MS: i64 = 60_000;
+
+/// The labels `absent()` reports for a selector: its equality matchers, except labels
+/// matched more than once.
+fn absent_labels(vs: &VectorSelector) -> Labels {
+    let ms = &vs.matchers.matchers;
+    let once = |name: &str| ms.iter().filter(|m| m.name == name).count() == 1;
+    Labels::new(
+        ms.iter()
+            .filter(|m| {
+                m.name != METRIC_NAME
+                    && matches!(m.op, promql_parser::label::MatchOp::Equal)
+                    && once(&m.name)
+            })
+            .map(|m| (m.name.clone(), m.value.clone())),
+    )
+}
+
+/// Prometheus' `quantile`: linear interpolation between the closest ranks.
+fn quantile(q: f64, mut values: Vec<f64>) -> f64 {
+    if values.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let n = values.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0) as usize;
+    let upper = (lower + 1).min(values.len() - 1);
+    let weight = rank - rank.floor();
+    values[lower] * (1.0 - weight) + values[upper] * weight
+}
+
+/// Least-squares fit with times in seconds relative to `intercept_ms`, as Prometheus'
+/// `linearRegression`; returns `(slope, intercept)`.
+fn linear_regression(p: &[(i64, f64)], intercept_ms: i64) -> (f64, f64) {
+    let n = p.len() as f64;
+    let init = p[0].1;
+    let const_y = p.iter().all(|x| x.1 == init);
+    if const_y {
+        if init.is_infinite() {
+            return (f64::NAN, f64::NAN);
+        }
+        return (0.0, init);
+    }
+    let (mut sx, mut cx, mut sy, mut cy, mut sxy, mut cxy, mut sx2, mut cx2) =
+        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    for (t, v) in p {
+        let x = (t - intercept_ms) as f64 / 1000.0;
+        (sx, cx) = kahan_inc(x, sx, cx);
+        (sy, cy) = kahan_inc(*v, sy, cy);
+        (sxy, cxy) = kahan_inc(x * v, sxy, cxy);
+        (sx2, cx2) = kahan_inc(x * x, sx2, cx2);
+    }
+    let (sx, sy, sxy, sx2) = (sx + cx, sy + cy, sxy + cxy, sx2 + cx2);
+    let cov = sxy - sx * sy / n;
+    let var = sx2 - sx * sx / n;
+    let slope = cov / var;
+    (slope, sy / n - slope * sx / n)
+}
+
+/// Prometheus' `histogram_quantile` over classic buckets `(le, cumulative count)`.
+fn bucket_quantile(q: f64, mut buckets: Vec<(f64, f64)>) -> f64 {
+    if q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
+        return f64::NAN;
+    }
+    // Merge buckets with the same bound, then force counts to be monotonic.
+    let mut merged: Vec<(f64, f64)> = Vec::new();
+    for (le, c) in buckets {
+        match merged.last_mut() {
+            Some(last) if last.0 == le => last.1 += c,
+            _ => merged.push((le, c)),
+        }
+    }
+    let mut max = f64::NEG_INFINITY;
+    for b in &mut merged {
+        if b.1 < max {
+            b.1 = max;
+        } else {
+            max = b.1;
+        }
+    }
+    if merged.len() < 2 {
+        return f64::NAN;
+    }
+    let observations = merged[merged.len() - 1].1;
+    if observations == 0.0 || observations.is_nan() {
+        return f64::NAN;
+    }
+    let mut rank = q * observations;
+    let b = merged.partition_point(|x| x.1 < rank);
+    if b == merged.len() - 1 {
+        return merged[merged.len() - 2].0;
+    }
+    if b == 0 && merged[0].0 <= 0.0 {
+        return merged[0].0;
+    }
+    let (mut start, end, mut count) = (0.0, merged[b].0, merged[b].1);
+    if b > 0 {
+        start = merged[b - 1].0;
+        count -= merged[b - 1].1;
+        rank -= merged[b - 1].1;
+    }
+    start + (end - start) * (rank / count)
+}
+
+/// Date parts of Unix seconds, in UTC.
+fn date_part(name: &str, secs: f64) -> f64 {
+    let s = secs.floor() as i64;
+    let days = s.div_euclid(86_400);
+    let rem = s.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    match name {
+        "minute" => ((rem / 60) % 60) as f64,
+        "hour" => (rem / 3600) as f64,
+        "day_of_week" => (days + 4).rem_euclid(7) as f64,
+        "day_of_month" => d as f64,
+        "day_of_year" => (days - days_from_civil(y, 1, 1) + 1) as f64,
+        "month" => m as f64,
+        "year" => y as f64,
+        _ => {
+            // days_in_month
+            let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+            (days_from_civil(ny, nm, 1) - days_from_civil(y, m, 1)) as f64
+        }
+    }
+}
+
+// Howard Hinnant's civil-date algorithms.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 } as i64;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Formats a value as Go's `strconv.FormatFloat(v, 'f', -1, 64)`.
+fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else {
+        format!("{v}")
+    }
+}
+
+fn is_label_name(s: &str) -> bool {
+    let mut c = s.chars();
+    matches!(c.next(), Some(x) if x.is_ascii_alphabetic() || x == '_')
+        && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
+}
+
+fn parse_le(s: &str) -> Option<f64> {
+    match s {
+        "+Inf" | "Inf" | "inf" | "+inf" => Some(f64::INFINITY),
+        _ => s.parse().ok(),
+    }
+}
+
+/// Fails when two samples share a label set, as Prometheus does after relabelling.
+fn unique(v: Vec<Sample>) -> Result<Value, EvalError> {
+    let mut seen = HashSet::new();
+    for s in &v {
+        if !seen.insert(&s.labels) {
+            return Err(EvalError::Invalid(
+                "vector cannot contain metrics with the same labelset".into(),
+            ));
+        }
+    }
+    Ok(Value::Vector(v))
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -650,6 +1135,20 @@ fn simple_math(name: &str) -> Option<fn(f64) -> f64> {
                 x
             }
         },
+        "sin" => f64::sin,
+        "cos" => f64::cos,
+        "tan" => f64::tan,
+        "asin" => f64::asin,
+        "acos" => f64::acos,
+        "atan" => f64::atan,
+        "sinh" => f64::sinh,
+        "cosh" => f64::cosh,
+        "tanh" => f64::tanh,
+        "asinh" => f64::asinh,
+        "acosh" => f64::acosh,
+        "atanh" => f64::atanh,
+        "deg" => f64::to_degrees,
+        "rad" => f64::to_radians,
         _ => return None,
     })
 }
@@ -684,6 +1183,7 @@ fn apply(op: &str, l: f64, r: f64) -> Result<f64, EvalError> {
         "/" => l / r,
         "%" => l % r,
         "^" => l.powf(r),
+        "atan2" => l.atan2(r),
         "==" => f64::from(u8::from(l == r)),
         "!=" => f64::from(u8::from(l != r)),
         ">" => f64::from(u8::from(l > r)),
@@ -960,26 +1460,6 @@ fn instant_delta(p: &[(i64, f64)], rate: bool) -> Option<f64> {
     Some(d)
 }
 
-fn deriv(p: &[(i64, f64)]) -> Option<f64> {
-    if p.len() < 2 {
-        return None;
-    }
-    // Least-squares slope, with times relative to the first point for precision.
-    let t0 = p[0].0;
-    let n = p.len() as f64;
-    let (mut sx, mut sy, mut sxy, mut sxx) = (0.0, 0.0, 0.0, 0.0);
-    for (t, v) in p {
-        let x = (t - t0) as f64 / 1000.0;
-        sx += x;
-        sy += v;
-        sxy += x * v;
-        sxx += x * x;
-    }
-    let cov = sxy - sx * sy / n;
-    let var = sxx - sx * sx / n;
-    Some(cov / var)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1095,7 +1575,7 @@ mod tests {
 
     #[test]
     fn unsupported_functions_are_named_at_load_time() {
-        let err = parse_supported("histogram_quantile(0.9, rate(x[5m]))").unwrap_err();
-        assert!(err.contains("histogram_quantile"), "{err}");
+        let err = parse_supported("histogram_fraction(0, 0.2, rate(x[5m]))").unwrap_err();
+        assert!(err.contains("histogram_fraction"), "{err}");
     }
 }

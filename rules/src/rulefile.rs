@@ -297,13 +297,13 @@ mod tests {
     fn reports_every_problem_with_file_and_line() {
         let err = load_str(
             "bad.yml",
-            "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up ==\n  - alert: B\n    expr: histogram_quantile(0.9, x)\n    for: 5 minutes\n",
+            "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up ==\n  - alert: B\n    expr: histogram_fraction(0, 1, x)\n    for: 5 minutes\n",
         )
         .unwrap_err()
         .to_string();
         assert!(err.contains("bad.yml"), "{err}");
         assert!(err.contains("line 5: rule \"A\""), "{err}");
-        assert!(err.contains("histogram_quantile"), "{err}");
+        assert!(err.contains("histogram_fraction"), "{err}");
         assert!(err.contains("bad duration \"5 minutes\""), "{err}");
     }
 

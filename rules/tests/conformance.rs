@@ -325,7 +325,12 @@ fn run_case(store: &SeriesStore, case: &Case, histogram_names: &HashSet<String>)
     Outcome::Fail(format!("exp [{}] got [{}]", render(&exp), render(&got)))
 }
 
-fn run_file(path: &Path, counts: &mut Counts, failures: &mut Vec<(String, String)>) {
+fn run_file(
+    path: &Path,
+    counts: &mut Counts,
+    failures: &mut Vec<(String, String)>,
+    unsupported: &mut BTreeMap<String, usize>,
+) {
     let text = std::fs::read_to_string(path).expect("conformance file readable");
     let name = path.file_name().unwrap().to_string_lossy().to_string();
     let lines: Vec<&str> = text.lines().collect();
@@ -369,14 +374,20 @@ fn run_file(path: &Path, counts: &mut Counts, failures: &mut Vec<(String, String
                     // Histogram samples are out of scope: load the float samples of a
                     // mixed series and leave gaps where the histograms were; the cases that
                     // read a series with histogram samples are unsupported.
-                    let Ok(points) = expand_values(&floats_only(&values)) else {
-                        continue;
-                    };
                     if (words[0] == "load_with_nhcb" || values.contains("{{"))
                         && let Some(n) = labels.get("__name__")
                     {
                         histogram_names.insert(n.to_string());
+                        // load_with_nhcb also makes a native histogram of a classic one.
+                        for suffix in ["_bucket", "_count", "_sum"] {
+                            if let Some(base) = n.strip_suffix(suffix) {
+                                histogram_names.insert(base.to_string());
+                            }
+                        }
                     }
+                    let Ok(points) = expand_values(&floats_only(&values)) else {
+                        continue;
+                    };
                     for (k, p) in points.into_iter().enumerate() {
                         if let Some(v) = p {
                             store.append(&labels, k as i64 * step, v);
@@ -431,7 +442,10 @@ fn run_file(path: &Path, counts: &mut Counts, failures: &mut Vec<(String, String
                 };
                 match run_case(&store, &case, &histogram_names) {
                     Outcome::Pass => counts.passed += 1,
-                    Outcome::Unsupported(_) => counts.unsupported += 1,
+                    Outcome::Unsupported(why) => {
+                        counts.unsupported += 1;
+                        *unsupported.entry(why).or_insert(0) += 1;
+                    }
                     Outcome::Fail(why) => {
                         counts.failed += 1;
                         failures.push((
@@ -469,13 +483,14 @@ fn main() {
     assert!(!files.is_empty(), "no .test files in {}", dir.display());
     let mut total = Counts::default();
     let mut failures = Vec::new();
+    let mut unsupported = BTreeMap::new();
     println!(
         "{:<28} {:>7} {:>7} {:>12}",
         "file", "passed", "failed", "unsupported"
     );
     for f in &files {
         let mut c = Counts::default();
-        run_file(f, &mut c, &mut failures);
+        run_file(f, &mut c, &mut failures, &mut unsupported);
         println!(
             "{:<28} {:>7} {:>7} {:>12}",
             f.file_name().unwrap().to_string_lossy(),
@@ -491,6 +506,12 @@ fn main() {
         "{:<28} {:>7} {:>7} {:>12}",
         "total", total.passed, total.failed, total.unsupported
     );
+    let mut reasons: Vec<_> = unsupported.into_iter().collect();
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
+    println!("unsupported, by reason:");
+    for (why, n) in reasons {
+        println!("  {n:>4}  {why}");
+    }
     let known = known_failures();
     let failing: BTreeSet<&String> = failures.iter().map(|(k, _)| k).collect();
     let unexpected: Vec<_> = failures
