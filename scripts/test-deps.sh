@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need and is not a Cargo dependency: the C toolchain pieces
-# librdkafka builds with, and the Kafka-compatible `tansu` broker for end-to-end tests.
+# librdkafka builds with, promtool (Debian's prometheus package) for the rule pack, and
+# the Kafka-compatible `tansu` broker for end-to-end tests.
 # Idempotent and quick when everything is present.
 set -euo pipefail
 
@@ -11,11 +12,13 @@ command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 command -v perl >/dev/null || need_apt+=(perl)
 dpkg -s libssl-dev >/dev/null 2>&1 || need_apt+=(libssl-dev)
 dpkg -s zlib1g-dev >/dev/null 2>&1 || need_apt+=(zlib1g-dev)
+# promtool, to check that the rule pack and its tests pass in Prometheus too.
+command -v promtool >/dev/null || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test-deps: installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 
 TANSU_VERSION=0.6.0

@@ -1,13 +1,13 @@
 //! Rule groups in evaluation: recording rules write back into the store, alerting rules
 //! move alerts through inactive, pending, firing and resolved as Prometheus does.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use foresight_proto::v1::{Alert, AlertState};
 
 use crate::promql::{Evaluator, Value};
 use crate::rulefile::{Group, Rule};
-use crate::store::{Labels, METRIC_NAME, SeriesStore};
+use crate::store::{Labels, METRIC_NAME, STALE_NAN_BITS, SeriesStore};
 use crate::template::Context;
 
 /// How long a resolved alert is still reported (Prometheus' `resolvedRetention`).
@@ -29,6 +29,9 @@ struct Active {
 struct RuleState {
     rule: Rule,
     active: HashMap<String, Active>,
+    /// `ALERTS` and `ALERTS_FOR_STATE` series written at the last evaluation, so that
+    /// the ones that end get a staleness marker.
+    written: HashSet<Labels>,
 }
 
 /// What one evaluation produced.
@@ -59,6 +62,7 @@ impl RuleEngine {
                     .map(|r| RuleState {
                         rule: r.clone(),
                         active: HashMap::new(),
+                        written: HashSet::new(),
                     })
                     .collect();
                 (g, states)
@@ -129,6 +133,7 @@ impl RuleEngine {
                             group.name, state.rule.name
                         ));
                     }
+                    write_alert_series(store, state, ts_ms);
                     out.alerts.extend(state.active.iter().map(|(fp, a)| Alert {
                         tenant: tenant.to_string(),
                         labels: a.labels.clone(),
@@ -161,6 +166,33 @@ impl RuleEngine {
         }
         out
     }
+}
+
+/// Writes Prometheus' `ALERTS{alertstate=...}` (1 per pending or firing alert) and
+/// `ALERTS_FOR_STATE` (when the alert became active, in seconds), and staleness markers
+/// for the series of alerts that ended, so rules and queries can read alert history.
+fn write_alert_series(store: &mut SeriesStore, state: &mut RuleState, ts_ms: i64) {
+    let mut written = HashSet::new();
+    for a in state.active.values() {
+        let alertstate = match a.state {
+            AlertState::Pending => "pending",
+            AlertState::Firing => "firing",
+            _ => continue,
+        };
+        let base = Labels::new(a.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let alerts = base
+            .with(METRIC_NAME, "ALERTS")
+            .with("alertstate", alertstate);
+        let for_state = base.with(METRIC_NAME, "ALERTS_FOR_STATE");
+        store.append(&alerts, ts_ms, 1.0);
+        store.append(&for_state, ts_ms, a.active_at_ms as f64 / 1000.0);
+        written.insert(alerts);
+        written.insert(for_state);
+    }
+    for gone in state.written.difference(&written) {
+        store.append(gone, ts_ms, f64::from_bits(STALE_NAN_BITS));
+    }
+    state.written = written;
 }
 
 type Candidate = (BTreeMap<String, String>, BTreeMap<String, String>, f64);
@@ -300,6 +332,50 @@ mod tests {
         let resolved = engine.evaluate(&mut store, 90_000, "t");
         assert_eq!(states(&resolved), vec![AlertState::Resolved]);
         assert_eq!(resolved.alerts[0].resolved_at_ms, 90_000);
+    }
+
+    #[test]
+    fn alerts_series_follow_the_alert_state() {
+        let mut engine = engine(
+            "groups:\n- name: g\n  rules:\n  - alert: Down\n    expr: up == 0\n    for: 1m\n",
+        );
+        let mut store = SeriesStore::new(3_600_000);
+        let up = Labels::new([("__name__".into(), "up".into()), ("job".into(), "k".into())]);
+        for (t, v) in [(0, 0.0), (60_000, 0.0), (120_000, 1.0)] {
+            store.append(&up, t, v);
+        }
+        let q = |store: &SeriesStore, expr: &str, t: i64| match crate::promql::Evaluator::new(store)
+            .eval(&crate::promql::parse_supported(expr).unwrap(), t)
+            .unwrap()
+        {
+            crate::promql::Value::Vector(v) => v
+                .into_iter()
+                .map(|s| (s.labels.to_string(), s.value))
+                .collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        engine.evaluate(&mut store, 0, "t");
+        assert_eq!(
+            q(&store, "ALERTS", 0),
+            vec![(
+                r#"ALERTS{alertname="Down", alertstate="pending", job="k"}"#.to_string(),
+                1.0
+            )]
+        );
+        engine.evaluate(&mut store, 60_000, "t");
+        assert_eq!(
+            q(&store, "ALERTS", 60_000),
+            vec![(
+                r#"ALERTS{alertname="Down", alertstate="firing", job="k"}"#.to_string(),
+                1.0
+            )]
+        );
+        assert_eq!(q(&store, "ALERTS_FOR_STATE", 60_000)[0].1, 0.0);
+        engine.evaluate(&mut store, 120_000, "t");
+        assert!(
+            q(&store, "ALERTS", 120_000).is_empty(),
+            "a resolved alert's series go stale"
+        );
     }
 
     #[test]

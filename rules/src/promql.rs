@@ -476,6 +476,14 @@ impl<'a> Evaluator<'a> {
                     let var = variance(&values);
                     if op == "stddev" { var.sqrt() } else { var }
                 }
+                "limitk" => {
+                    // The first k of each group, in the stable order of the store.
+                    let k = param.unwrap_or(0.0);
+                    if k >= 1.0 {
+                        out.extend(members.into_iter().take(k as usize));
+                    }
+                    continue;
+                }
                 "topk" | "bottomk" => {
                     let k = param.unwrap_or(0.0);
                     if k < 1.0 {

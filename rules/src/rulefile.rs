@@ -203,6 +203,7 @@ pub fn load_str(file: &str, text: &str) -> Result<Vec<Group>, Error> {
 
 fn compile_rule(r: RuleSpec, group_labels: &BTreeMap<String, String>) -> Result<Rule, Vec<String>> {
     let line = r.expr.referenced.line();
+    let column = r.expr.referenced.column();
     let mut problems = Vec::new();
     let (name, alerting) = match (&r.alert, &r.record) {
         (Some(a), None) => (a.clone(), true),
@@ -216,7 +217,7 @@ fn compile_rule(r: RuleSpec, group_labels: &BTreeMap<String, String>) -> Result<
             (String::new(), true)
         }
     };
-    let at = format!("line {line}: rule {name:?}");
+    let at = format!("line {line}, column {column}: rule {name:?}");
     if !alerting {
         if r.for_.is_some() || r.keep_firing_for.is_some() || !r.annotations.is_empty() {
             problems.push(format!(
@@ -302,7 +303,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("bad.yml"), "{err}");
-        assert!(err.contains("line 5: rule \"A\""), "{err}");
+        assert!(err.contains("line 5, column 11: rule \"A\""), "{err}");
         assert!(err.contains("histogram_fraction"), "{err}");
         assert!(err.contains("bad duration \"5 minutes\""), "{err}");
     }
