@@ -22,7 +22,7 @@ mod tests {
     #[test]
     fn the_pack_loads() {
         let groups = super::kafka().unwrap();
-        assert!(groups.iter().map(|g| g.rules.len()).sum::<usize>() >= 3);
+        assert!(groups.iter().map(|g| g.rules.len()).sum::<usize>() >= 20);
     }
 }
 

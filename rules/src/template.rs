@@ -27,6 +27,7 @@ enum Source {
 const FUNCS: &[&str] = &[
     "humanize",
     "humanize1024",
+    "humanizeDuration",
     "humanizePercentage",
     "toUpper",
     "toLower",
@@ -185,8 +186,45 @@ fn apply(f: &str, v: Val) -> Val {
             &["", "ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"],
         )),
         ("humanizePercentage", Some(n)) => Val::Str(format!("{}%", sig4(n * 100.0))),
+        ("humanizeDuration", Some(n)) => Val::Str(humanize_duration(n)),
         _ => v,
     }
+}
+
+/// Prometheus' `humanizeDuration`: seconds as `1d 2h 3m 4s`, or with a unit prefix
+/// below one second.
+fn humanize_duration(v: f64) -> String {
+    if v.is_nan() || v.is_infinite() {
+        return format_go_float(v);
+    }
+    if v == 0.0 {
+        return "0s".into();
+    }
+    if v.abs() >= 1.0 {
+        let sign = if v < 0.0 { "-" } else { "" };
+        let v = v.abs();
+        let d = v as i64;
+        let (days, hours, minutes, seconds) = (d / 86_400, (d / 3600) % 24, (d / 60) % 60, d % 60);
+        return if days != 0 {
+            format!("{sign}{days}d {hours}h {minutes}m {seconds}s")
+        } else if hours != 0 {
+            format!("{sign}{hours}h {minutes}m {seconds}s")
+        } else if minutes != 0 {
+            format!("{sign}{minutes}m {seconds}s")
+        } else {
+            format!("{sign}{}s", sig4(v))
+        };
+    }
+    let mut v = v;
+    let mut prefix = "";
+    for p in ["m", "u", "n", "p", "f", "a", "z", "y"] {
+        if v.abs() >= 1.0 {
+            break;
+        }
+        prefix = p;
+        v *= 1000.0;
+    }
+    format!("{}{prefix}s", sig4(v))
 }
 
 fn sig4(v: f64) -> String {
@@ -244,6 +282,15 @@ mod tests {
         assert_eq!(t.render(&ctx), "payments lag 1.235M (1234567)");
         let t = Template::parse("{{ humanize1024 $value }}").unwrap();
         assert_eq!(t.render(&ctx), "1.177Mi");
+    }
+
+    #[test]
+    fn humanizes_durations_like_prometheus() {
+        assert_eq!(humanize_duration(0.0), "0s");
+        assert_eq!(humanize_duration(1.5), "1.5s");
+        assert_eq!(humanize_duration(754.0), "12m 34s");
+        assert_eq!(humanize_duration(90061.0), "1d 1h 1m 1s");
+        assert_eq!(humanize_duration(0.25), "250ms");
     }
 
     #[test]

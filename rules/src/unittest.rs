@@ -546,6 +546,31 @@ mod tests {
     }
 
     #[test]
+    fn every_pack_alert_has_a_firing_test() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packs/kafka.test.yml");
+        let file: TestFile =
+            serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let fired: std::collections::HashSet<&str> = file
+            .tests
+            .iter()
+            .flat_map(|t| &t.alert_rule_test)
+            .filter(|t| !t.exp_alerts.is_empty())
+            .map(|t| t.alertname.as_str())
+            .collect();
+        let untested: Vec<String> = crate::packs::kafka()
+            .unwrap()
+            .into_iter()
+            .flat_map(|g| g.rules)
+            .filter(|r| r.alerting && !fired.contains(r.name.as_str()))
+            .map(|r| r.name)
+            .collect();
+        assert!(
+            untested.is_empty(),
+            "pack alerts without a firing test: {untested:?}"
+        );
+    }
+
+    #[test]
     fn a_wrong_expectation_fails_with_expected_and_got() {
         let dir = std::env::temp_dir().join(format!("foresight-unittest-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
