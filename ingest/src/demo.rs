@@ -30,9 +30,9 @@ pub struct DemoOptions {
     pub once: bool,
     /// With `once`: fail if nothing is delivered within this time.
     pub timeout: Duration,
-    /// Seconds between agent collections.
+    /// Time between agent collections (whole seconds).
     pub agent_interval: Duration,
-    /// Seconds between rule evaluations.
+    /// Time between rule evaluations.
     pub evaluation_interval: Duration,
 }
 

@@ -757,7 +757,6 @@ impl<'a> Evaluator<'a> {
             .position(|a| matches!(strip_parens(a), Expr::MatrixSelector(_) | Expr::Subquery(_)))
             .ok_or_else(|| EvalError::Invalid(format!("{name}: expected a range vector")))?;
         let (series, start, end) = self.range_of(strip_parens(&args[range_arg]), ts_ms)?;
-        let range_ms = end - start;
         let scalar_arg = |i: usize| -> Result<f64, EvalError> { self.scalar(arg(i)?, ts_ms) };
         if name == "absent_over_time" {
             if !series.is_empty() {
@@ -811,7 +810,6 @@ impl<'a> Evaluator<'a> {
                 }),
                 other => return Err(EvalError::Unsupported(format!("function {other}"))),
             };
-            let _ = range_ms;
             let Some(value) = value else { continue };
             let labels = if name == "last_over_time" {
                 rs.labels

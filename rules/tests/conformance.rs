@@ -31,7 +31,7 @@ struct Counts {
 enum Outcome {
     Pass,
     Fail(String),
-    Unsupported(#[allow(dead_code)] String),
+    Unsupported(String),
 }
 
 struct Case {
