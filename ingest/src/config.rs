@@ -25,6 +25,10 @@ pub struct ServeConfig {
     pub rule_files: Vec<PathBuf>,
     /// Whether to load the built-in Kafka rule pack (default true).
     pub builtin_rules: bool,
+    /// Adapts the built-in pack: `disabled` rule names, `runbook_base_url`, and
+    /// per-rule `overrides` (`for`, `keep_firing_for`, `labels`, `annotations`). A rule
+    /// in `rule_files` with the name of a pack rule replaces it.
+    pub pack: foresight_rules::packs::PackOptions,
     /// Labels templates can read as `$externalLabels`.
     pub external_labels: BTreeMap<String, String>,
     /// Link to this service placed in notifications.
@@ -79,6 +83,7 @@ impl Default for ServeConfig {
             evaluation_interval: "15s".into(),
             rule_files: Vec::new(),
             builtin_rules: true,
+            pack: foresight_rules::packs::PackOptions::default(),
             external_labels: BTreeMap::new(),
             external_url: String::new(),
             webhooks: Vec::new(),

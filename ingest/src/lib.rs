@@ -56,13 +56,15 @@ pub enum Error {
 /// # Errors
 /// [`Error::Rules`] for the first file that does not load.
 pub fn load_rules(config: &ServeConfig) -> Result<Vec<foresight_rules::Group>, Error> {
+    let mut user = Vec::new();
+    for f in &config.rule_files {
+        user.extend(foresight_rules::load_file(f)?);
+    }
     let mut groups = Vec::new();
     if config.builtin_rules {
-        groups.extend(foresight_rules::packs::kafka()?);
+        groups.extend(foresight_rules::packs::kafka_with(&config.pack, &user)?);
     }
-    for f in &config.rule_files {
-        groups.extend(foresight_rules::load_file(f)?);
-    }
+    groups.extend(user);
     Ok(groups)
 }
 

@@ -8,7 +8,7 @@ use foresight_proto::v1::{Alert, AlertState};
 use crate::promql::{Evaluator, Value};
 use crate::rulefile::{Group, Rule};
 use crate::store::{Labels, METRIC_NAME, STALE_NAN_BITS, SeriesStore};
-use crate::template::Context;
+use crate::template::{Context, QuerySample};
 
 /// How long a resolved alert is still reported (Prometheus' `resolvedRetention`).
 pub const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
@@ -23,6 +23,36 @@ struct Active {
     fired_at_ms: i64,
     resolved_at_ms: i64,
     last_seen_ms: i64,
+}
+
+impl Active {
+    fn to_alert(&self, tenant: &str, fingerprint: &str) -> Alert {
+        Alert {
+            tenant: tenant.to_string(),
+            labels: self.labels.clone(),
+            annotations: self.annotations.clone(),
+            state: self.state as i32,
+            active_at_ms: self.active_at_ms,
+            fired_at_ms: self.fired_at_ms,
+            resolved_at_ms: self.resolved_at_ms,
+            value: self.value,
+            fingerprint: fingerprint.to_string(),
+            generator_url: String::new(),
+        }
+    }
+}
+
+/// Whether a group with its own interval is due at `ts_ms`; a second of slack (less for
+/// short intervals) absorbs timer jitter so that a 1m group on a 15s tick runs every
+/// fourth tick, not every fifth.
+fn due(group: &Group, last: Option<i64>, ts_ms: i64) -> bool {
+    match (group.interval, last) {
+        (Some(iv), Some(last)) => {
+            let iv = iv.as_millis() as i64;
+            ts_ms - last >= iv - (iv / 10).min(1000)
+        }
+        _ => true,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -47,13 +77,16 @@ pub struct Evaluation {
 #[derive(Debug, Clone)]
 pub struct RuleEngine {
     groups: Vec<(Group, Vec<RuleState>)>,
+    /// When each group last ran, for groups with their own `interval`.
+    last_eval_ms: Vec<Option<i64>>,
+    group_intervals: bool,
     external_labels: BTreeMap<String, String>,
 }
 
 impl RuleEngine {
     /// An engine running `groups`, with `external_labels` available to templates.
     pub fn new(groups: Vec<Group>, external_labels: BTreeMap<String, String>) -> Self {
-        let groups = groups
+        let groups: Vec<(Group, Vec<RuleState>)> = groups
             .into_iter()
             .map(|g| {
                 let states = g
@@ -69,9 +102,19 @@ impl RuleEngine {
             })
             .collect();
         RuleEngine {
+            last_eval_ms: vec![None; groups.len()],
             groups,
+            group_intervals: true,
             external_labels,
         }
+    }
+
+    /// Whether a group's own `interval` spaces its evaluations (the default). `promtool
+    /// test rules` evaluates every group at every step, and so does the unit-test runner.
+    #[must_use]
+    pub fn with_group_intervals(mut self, honour: bool) -> Self {
+        self.group_intervals = honour;
+        self
     }
 
     /// How much history, in ms, the store must keep for these rules.
@@ -92,7 +135,16 @@ impl RuleEngine {
     /// Evaluates every group at `ts_ms`, in file order; `tenant` is stamped on alerts.
     pub fn evaluate(&mut self, store: &mut SeriesStore, ts_ms: i64, tenant: &str) -> Evaluation {
         let mut out = Evaluation::default();
-        for (group, rules) in &mut self.groups {
+        for ((group, rules), last) in self.groups.iter_mut().zip(&mut self.last_eval_ms) {
+            if self.group_intervals && !due(group, *last, ts_ms) {
+                // Not due: its alerts stand as of its last evaluation.
+                for state in rules.iter() {
+                    out.alerts
+                        .extend(state.active.iter().map(|(fp, a)| a.to_alert(tenant, fp)));
+                }
+                continue;
+            }
+            *last = Some(ts_ms);
             for state in rules.iter_mut() {
                 let result = Evaluator::new(store).eval(&state.rule.expr, ts_ms);
                 let samples = match result {
@@ -127,25 +179,17 @@ impl RuleEngine {
                     continue;
                 }
                 if state.rule.alerting {
-                    if let Err(e) = update_alerts(state, samples, ts_ms, &self.external_labels) {
+                    if let Err(e) =
+                        update_alerts(state, samples, ts_ms, &self.external_labels, store)
+                    {
                         out.errors.push(format!(
                             "group {:?} rule {:?}: {e}",
                             group.name, state.rule.name
                         ));
                     }
                     write_alert_series(store, state, ts_ms);
-                    out.alerts.extend(state.active.iter().map(|(fp, a)| Alert {
-                        tenant: tenant.to_string(),
-                        labels: a.labels.clone(),
-                        annotations: a.annotations.clone(),
-                        state: a.state as i32,
-                        active_at_ms: a.active_at_ms,
-                        fired_at_ms: a.fired_at_ms,
-                        resolved_at_ms: a.resolved_at_ms,
-                        value: a.value,
-                        fingerprint: fp.clone(),
-                        generator_url: String::new(),
-                    }));
+                    out.alerts
+                        .extend(state.active.iter().map(|(fp, a)| a.to_alert(tenant, fp)));
                 } else {
                     for s in samples {
                         let mut labels = s.labels.with(METRIC_NAME, &state.rule.name);
@@ -156,6 +200,7 @@ impl RuleEngine {
                                     labels: &BTreeMap::new(),
                                     external_labels: &self.external_labels,
                                     value: s.value,
+                                    query: None,
                                 }),
                             );
                         }
@@ -195,6 +240,33 @@ fn write_alert_series(store: &mut SeriesStore, state: &mut RuleState, ts_ms: i64
     state.written = written;
 }
 
+/// The `query` template function: runs `q` against the store at the evaluation time.
+fn template_query(store: &SeriesStore, q: &str, ts_ms: i64) -> Result<Vec<QuerySample>, String> {
+    let expr = crate::promql::parse_supported(q)?;
+    let to_map = |l: &Labels| {
+        l.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    match Evaluator::new(store)
+        .eval(&expr, ts_ms)
+        .map_err(|e| e.to_string())?
+    {
+        Value::Vector(v) => Ok(v
+            .iter()
+            .map(|s| QuerySample {
+                labels: to_map(&s.labels),
+                value: s.value,
+            })
+            .collect()),
+        Value::Scalar(v) => Ok(vec![QuerySample {
+            labels: BTreeMap::new(),
+            value: v,
+        }]),
+        _ => Err(format!("query {q:?} does not return a vector or scalar")),
+    }
+}
+
 type Candidate = (BTreeMap<String, String>, BTreeMap<String, String>, f64);
 
 fn update_alerts(
@@ -202,8 +274,10 @@ fn update_alerts(
     samples: Vec<crate::promql::Sample>,
     ts_ms: i64,
     external_labels: &BTreeMap<String, String>,
+    store: &SeriesStore,
 ) -> Result<(), String> {
     let rule = &state.rule;
+    let query = |q: &str| template_query(store, q, ts_ms);
     // fingerprint -> (labels, annotations, value)
     let mut seen: HashMap<String, Candidate> = HashMap::new();
     for s in samples {
@@ -217,6 +291,7 @@ fn update_alerts(
             labels: &base,
             external_labels,
             value: s.value,
+            query: Some(&query),
         };
         let mut labels = base.clone();
         for (k, t) in &rule.labels {
@@ -376,6 +451,44 @@ mod tests {
             q(&store, "ALERTS", 120_000).is_empty(),
             "a resolved alert's series go stale"
         );
+    }
+
+    #[test]
+    fn a_group_interval_spaces_its_evaluations() {
+        let yaml = "groups:\n- name: slow\n  interval: 1m\n  rules:\n  - alert: Down\n    expr: up == 0\n    for: 30s\n- name: fast\n  rules:\n  - alert: DownFast\n    expr: up == 0\n";
+        let mut store = SeriesStore::new(3_600_000);
+        let up = Labels::new([("__name__".into(), "up".into())]);
+        for t in 0..=8 {
+            store.append(&up, t * 15_000, 0.0);
+        }
+        let mut engine = engine(yaml);
+        let mut slow_states = Vec::new();
+        for t in 0..=8 {
+            let e = engine.evaluate(&mut store, t * 15_000, "t");
+            let slow = e
+                .alerts
+                .iter()
+                .find(|a| a.labels["alertname"] == "Down")
+                .unwrap();
+            slow_states.push(slow.state());
+            assert!(e.alerts.iter().any(|a| a.labels["alertname"] == "DownFast"));
+        }
+        // Evaluated at 0 s and 60 s only: still pending at 30 and 45 s although `for`
+        // has passed, firing from the 60 s evaluation.
+        assert_eq!(slow_states[2], AlertState::Pending);
+        assert_eq!(slow_states[3], AlertState::Pending);
+        assert_eq!(slow_states[4], AlertState::Firing);
+        let mut every_step = self::engine(yaml).with_group_intervals(false);
+        for t in 0..2 {
+            every_step.evaluate(&mut store, t * 15_000, "t");
+        }
+        let e = every_step.evaluate(&mut store, 30_000, "t");
+        let slow = e
+            .alerts
+            .iter()
+            .find(|a| a.labels["alertname"] == "Down")
+            .unwrap();
+        assert_eq!(slow.state(), AlertState::Firing);
     }
 
     #[test]

@@ -354,7 +354,8 @@ fn run_group(
     for t in &tg.promql_expr_test {
         max_t = max_t.max(ms(parse_duration(&t.eval_time)?));
     }
-    let mut engine = RuleEngine::new(groups.to_vec(), tg.external_labels.clone());
+    let mut engine =
+        RuleEngine::new(groups.to_vec(), tg.external_labels.clone()).with_group_intervals(false);
     let step = ms(eval_interval).max(1);
     // alertname -> eval time -> firing alerts as of that time.
     let mut got: HashMap<(String, i64), Vec<GotAlert>> = HashMap::new();
