@@ -306,11 +306,9 @@ impl<'a> Evaluator<'a> {
         let mut out = Vec::new();
         for series in self.matching(&vs.name, &vs.matchers) {
             // Newest sample in (t - lookback, t].
-            let idx = series.samples.partition_point(|(st, _)| *st <= t);
-            if idx == 0 {
+            let Some((st, v)) = series.at_or_before(t) else {
                 continue;
-            }
-            let (st, v) = series.samples[idx - 1];
+            };
             if st <= t - LOOKBACK_MS || is_stale_marker(v) {
                 continue;
             }
@@ -327,14 +325,9 @@ impl<'a> Evaluator<'a> {
         let start = end - range.as_millis() as i64;
         let mut out = Vec::new();
         for series in self.matching(&vs.name, &vs.matchers) {
-            let from = series.samples.partition_point(|(st, _)| *st <= start);
-            let to = series.samples.partition_point(|(st, _)| *st <= end);
-            let points: Vec<(i64, f64)> = series
-                .samples
-                .range(from..to)
-                .filter(|(_, v)| !is_stale_marker(*v))
-                .copied()
-                .collect();
+            let mut points = Vec::new();
+            series.range_into(start, end, &mut points);
+            points.retain(|(_, v)| !is_stale_marker(*v));
             if !points.is_empty() {
                 out.push(RangeSeries {
                     labels: series.labels.clone(),
@@ -579,11 +572,9 @@ impl<'a> Evaluator<'a> {
                 let t = Self::selector_time(&vs.offset, &vs.at, ts_ms);
                 let mut out = Vec::new();
                 for series in self.matching(&vs.name, &vs.matchers) {
-                    let idx = series.samples.partition_point(|(st, _)| *st <= t);
-                    if idx == 0 {
+                    let Some((st, v)) = series.at_or_before(t) else {
                         continue;
-                    }
-                    let (st, v) = series.samples[idx - 1];
+                    };
                     if st <= t - LOOKBACK_MS || is_stale_marker(v) {
                         continue;
                     }

@@ -1,10 +1,10 @@
 //! The in-memory series store the evaluator reads.
 //!
-//! Label sets are interned once per series; samples are `(timestamp_ms, value)` pairs in a
-//! ring buffer per series, appended in time order and dropped from the front as they age
-//! out of the retention window (the longest range any loaded rule needs plus lookback).
+//! Label names and values are interned per store; samples are compressed per series as
+//! they are appended (see [`StoredSeries`]) and dropped as they age out of the retention
+//! window (the longest range any loaded rule needs plus lookback).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -24,9 +24,11 @@ pub fn is_stale_marker(v: f64) -> bool {
     v.to_bits() == STALE_NAN_BITS
 }
 
-/// A sorted, deduplicated label set, cheap to clone.
+/// A sorted, deduplicated label set, cheap to clone. Names and values are shared
+/// strings: the store interns them, so a fleet's thousand `topic="payments"` series hold
+/// one copy of each.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct Labels(Arc<[(String, String)]>);
+pub struct Labels(Arc<[(Arc<str>, Arc<str>)]>);
 
 impl Labels {
     /// Builds a label set; later duplicates of a name win, empty values are dropped
@@ -37,20 +39,20 @@ impl Labels {
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v.dedup_by(|a, b| a.0 == b.0);
         v.retain(|(_, val)| !val.is_empty());
-        Labels(v.into())
+        Labels(v.into_iter().map(|(n, v)| (n.into(), v.into())).collect())
     }
 
     /// The value of `name`, if set.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0
-            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+            .binary_search_by(|(n, _)| (**n).cmp(name))
             .ok()
-            .map(|i| self.0[i].1.as_str())
+            .map(|i| &*self.0[i].1)
     }
 
     /// All pairs in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.0.iter().map(|(n, v)| (&**n, &**v))
     }
 
     /// A copy without the metric name, and without the `__type__` and `__unit__` labels
@@ -70,12 +72,17 @@ impl Labels {
 
     /// A copy with `name` set to `value` (removed when `value` is empty).
     pub fn with(&self, name: &str, value: &str) -> Labels {
-        Labels::new(
-            self.0
-                .iter()
-                .cloned()
-                .chain(std::iter::once((name.to_string(), value.to_string()))),
-        )
+        let mut v: Vec<(Arc<str>, Arc<str>)> = self
+            .0
+            .iter()
+            .filter(|(n, _)| &**n != name)
+            .cloned()
+            .collect();
+        if !value.is_empty() {
+            let at = v.partition_point(|(n, _)| &**n < name);
+            v.insert(at, (name.into(), value.into()));
+        }
+        Labels(v.into())
     }
 
     /// A copy keeping only the pairs for which `keep` is true.
@@ -121,13 +128,299 @@ impl fmt::Debug for Labels {
     }
 }
 
-/// One stored series.
+/// One stored series: its labels and its samples, compressed.
+///
+/// Samples are encoded as they arrive, one header byte each in the common case:
+/// timestamps as delta-of-delta (a regular scrape costs nothing more), values as
+/// "unchanged", as delta-of-delta of integers (offsets and counters), or as the
+/// significant bytes of the XOR with the previous value (Gorilla's idea, byte-aligned
+/// so that decoding is a few branches per sample). Every [`CHECKPOINT_EVERY`] samples
+/// the decoder state is saved, so reading the last minutes of an hour-long series
+/// decodes a few dozen samples, not all of them.
 #[derive(Debug)]
 pub struct StoredSeries {
     /// Labels including `__name__`.
     pub labels: Labels,
-    /// Samples in increasing timestamp order.
-    pub samples: VecDeque<(i64, f64)>,
+    data: Vec<u8>,
+    checkpoints: Vec<Checkpoint>,
+    /// Encoder state after the newest sample.
+    end: State,
+    first_t: i64,
+    count: u32,
+}
+
+/// Samples between saved decoder states.
+pub const CHECKPOINT_EVERY: u32 = 32;
+
+/// Largest magnitude encoded as an integer: beyond it f64 no longer holds every integer.
+const MAX_EXACT_INT: f64 = 9_007_199_254_740_992.0;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct State {
+    t: i64,
+    dt: i64,
+    v: f64,
+    /// Delta between the last two values when both are exact integers, else 0.
+    int_delta: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Checkpoint {
+    offset: u32,
+    /// Timestamp of the first sample decoded from `offset`.
+    first_t: i64,
+    state: State,
+}
+
+const KIND_SAME: u8 = 0;
+const KIND_INT_STEADY: u8 = 1;
+const KIND_INT: u8 = 2;
+const KIND_XOR: u8 = 3;
+const TS_IRREGULAR: u8 = 0x80;
+
+fn exact_int(v: f64) -> Option<i64> {
+    if v.abs() < MAX_EXACT_INT && v.fract() == 0.0 {
+        let i = v as i64;
+        // -0.0 is integral but would come back as +0.0.
+        ((i as f64).to_bits() == v.to_bits()).then_some(i)
+    } else {
+        None
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+fn get_varint(data: &[u8], pos: &mut usize) -> i64 {
+    let mut z = 0u64;
+    let mut shift = 0;
+    while let Some(&b) = data.get(*pos) {
+        *pos += 1;
+        if shift < 64 {
+            z |= u64::from(b & 0x7f) << shift;
+        }
+        shift += 7;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    ((z >> 1) as i64) ^ -((z & 1) as i64)
+}
+
+impl State {
+    fn encode(&mut self, out: &mut Vec<u8>, t: i64, v: f64) {
+        let dt = t.wrapping_sub(self.t);
+        let dod = dt.wrapping_sub(self.dt);
+        let ints = exact_int(self.v).zip(exact_int(v));
+        let (kind, int_delta) = if v.to_bits() == self.v.to_bits() {
+            (KIND_SAME, 0)
+        } else if let Some((p, c)) = ints {
+            let d = c.wrapping_sub(p);
+            (
+                if d == self.int_delta {
+                    KIND_INT_STEADY
+                } else {
+                    KIND_INT
+                },
+                d,
+            )
+        } else {
+            (KIND_XOR, 0)
+        };
+        out.push(kind | if dod != 0 { TS_IRREGULAR } else { 0 });
+        if dod != 0 {
+            put_varint(out, dod);
+        }
+        match kind {
+            KIND_INT => put_varint(out, int_delta.wrapping_sub(self.int_delta)),
+            KIND_XOR => {
+                let x = v.to_bits() ^ self.v.to_bits();
+                let lead = (x.leading_zeros() / 8).min(7);
+                let trail = (x.trailing_zeros() / 8).min(7);
+                out.push(((lead as u8) << 4) | trail as u8);
+                let bytes = x.to_be_bytes();
+                out.extend_from_slice(&bytes[lead as usize..8 - trail as usize]);
+            }
+            _ => {}
+        }
+        *self = State {
+            t,
+            dt,
+            v,
+            int_delta,
+        };
+    }
+
+    /// Decodes the sample at `pos`; `None` at the end of the data.
+    fn decode(&mut self, data: &[u8], pos: &mut usize) -> Option<(i64, f64)> {
+        let header = *data.get(*pos)?;
+        *pos += 1;
+        let dod = if header & TS_IRREGULAR != 0 {
+            get_varint(data, pos)
+        } else {
+            0
+        };
+        let dt = self.dt.wrapping_add(dod);
+        let t = self.t.wrapping_add(dt);
+        let prev_int = exact_int(self.v);
+        let (v, int_delta) = match header & 0x03 {
+            KIND_SAME => (self.v, 0),
+            KIND_INT_STEADY | KIND_INT => {
+                let d = if header & 0x03 == KIND_INT {
+                    self.int_delta.wrapping_add(get_varint(data, pos))
+                } else {
+                    self.int_delta
+                };
+                (prev_int.unwrap_or(0).wrapping_add(d) as f64, d)
+            }
+            _ => {
+                let b = *data.get(*pos)?;
+                *pos += 1;
+                let lead = usize::from(b >> 4).min(7);
+                let trail = usize::from(b & 0x0f).min(7);
+                let n = 8usize.saturating_sub(lead + trail);
+                let mut bytes = [0u8; 8];
+                let src = data.get(*pos..*pos + n)?;
+                bytes[lead..lead + n].copy_from_slice(src);
+                *pos += n;
+                (
+                    f64::from_bits(self.v.to_bits() ^ u64::from_be_bytes(bytes)),
+                    0,
+                )
+            }
+        };
+        *self = State {
+            t,
+            dt,
+            v,
+            int_delta,
+        };
+        Some((t, v))
+    }
+}
+
+impl StoredSeries {
+    fn new(labels: Labels) -> Self {
+        StoredSeries {
+            labels,
+            data: Vec::new(),
+            checkpoints: Vec::new(),
+            end: State::default(),
+            first_t: 0,
+            count: 0,
+        }
+    }
+
+    fn push(&mut self, t: i64, v: f64) {
+        if self.count == 0 {
+            self.first_t = t;
+        }
+        if self.count % CHECKPOINT_EVERY == 0 {
+            self.checkpoints.push(Checkpoint {
+                offset: self.data.len() as u32,
+                first_t: t,
+                state: self.end,
+            });
+        }
+        self.end.encode(&mut self.data, t, v);
+        self.count += 1;
+    }
+
+    /// Number of samples held.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether the series holds no sample.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The newest sample.
+    pub fn last(&self) -> Option<(i64, f64)> {
+        (self.count > 0).then_some((self.end.t, self.end.v))
+    }
+
+    /// Decodes, in time order, the samples with `after < t <= until` into `out`.
+    pub fn range_into(&self, after: i64, until: i64, out: &mut Vec<(i64, f64)>) {
+        if self.count == 0 || self.end.t <= after || self.first_t > until {
+            return;
+        }
+        // The last checkpoint whose first sample is not after `after` + 1.
+        let idx = self
+            .checkpoints
+            .partition_point(|c| c.first_t <= after.saturating_add(1))
+            .saturating_sub(1);
+        let Some(cp) = self.checkpoints.get(idx) else {
+            return;
+        };
+        let mut state = cp.state;
+        let mut pos = cp.offset as usize;
+        while let Some((t, v)) = state.decode(&self.data, &mut pos) {
+            if t > until {
+                break;
+            }
+            if t > after {
+                out.push((t, v));
+            }
+        }
+    }
+
+    /// The newest sample at or before `t`.
+    pub fn at_or_before(&self, t: i64) -> Option<(i64, f64)> {
+        if self.count == 0 || self.first_t > t {
+            return None;
+        }
+        if self.end.t <= t {
+            return self.last();
+        }
+        let idx = self
+            .checkpoints
+            .partition_point(|c| c.first_t <= t)
+            .saturating_sub(1);
+        let cp = self.checkpoints.get(idx)?;
+        let mut state = cp.state;
+        let mut pos = cp.offset as usize;
+        let mut found = None;
+        while let Some((st, v)) = state.decode(&self.data, &mut pos) {
+            if st > t {
+                break;
+            }
+            found = Some((st, v));
+        }
+        found
+    }
+
+    /// Every sample, in time order.
+    pub fn samples(&self) -> Vec<(i64, f64)> {
+        let mut out = Vec::with_capacity(self.len());
+        self.range_into(i64::MIN, i64::MAX, &mut out);
+        out
+    }
+
+    /// Re-encodes from `samples`, dropping the old encoding.
+    fn rebuild(&mut self, samples: &[(i64, f64)]) {
+        self.data = Vec::with_capacity(samples.len() * 2);
+        self.checkpoints = Vec::new();
+        self.end = State::default();
+        self.count = 0;
+        for (t, v) in samples {
+            self.push(*t, *v);
+        }
+        self.data.shrink_to_fit();
+        self.checkpoints.shrink_to_fit();
+    }
+
+    /// Heap bytes held by the samples, for sizing.
+    pub fn sample_bytes(&self) -> usize {
+        self.data.capacity() + self.checkpoints.capacity() * std::mem::size_of::<Checkpoint>()
+    }
 }
 
 /// What an append did, so callers can count rejects.
@@ -147,7 +440,8 @@ pub struct SeriesStore {
     slots: Vec<Option<StoredSeries>>,
     free: Vec<usize>,
     by_labels: HashMap<Labels, usize>,
-    by_name: HashMap<String, Vec<usize>>,
+    by_name: HashMap<Arc<str>, Vec<usize>>,
+    strings: HashSet<Arc<str>>,
     retention_ms: i64,
     newest_ms: i64,
 }
@@ -178,19 +472,24 @@ impl SeriesStore {
         }
         let id = match self.by_labels.get(labels) {
             Some(id) => *id,
-            None => self.insert_series(labels.clone()),
+            None => self.insert_series(labels),
         };
         let series = self.slots[id]
             .as_mut()
             .expect("indexed slot holds a series");
-        let outcome = match series.samples.back_mut() {
-            Some(last) if last.0 == ts_ms => {
-                last.1 = value;
+        let outcome = match series.last() {
+            Some((last_t, _)) if last_t == ts_ms => {
+                // Rare (a re-sent sample): re-encode with the new value.
+                let mut all = series.samples();
+                if let Some(last) = all.last_mut() {
+                    last.1 = value;
+                }
+                series.rebuild(&all);
                 AppendOutcome::Replaced
             }
-            Some(last) if last.0 > ts_ms => AppendOutcome::OutOfOrder,
+            Some((last_t, _)) if last_t > ts_ms => AppendOutcome::OutOfOrder,
             _ => {
-                series.samples.push_back((ts_ms, value));
+                series.push(ts_ms, value);
                 AppendOutcome::Appended
             }
         };
@@ -198,12 +497,30 @@ impl SeriesStore {
         outcome
     }
 
-    fn insert_series(&mut self, labels: Labels) -> usize {
-        let name = labels.get(METRIC_NAME).unwrap_or_default().to_string();
-        let series = StoredSeries {
-            labels: labels.clone(),
-            samples: VecDeque::new(),
-        };
+    fn intern(&mut self, s: &Arc<str>) -> Arc<str> {
+        match self.strings.get(s) {
+            Some(shared) => shared.clone(),
+            None => {
+                self.strings.insert(s.clone());
+                s.clone()
+            }
+        }
+    }
+
+    fn insert_series(&mut self, labels: &Labels) -> usize {
+        let pairs: Vec<(Arc<str>, Arc<str>)> = labels
+            .0
+            .iter()
+            .map(|(n, v)| (self.intern(n), self.intern(v)))
+            .collect();
+        let labels = Labels(pairs.into());
+        let name = labels
+            .0
+            .iter()
+            .find(|(n, _)| &**n == METRIC_NAME)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| Arc::from(""));
+        let series = StoredSeries::new(labels.clone());
         let id = match self.free.pop() {
             Some(id) => {
                 self.slots[id] = Some(series);
@@ -220,17 +537,19 @@ impl SeriesStore {
     }
 
     /// Drops samples older than the retention window behind `now_ms`, and series left
-    /// without samples.
+    /// without samples. A series is re-encoded only once its oldest sample is a quarter
+    /// of the window past the cutoff, so the work is spread out and each series pays it
+    /// a few times per window.
     pub fn prune(&mut self, now_ms: i64) {
         let cutoff = now_ms - self.retention_ms;
+        let slack = self.retention_ms / 4;
+        let mut removed = false;
+        let mut buf = Vec::new();
         for id in 0..self.slots.len() {
             let Some(series) = self.slots[id].as_mut() else {
                 continue;
             };
-            while series.samples.front().is_some_and(|s| s.0 < cutoff) {
-                series.samples.pop_front();
-            }
-            if series.samples.is_empty() {
+            if series.count == 0 || series.end.t < cutoff {
                 let series = self.slots[id].take().expect("checked above");
                 self.by_labels.remove(&series.labels);
                 let name = series.labels.get(METRIC_NAME).unwrap_or_default();
@@ -241,7 +560,18 @@ impl SeriesStore {
                     }
                 }
                 self.free.push(id);
+                removed = true;
+                continue;
             }
+            if series.first_t < cutoff - slack || (slack == 0 && series.first_t < cutoff) {
+                buf.clear();
+                series.range_into(cutoff - 1, i64::MAX, &mut buf);
+                series.rebuild(&buf);
+            }
+        }
+        if removed {
+            // Strings only the interner still holds belong to series that are gone.
+            self.strings.retain(|s| Arc::strong_count(s) > 1);
         }
     }
 
@@ -269,7 +599,7 @@ impl SeriesStore {
 
     /// Number of stored samples across all series.
     pub fn sample_count(&self) -> usize {
-        self.slots.iter().flatten().map(|s| s.samples.len()).sum()
+        self.slots.iter().flatten().map(StoredSeries::len).sum()
     }
 }
 
@@ -289,6 +619,76 @@ mod tests {
     }
 
     #[test]
+    fn samples_round_trip_through_the_encoding() {
+        let awkward = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            f64::NAN,
+            f64::from_bits(STALE_NAN_BITS),
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            0.1,
+            1e300,
+            -5e-324,
+            9_007_199_254_740_992.0,
+            9_007_199_254_740_993.0,
+            -9_007_199_254_740_991.0,
+            i64::MAX as f64,
+            42.0,
+            42.0,
+        ];
+        let mut store = SeriesStore::new(i64::MAX / 4);
+        let x = l(&[("__name__", "x")]);
+        let mut expected = Vec::new();
+        let mut t = -5_000_i64;
+        // Irregular steps, integer runs, repeats and special values.
+        for i in 0..500_i64 {
+            t += [15_000, 15_000, 1, 30_000, 14_999, 1_000_000_000][i as usize % 6];
+            let v = match i % 5 {
+                0 => awkward[i as usize % awkward.len()],
+                1 => (i * 1_000) as f64,
+                2 => (i * 1_000 + i * i) as f64,
+                3 => i as f64 * 0.37,
+                _ => expected.last().map_or(0.0, |(_, v): &(i64, f64)| *v),
+            };
+            assert_eq!(store.append(&x, t, v), AppendOutcome::Appended);
+            expected.push((t, v));
+        }
+        let series = store.series_named(Some("x")).next().unwrap();
+        let bits = |v: &[(i64, f64)]| v.iter().map(|(t, v)| (*t, v.to_bits())).collect::<Vec<_>>();
+        assert_eq!(bits(&series.samples()), bits(&expected));
+        // Every window and point lookup agrees with a plain scan.
+        for (i, (t, _)) in expected.iter().enumerate().step_by(7) {
+            let mut got = Vec::new();
+            series.range_into(*t - 40_000, *t, &mut got);
+            let want: Vec<_> = expected
+                .iter()
+                .copied()
+                .filter(|(st, _)| *st > *t - 40_000 && *st <= *t)
+                .collect();
+            assert_eq!(bits(&got), bits(&want));
+            assert_eq!(
+                series.at_or_before(*t).map(|(t, v)| (t, v.to_bits())),
+                Some((expected[i].0, expected[i].1.to_bits()))
+            );
+        }
+        assert_eq!(series.at_or_before(expected[0].0 - 1), None);
+    }
+
+    #[test]
+    fn regular_integer_series_cost_about_a_byte_per_sample() {
+        let mut store = SeriesStore::new(i64::MAX / 4);
+        let x = l(&[("__name__", "offset")]);
+        for i in 0..120 {
+            store.append(&x, i * 30_000, (1_000_000 + i * 500) as f64);
+        }
+        let series = store.series_named(Some("offset")).next().unwrap();
+        assert!(series.data.len() < 150, "{} bytes", series.data.len());
+    }
+
+    #[test]
     fn appends_in_order_and_prunes_old_samples() {
         let mut store = SeriesStore::new(1_000);
         let up = l(&[("__name__", "up")]);
@@ -297,13 +697,7 @@ mod tests {
         assert_eq!(store.append(&up, 100, 2.0), AppendOutcome::Replaced);
         store.append(&up, 2_000, 3.0);
         store.prune(2_000);
-        let samples: Vec<_> = store
-            .series_named(Some("up"))
-            .next()
-            .unwrap()
-            .samples
-            .clone()
-            .into();
+        let samples = store.series_named(Some("up")).next().unwrap().samples();
         assert_eq!(samples, vec![(2_000, 3.0)]);
         store.prune(10_000);
         assert_eq!(store.series_count(), 0);
