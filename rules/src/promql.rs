@@ -5,6 +5,7 @@
 //! silently wrong answer.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, UNIX_EPOCH};
 
 use promql_parser::label::Matchers;
@@ -231,12 +232,177 @@ pub fn max_lookback_ms(expr: &Expr) -> i64 {
 /// Evaluates expressions at instants against one store.
 pub struct Evaluator<'a> {
     store: &'a SeriesStore,
+    /// Signatures the selectors now evaluated may keep (see [`Restriction`]).
+    restrictions: std::cell::RefCell<Vec<Restriction>>,
+    pushdown: bool,
+}
+
+/// While the right side of `small and on (L) big` is evaluated, selectors skip series
+/// whose `L` labels match no left-hand sample: they could not survive the `and`. Used
+/// only where every path from the right side to its selectors keeps the `L` labels
+/// (see [`preserves`]), so the result is the same, with a fraction of the decoding.
+struct Restriction {
+    names: Vec<String>,
+    state: foldhash::fast::RandomState,
+    sigs: HashMap<u64, Vec<Labels>, foldhash::fast::RandomState>,
+}
+
+impl Restriction {
+    fn new(names: &[String], from: &[Sample]) -> Self {
+        let mut r = Restriction {
+            names: names.to_vec(),
+            state: foldhash::fast::RandomState::default(),
+            sigs: HashMap::default(),
+        };
+        for s in from {
+            let h = KeyLabels::Only(&r.names).hash(&s.labels, &r.state);
+            r.sigs.entry(h).or_default().push(s.labels.clone());
+        }
+        r
+    }
+
+    fn allows(&self, l: &Labels) -> bool {
+        let key = KeyLabels::Only(&self.names);
+        self.sigs
+            .get(&key.hash(l, &self.state))
+            .is_some_and(|c| c.iter().any(|k| key.same(k, l)))
+    }
+}
+
+/// Whether `e` reads a range of samples (a range selector or a subquery): the costly
+/// kind of expression over a fleet.
+fn reads_ranges(e: &Expr) -> bool {
+    match e {
+        Expr::MatrixSelector(_) | Expr::Subquery(_) => true,
+        Expr::Paren(p) => reads_ranges(&p.expr),
+        Expr::Unary(u) => reads_ranges(&u.expr),
+        Expr::Binary(b) => reads_ranges(&b.lhs) || reads_ranges(&b.rhs),
+        Expr::Aggregate(a) => {
+            reads_ranges(&a.expr) || a.param.as_deref().is_some_and(reads_ranges)
+        }
+        Expr::Call(c) => c.args.args.iter().any(|a| reads_ranges(a)),
+        _ => false,
+    }
+}
+
+/// Whether `e` is one instant selector at the evaluation time, possibly compared with or
+/// combined with constants: about the cheapest thing to evaluate first.
+fn is_lookup(e: &Expr) -> bool {
+    match e {
+        Expr::VectorSelector(vs) => vs.offset.is_none() && vs.at.is_none(),
+        Expr::Paren(p) => is_lookup(&p.expr),
+        Expr::Binary(b) => match (&*b.lhs, &*b.rhs) {
+            (Expr::NumberLiteral(_), x) | (x, Expr::NumberLiteral(_)) => is_lookup(x),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// Left-hand sides up to this size restrict the right-hand side's selectors.
+const RESTRICT_MAX: usize = 4096;
+
+/// Whether restricting every selector under `e` to series whose `names` labels match a
+/// set of signatures filters `e`'s output by those signatures and changes nothing else:
+/// true when each operation on the way keeps the `names` labels of its input samples
+/// and groups or matches series only on labels that include them. Scalar arguments must
+/// be constants, since a restricted `scalar(…)` would change value.
+fn preserves(e: &Expr, names: &[String]) -> bool {
+    use promql_parser::parser::value::ValueType;
+    let constant = |e: &Expr| -> bool {
+        fn c(e: &Expr) -> bool {
+            match e {
+                Expr::NumberLiteral(_) | Expr::StringLiteral(_) => true,
+                Expr::Paren(p) => c(&p.expr),
+                Expr::Unary(u) => c(&u.expr),
+                Expr::Binary(b) => c(&b.lhs) && c(&b.rhs),
+                _ => false,
+            }
+        }
+        c(e)
+    };
+    let subset = |m: Option<&LabelModifier>| match m {
+        Some(LabelModifier::Include(on)) => names.iter().all(|n| on.labels.contains(n)),
+        Some(LabelModifier::Exclude(ign)) => !names.iter().any(|n| ign.labels.contains(n)),
+        None => !names.iter().any(|n| n == METRIC_NAME),
+    };
+    match e {
+        Expr::VectorSelector(_) | Expr::MatrixSelector(_) => true,
+        Expr::Paren(p) => preserves(&p.expr, names),
+        Expr::Unary(u) => preserves(&u.expr, names),
+        Expr::Binary(b) => {
+            let (l, r) = (b.lhs.value_type(), b.rhs.value_type());
+            match (l, r) {
+                (ValueType::Vector, ValueType::Scalar) => {
+                    constant(&b.rhs) && preserves(&b.lhs, names)
+                }
+                (ValueType::Scalar, ValueType::Vector) => {
+                    constant(&b.lhs) && preserves(&b.rhs, names)
+                }
+                (ValueType::Vector, ValueType::Vector) => {
+                    let m = b.modifier.as_ref();
+                    let group_labels_ok = m
+                        .and_then(|m| m.card.labels())
+                        .is_none_or(|inc| !names.iter().any(|n| inc.labels.contains(n)));
+                    subset(m.and_then(|m| m.matching.as_ref()))
+                        && group_labels_ok
+                        && preserves(&b.lhs, names)
+                        && preserves(&b.rhs, names)
+                }
+                _ => false,
+            }
+        }
+        Expr::Aggregate(a) => {
+            a.param.as_deref().is_none_or(constant)
+                && match &a.modifier {
+                    Some(LabelModifier::Include(by)) => {
+                        names.iter().all(|n| by.labels.contains(n))
+                    }
+                    Some(LabelModifier::Exclude(w)) => {
+                        !names.iter().any(|n| w.labels.contains(n) || n == METRIC_NAME)
+                    }
+                    None => false,
+                }
+                && preserves(&a.expr, names)
+        }
+        Expr::Call(c) => {
+            let keeps_labels = matches!(
+                c.func.name,
+                "abs" | "ceil" | "floor" | "round" | "exp" | "ln" | "log2" | "log10"
+                    | "sqrt" | "sgn" | "clamp" | "clamp_min" | "clamp_max" | "changes"
+                    | "resets" | "rate" | "irate" | "increase" | "delta" | "idelta"
+                    | "deriv" | "predict_linear" | "avg_over_time" | "min_over_time"
+                    | "max_over_time" | "sum_over_time" | "count_over_time"
+                    | "last_over_time" | "present_over_time" | "quantile_over_time"
+                    | "stddev_over_time" | "stdvar_over_time" | "mad_over_time"
+                    | "timestamp" | "sort" | "sort_desc"
+            );
+            keeps_labels
+                && c.args.args.iter().all(|a| match a.value_type() {
+                    ValueType::Vector | ValueType::Matrix => preserves(a, names),
+                    _ => constant(a),
+                })
+        }
+        _ => false,
+    }
 }
 
 impl<'a> Evaluator<'a> {
     /// An evaluator reading `store`.
     pub fn new(store: &'a SeriesStore) -> Self {
-        Evaluator { store }
+        Evaluator {
+            store,
+            restrictions: std::cell::RefCell::new(Vec::new()),
+            pushdown: true,
+        }
+    }
+
+    /// The same evaluator without restricting right-hand sides: for tests that check
+    /// the restriction changes no result.
+    #[cfg(test)]
+    fn without_pushdown(mut self) -> Self {
+        self.pushdown = false;
+        self
     }
 
     /// Evaluates `expr` at `ts_ms`.
@@ -298,7 +464,10 @@ impl<'a> Evaluator<'a> {
     ) -> impl Iterator<Item = &'s crate::store::StoredSeries> + 's {
         self.store
             .series_named(name.as_deref())
-            .filter(move |s| series_matches(&s.labels, matchers))
+            .filter(move |s| {
+                series_matches(&s.labels, matchers)
+                    && self.restrictions.borrow().iter().all(|r| r.allows(&s.labels))
+            })
     }
 
     fn instant_selector(&self, vs: &VectorSelector, ts_ms: i64) -> Vec<Sample> {
@@ -371,8 +540,68 @@ impl<'a> Evaluator<'a> {
     fn binary(&self, b: &BinaryExpr, ts_ms: i64) -> Result<Value, EvalError> {
         let op = b.op.to_string();
         let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
+        // `window_fn(…) and on (…) cheap`: the cheap side first. When it is empty, so
+        // is the result; otherwise it restricts the window side's selectors.
+        if self.pushdown && op == "and" && reads_ranges(&b.lhs) && is_lookup(&b.rhs) {
+            let rhs = self.eval(&b.rhs, ts_ms)?;
+            let on = match b.modifier.as_ref().and_then(|m| m.matching.as_ref()) {
+                Some(LabelModifier::Include(on)) if !on.labels.is_empty() => Some(&on.labels),
+                _ => None,
+            };
+            let lhs = match (&rhs, on) {
+                (Value::Vector(r), _) if r.is_empty() => return Ok(Value::Vector(Vec::new())),
+                (Value::Vector(r), Some(on))
+                    if r.len() <= RESTRICT_MAX && preserves(&b.lhs, on) =>
+                {
+                    self.restrictions.borrow_mut().push(Restriction::new(on, r));
+                    let lhs = self.eval(&b.lhs, ts_ms);
+                    self.restrictions.borrow_mut().pop();
+                    lhs?
+                }
+                _ => self.eval(&b.lhs, ts_ms)?,
+            };
+            return self.combine(b, &op, return_bool, lhs, rhs);
+        }
         let lhs = self.eval(&b.lhs, ts_ms)?;
-        let rhs = self.eval(&b.rhs, ts_ms)?;
+        // `x and …` and `x unless …` are empty when x is: skip the right-hand side,
+        // which in alert rules (`cheap_condition and expensive_context`) is the bulk.
+        if matches!(op.as_str(), "and" | "unless")
+            && matches!(&lhs, Value::Vector(v) if v.is_empty())
+        {
+            return Ok(lhs);
+        }
+        let restriction = match (&lhs, b.modifier.as_ref().and_then(|m| m.matching.as_ref())) {
+            (Value::Vector(l), Some(LabelModifier::Include(on)))
+                if self.pushdown
+                    && matches!(op.as_str(), "and" | "unless")
+                    && l.len() <= RESTRICT_MAX
+                    && !on.labels.is_empty()
+                    && preserves(&b.rhs, &on.labels) =>
+            {
+                Some(Restriction::new(&on.labels, l))
+            }
+            _ => None,
+        };
+        let rhs = match restriction {
+            Some(r) => {
+                self.restrictions.borrow_mut().push(r);
+                let rhs = self.eval(&b.rhs, ts_ms);
+                self.restrictions.borrow_mut().pop();
+                rhs?
+            }
+            None => self.eval(&b.rhs, ts_ms)?,
+        };
+        self.combine(b, &op, return_bool, lhs, rhs)
+    }
+
+    fn combine(
+        &self,
+        b: &BinaryExpr,
+        op: &str,
+        return_bool: bool,
+        lhs: Value,
+        rhs: Value,
+    ) -> Result<Value, EvalError> {
         let comparison = b.op.is_comparison_operator();
         match (lhs, rhs) {
             (Value::Scalar(l), Value::Scalar(r)) => {
@@ -433,25 +662,22 @@ impl<'a> Evaluator<'a> {
             (Some(p), _) => (Some(self.scalar(p, ts_ms)?), None),
             (None, _) => (None, None),
         };
-        let group_labels = |l: &Labels| -> Labels {
-            match &a.modifier {
-                Some(LabelModifier::Include(names)) => {
-                    l.filter(|n| names.labels.iter().any(|x| x == n))
-                }
-                Some(LabelModifier::Exclude(names)) => {
-                    l.filter(|n| n != METRIC_NAME && !names.labels.iter().any(|x| x == n))
-                }
-                None => Labels::default(),
-            }
+        let select = match &a.modifier {
+            Some(LabelModifier::Include(names)) => KeyLabels::Only(&names.labels),
+            Some(LabelModifier::Exclude(names)) => KeyLabels::AllBut(&names.labels),
+            None => KeyLabels::Nothing,
         };
         let mut groups: Vec<(Labels, Vec<Sample>)> = Vec::new();
-        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut index: KeyIndex<'_, usize> = KeyIndex::new(select);
         for s in input {
-            let key = group_labels(&s.labels);
-            let i = *index.entry(key.clone()).or_insert_with(|| {
-                groups.push((key, Vec::new()));
-                groups.len() - 1
-            });
+            let i = match index.get(&s.labels) {
+                Some(i) => *i,
+                None => {
+                    groups.push((select.key(&s.labels), Vec::new()));
+                    index.insert(s.labels.clone(), groups.len() - 1);
+                    groups.len() - 1
+                }
+            };
             groups[i].1.push(s);
         }
         let mut out = Vec::new();
@@ -747,8 +973,42 @@ impl<'a> Evaluator<'a> {
             .iter()
             .position(|a| matches!(strip_parens(a), Expr::MatrixSelector(_) | Expr::Subquery(_)))
             .ok_or_else(|| EvalError::Invalid(format!("{name}: expected a range vector")))?;
-        let (series, start, end) = self.range_of(strip_parens(&args[range_arg]), ts_ms)?;
         let scalar_arg = |i: usize| -> Result<f64, EvalError> { self.scalar(arg(i)?, ts_ms) };
+        let param = match name {
+            "quantile_over_time" | "predict_linear" => {
+                Some(scalar_arg(if range_arg == 0 { 1 } else { 0 })?)
+            }
+            _ => None,
+        };
+        let keep_name = name == "last_over_time";
+        let mut out = Vec::new();
+        // A plain selector streams: each series is decoded into one reused buffer and
+        // reduced at once, never held as a range vector.
+        if let Expr::MatrixSelector(ms) = strip_parens(&args[range_arg])
+            && name != "absent_over_time"
+        {
+            let end = Self::selector_time(&ms.vs.offset, &ms.vs.at, ts_ms);
+            let start = end - ms.range.as_millis() as i64;
+            let mut p = Vec::new();
+            for series in self.matching(&ms.vs.name, &ms.vs.matchers) {
+                p.clear();
+                series.range_into(start, end, &mut p);
+                p.retain(|(_, v)| !is_stale_marker(*v));
+                if p.is_empty() {
+                    continue;
+                }
+                if let Some(value) = range_function(name, &p, start, end, param, ts_ms)? {
+                    let labels = if keep_name {
+                        series.labels.clone()
+                    } else {
+                        series.labels.without_name()
+                    };
+                    out.push(Sample { labels, value });
+                }
+            }
+            return Ok(Value::Vector(out));
+        }
+        let (series, start, end) = self.range_of(strip_parens(&args[range_arg]), ts_ms)?;
         if name == "absent_over_time" {
             if !series.is_empty() {
                 return Ok(Value::Vector(vec![]));
@@ -759,50 +1019,11 @@ impl<'a> Evaluator<'a> {
             };
             return Ok(Value::Vector(vec![Sample { labels, value: 1.0 }]));
         }
-        let param = match name {
-            "quantile_over_time" | "predict_linear" => {
-                Some(scalar_arg(if range_arg == 0 { 1 } else { 0 })?)
-            }
-            _ => None,
-        };
-        let mut out = Vec::new();
         for rs in series {
-            let p = &rs.points;
-            let values = || p.iter().map(|x| x.1).collect::<Vec<_>>();
-            let value = match name {
-                "changes" => Some(p.windows(2).filter(|w| !same(w[0].1, w[1].1)).count() as f64),
-                "resets" => Some(p.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64),
-                "count_over_time" => Some(p.len() as f64),
-                "present_over_time" => Some(1.0),
-                "last_over_time" => p.last().map(|x| x.1),
-                "sum_over_time" => Some(kahan_sum(&values())),
-                "avg_over_time" => Some(mean(&values())),
-                "min_over_time" => Some(p.iter().map(|x| x.1).fold(f64::NAN, nan_min)),
-                "max_over_time" => Some(p.iter().map(|x| x.1).fold(f64::NAN, nan_max)),
-                "stddev_over_time" => Some(variance(&values()).sqrt()),
-                "stdvar_over_time" => Some(variance(&values())),
-                "quantile_over_time" => Some(quantile(param.unwrap_or(f64::NAN), values())),
-                "mad_over_time" => {
-                    let v = values();
-                    let median = quantile(0.5, v.clone());
-                    Some(quantile(
-                        0.5,
-                        v.iter().map(|x| (x - median).abs()).collect(),
-                    ))
-                }
-                "rate" => extrapolated(p, start, end, true, true),
-                "increase" => extrapolated(p, start, end, true, false),
-                "delta" => extrapolated(p, start, end, false, false),
-                "irate" | "idelta" => instant_delta(p, name == "irate"),
-                "deriv" => (p.len() >= 2).then(|| linear_regression(p, p[0].0).0),
-                "predict_linear" => (p.len() >= 2).then(|| {
-                    let (slope, intercept) = linear_regression(p, ts_ms);
-                    intercept + slope * param.unwrap_or(0.0)
-                }),
-                other => return Err(EvalError::Unsupported(format!("function {other}"))),
+            let Some(value) = range_function(name, &rs.points, start, end, param, ts_ms)? else {
+                continue;
             };
-            let Some(value) = value else { continue };
-            let labels = if name == "last_over_time" {
+            let labels = if keep_name {
                 rs.labels
             } else {
                 rs.labels.without_name()
@@ -875,6 +1096,51 @@ impl<'a> Evaluator<'a> {
 /// Resolution of a subquery without an explicit step: Prometheus uses the global
 /// evaluation interval, whose default is one minute.
 pub const DEFAULT_SUBQUERY_STEP_MS: i64 = 60_000;
+
+/// A range-vector function over one series' points in `(start, end]`; `None` when it
+/// yields no sample for that series.
+fn range_function(
+    name: &str,
+    p: &[(i64, f64)],
+    start: i64,
+    end: i64,
+    param: Option<f64>,
+    ts_ms: i64,
+) -> Result<Option<f64>, EvalError> {
+    let values = || p.iter().map(|x| x.1).collect::<Vec<_>>();
+    Ok(match name {
+        "changes" => Some(p.windows(2).filter(|w| !same(w[0].1, w[1].1)).count() as f64),
+        "resets" => Some(p.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64),
+        "count_over_time" => Some(p.len() as f64),
+        "present_over_time" => Some(1.0),
+        "last_over_time" => p.last().map(|x| x.1),
+        "sum_over_time" => Some(kahan_sum(&values())),
+        "avg_over_time" => Some(mean(&values())),
+        "min_over_time" => Some(p.iter().map(|x| x.1).fold(f64::NAN, nan_min)),
+        "max_over_time" => Some(p.iter().map(|x| x.1).fold(f64::NAN, nan_max)),
+        "stddev_over_time" => Some(variance(&values()).sqrt()),
+        "stdvar_over_time" => Some(variance(&values())),
+        "quantile_over_time" => Some(quantile(param.unwrap_or(f64::NAN), values())),
+        "mad_over_time" => {
+            let v = values();
+            let median = quantile(0.5, v.clone());
+            Some(quantile(
+                0.5,
+                v.iter().map(|x| (x - median).abs()).collect(),
+            ))
+        }
+        "rate" => extrapolated(p, start, end, true, true),
+        "increase" => extrapolated(p, start, end, true, false),
+        "delta" => extrapolated(p, start, end, false, false),
+        "irate" | "idelta" => instant_delta(p, name == "irate"),
+        "deriv" => (p.len() >= 2).then(|| linear_regression(p, p[0].0).0),
+        "predict_linear" => (p.len() >= 2).then(|| {
+            let (slope, intercept) = linear_regression(p, ts_ms);
+            intercept + slope * param.unwrap_or(0.0)
+        }),
+        other => return Err(EvalError::Unsupported(format!("function {other}"))),
+    })
+}
 
 /// The labels `absent()` reports for a selector: its equality matchers, except labels
 /// matched more than once.
@@ -1221,13 +1487,144 @@ fn vector_scalar(
     Ok(out)
 }
 
-fn signature(labels: &Labels, matching: Option<&LabelModifier>) -> Labels {
-    match matching {
-        Some(LabelModifier::Include(on)) => labels.filter(|n| on.labels.iter().any(|x| x == n)),
-        Some(LabelModifier::Exclude(ign)) => {
-            labels.filter(|n| n != METRIC_NAME && !ign.labels.iter().any(|x| x == n))
+/// Which labels form a grouping key or a matching signature.
+#[derive(Clone, Copy)]
+enum KeyLabels<'a> {
+    /// `by` / `on`: only these.
+    Only(&'a [String]),
+    /// `without` / `ignoring`: all but these and the metric name.
+    AllBut(&'a [String]),
+    /// Default vector matching: all but the metric name and its type and unit.
+    AllButName,
+    /// An aggregation without `by` or `without`: one group.
+    Nothing,
+}
+
+impl<'a> KeyLabels<'a> {
+    fn matching(m: Option<&'a LabelModifier>) -> Self {
+        match m {
+            Some(LabelModifier::Include(on)) => KeyLabels::Only(&on.labels),
+            Some(LabelModifier::Exclude(ign)) => KeyLabels::AllBut(&ign.labels),
+            None => KeyLabels::AllButName,
         }
-        None => labels.without_name(),
+    }
+
+    fn keeps(&self, n: &str) -> bool {
+        match self {
+            KeyLabels::Only(names) => names.iter().any(|x| x == n),
+            KeyLabels::AllBut(names) => n != METRIC_NAME && !names.iter().any(|x| x == n),
+            KeyLabels::AllButName => {
+                n != METRIC_NAME && n != "__type__" && n != "__unit__"
+            }
+            KeyLabels::Nothing => false,
+        }
+    }
+
+    /// The key as a label set (built once per group, not per series).
+    fn key(&self, l: &Labels) -> Labels {
+        match self {
+            KeyLabels::AllButName => l.without_name(),
+            KeyLabels::Nothing => Labels::default(),
+            _ => l.filter(|n| self.keeps(n)),
+        }
+    }
+
+    fn hash(&self, l: &Labels, state: &foldhash::fast::RandomState) -> u64 {
+        let mut h = state.build_hasher();
+        let mut put = |n: &str, v: &str| {
+            h.write(n.as_bytes());
+            h.write_u8(0xff);
+            h.write(v.as_bytes());
+            h.write_u8(0xff);
+        };
+        match self {
+            // A few names: look each up rather than walk the set.
+            KeyLabels::Only(names) => {
+                for n in *names {
+                    put(n, l.get(n).unwrap_or_default());
+                }
+            }
+            KeyLabels::Nothing => {}
+            _ => {
+                for (n, v) in l.iter_without_name().filter(|(n, _)| self.keeps(n)) {
+                    put(n, v);
+                }
+            }
+        }
+        h.finish()
+    }
+
+    fn same(&self, a: &Labels, b: &Labels) -> bool {
+        match self {
+            KeyLabels::Only(names) => names.iter().all(|n| a.get(n) == b.get(n)),
+            KeyLabels::Nothing => true,
+            _ => a
+                .iter_without_name()
+                .filter(|(n, _)| self.keeps(n))
+                .eq(b.iter_without_name().filter(|(n, _)| self.keeps(n))),
+        }
+    }
+}
+
+/// Series indexed by their key labels, hashed in place: the key is never built for a
+/// lookup, which is most of the cost of `and on (…)` and `sum by (…)` over a fleet.
+/// Entries live in one vector, chained on hash collisions, so an insert allocates nothing
+/// of its own.
+struct KeyIndex<'k, V> {
+    select: KeyLabels<'k>,
+    state: foldhash::fast::RandomState,
+    /// Hash to the newest entry with that hash.
+    heads: HashMap<u64, u32, foldhash::fast::RandomState>,
+    /// (labels, value, previous entry with the same hash or `u32::MAX`).
+    entries: Vec<(Labels, V, u32)>,
+}
+
+impl<'k, V> KeyIndex<'k, V> {
+    fn new(select: KeyLabels<'k>) -> Self {
+        KeyIndex {
+            select,
+            state: foldhash::fast::RandomState::default(),
+            heads: HashMap::default(),
+            entries: Vec::new(),
+        }
+    }
+
+    fn find(&self, h: u64, l: &Labels) -> Option<usize> {
+        let mut i = *self.heads.get(&h)?;
+        while i != u32::MAX {
+            let (k, _, prev) = &self.entries[i as usize];
+            if self.select.same(k, l) {
+                return Some(i as usize);
+            }
+            i = *prev;
+        }
+        None
+    }
+
+    fn get(&self, l: &Labels) -> Option<&V> {
+        let h = self.select.hash(l, &self.state);
+        self.find(h, l).map(|i| &self.entries[i].1)
+    }
+
+    fn get_mut(&mut self, l: &Labels) -> Option<&mut V> {
+        let h = self.select.hash(l, &self.state);
+        self.find(h, l).map(|i| &mut self.entries[i].1)
+    }
+
+    fn contains(&self, l: &Labels) -> bool {
+        self.get(l).is_some()
+    }
+
+    /// Inserts unless the key is present; returns whether it was inserted.
+    fn insert(&mut self, l: Labels, v: V) -> bool {
+        let h = self.select.hash(&l, &self.state);
+        if self.find(h, &l).is_some() {
+            return false;
+        }
+        let idx = self.entries.len() as u32;
+        let prev = self.heads.insert(h, idx).unwrap_or(u32::MAX);
+        self.entries.push((l, v, prev));
+        true
     }
 }
 
@@ -1245,25 +1642,25 @@ fn vector_vector(
         .as_ref()
         .map(|m| m.card.clone())
         .unwrap_or(VectorMatchCardinality::OneToOne);
+    let select = KeyLabels::matching(matching);
     if b.op.is_set_operator() {
-        let rsigs: HashSet<Labels> = rhs.iter().map(|s| signature(&s.labels, matching)).collect();
+        let mut rsigs = KeyIndex::new(select);
+        for s in &rhs {
+            rsigs.insert(s.labels.clone(), ());
+        }
         return Ok(match op {
-            "and" => lhs
-                .into_iter()
-                .filter(|s| rsigs.contains(&signature(&s.labels, matching)))
-                .collect(),
+            "and" => lhs.into_iter().filter(|s| rsigs.contains(&s.labels)).collect(),
             "unless" => lhs
                 .into_iter()
-                .filter(|s| !rsigs.contains(&signature(&s.labels, matching)))
+                .filter(|s| !rsigs.contains(&s.labels))
                 .collect(),
             _ => {
-                let lsigs: HashSet<Labels> =
-                    lhs.iter().map(|s| signature(&s.labels, matching)).collect();
+                let mut lsigs = KeyIndex::new(select);
+                for s in &lhs {
+                    lsigs.insert(s.labels.clone(), ());
+                }
                 let mut out = lhs;
-                out.extend(
-                    rhs.into_iter()
-                        .filter(|s| !lsigs.contains(&signature(&s.labels, matching))),
-                );
+                out.extend(rhs.into_iter().filter(|s| !lsigs.contains(&s.labels)));
                 out
             }
         });
@@ -1273,24 +1670,36 @@ fn vector_vector(
         VectorMatchCardinality::OneToMany(_) => (lhs, rhs, true),
         _ => (rhs, lhs, false),
     };
-    let mut one_by_sig: HashMap<Labels, Sample> = HashMap::new();
+    // Each "one" sample, and whether a one-to-one match has used it.
+    let mut one_by_sig: KeyIndex<'_, (Sample, bool)> = KeyIndex::new(select);
     for s in one {
-        let sig = signature(&s.labels, matching);
-        if one_by_sig.insert(sig.clone(), s).is_some() {
+        let labels = s.labels.clone();
+        if !one_by_sig.insert(labels.clone(), (s, false)) {
             return Err(EvalError::Invalid(format!(
-                "found duplicate series for the match group {sig} on the {} hand-side of the operation; many-to-many matching not allowed: matching labels must be unique on one side",
+                "found duplicate series for the match group {} on the {} hand-side of the operation; many-to-many matching not allowed: matching labels must be unique on one side",
+                select.key(&labels),
                 if swapped { "left" } else { "right" }
             )));
         }
     }
     let drop_name = !comparison || return_bool;
-    let mut seen: HashSet<Labels> = HashSet::new();
+    let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
     let mut out = Vec::new();
     for s in many {
-        let sig = signature(&s.labels, matching);
-        let Some(other) = one_by_sig.get(&sig) else {
+        let Some((other, used)) = one_by_sig.get_mut(&s.labels) else {
             continue;
         };
+        // As Prometheus: a signature matched twice one-to-one is an error.
+        if one_to_one {
+            if *used {
+                return Err(EvalError::Invalid(
+                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
+                        .into(),
+                ));
+            }
+            *used = true;
+        }
+        let other = &*other;
         let (l, r) = if swapped { (other, &s) } else { (&s, other) };
         let v = apply(op, l.value, r.value)?;
         if comparison && !return_bool && v != 1.0 {
@@ -1321,12 +1730,6 @@ fn vector_vector(
             for name in &include.labels {
                 labels = labels.with(name, other.labels.get(name).unwrap_or_default());
             }
-        }
-        if matches!(card, VectorMatchCardinality::OneToOne) && !seen.insert(labels.clone()) {
-            return Err(EvalError::Invalid(
-                "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
-                    .into(),
-            ));
         }
         out.push(Sample { labels, value });
     }
@@ -1568,6 +1971,61 @@ mod tests {
         assert!((got[0].1 - 0.1).abs() < 1e-9, "{got:?}");
         let got = eval(&store, "increase(c_total[1m])", 300_000);
         assert!((got[0].1 - 6.0).abs() < 1e-9, "{got:?}");
+    }
+
+    #[test]
+    fn restricting_the_right_side_of_and_on_changes_no_result() {
+        let mut series: Vec<(Labels, Vec<(i64, f64)>)> = Vec::new();
+        for c in ["a", "b"] {
+            for p in 0..6 {
+                let l = |name: &str| {
+                    Labels::new([
+                        ("__name__".to_string(), name.to_string()),
+                        ("cluster".to_string(), c.to_string()),
+                        ("partition".to_string(), p.to_string()),
+                        ("broker".to_string(), (p % 3).to_string()),
+                    ])
+                };
+                let pts = |f: &dyn Fn(i64) -> f64| (0..20).map(|i| (i * 30_000, f(i))).collect();
+                series.push((l("lag"), pts(&|i| if p % 2 == 0 { 0.0 } else { (i * p) as f64 })));
+                series.push((l("lso"), pts(&|i| if p == 3 { 5.0 } else { (i + p) as f64 })));
+                series.push((l("size"), pts(&|i| (i * 10 + p) as f64)));
+            }
+        }
+        let mut store = SeriesStore::new(i64::MAX / 4);
+        for (l, pts) in &series {
+            for (t, v) in pts {
+                store.append(l, *t, *v);
+            }
+        }
+        let exprs = [
+            "lag > 0 and on (cluster, partition) changes(lso[5m]) == 0",
+            "lag > 0 and on (cluster, partition) lso == lso offset 5m",
+            "lag > 0 unless on (cluster, partition) lso > 10",
+            "lag > 0 and on (cluster) sum by (cluster) (size) > 100",
+            "lag > 0 and on (cluster, broker) max by (cluster, broker) (size)",
+            "lag > 0 and on (cluster) sum by (broker) (size)",
+            // Would change if restricted: scalar() of the whole fleet, and a label
+            // made by label_replace.
+            "lag > 0 and on (cluster, partition) (size > scalar(sum(size)) / 10)",
+            "lag > 0 and on (cluster, partition) label_replace(size{partition=\"0\"}, \"partition\", \"1\", \"partition\", \".*\")",
+            "lag > 0 and on (cluster, partition) lso * on (cluster, partition) group_left size",
+            "(lag > 0 and on (cluster, partition) rate(size[5m]) > 0) and on (cluster) topk by (cluster) (1, size)",
+            "lag > 0 and on (cluster) absent(nothing{cluster=\"a\"})",
+            // The cheap side first.
+            "changes(lso[5m]) == 0 and on (cluster, partition) lag > 0",
+            "rate(size[5m]) > 0 and on (cluster) lag{cluster=\"a\"} > 0",
+            "rate(size[5m]) > 0 and on (cluster) nothing",
+            "(size > scalar(sum(sum_over_time(size[5m]))) / 40) and on (cluster, partition) lag > 0",
+        ];
+        for e in exprs {
+            let parsed = parse_supported(e).unwrap();
+            for t in [300_000, 570_000] {
+                let fast = Evaluator::new(&store).eval(&parsed, t);
+                let plain = Evaluator::new(&store).without_pushdown().eval(&parsed, t);
+                assert_eq!(fast, plain, "{e} at {t}");
+            }
+        }
     }
 
     #[test]

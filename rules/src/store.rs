@@ -27,8 +27,17 @@ pub fn is_stale_marker(v: f64) -> bool {
 /// A sorted, deduplicated label set, cheap to clone. Names and values are shared
 /// strings: the store interns them, so a fleet's thousand `topic="payments"` series hold
 /// one copy of each.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct Labels(Arc<[(Arc<str>, Arc<str>)]>);
+///
+/// The metric name is held apart from the other labels, so that dropping it (which most
+/// PromQL functions and operators do to every series they touch) shares the rest instead
+/// of copying it.
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct Labels {
+    name: Option<Arc<str>>,
+    rest: Arc<[(Arc<str>, Arc<str>)]>,
+}
+
+type Pair = (Arc<str>, Arc<str>);
 
 impl Labels {
     /// Builds a label set; later duplicates of a name win, empty values are dropped
@@ -39,41 +48,104 @@ impl Labels {
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v.dedup_by(|a, b| a.0 == b.0);
         v.retain(|(_, val)| !val.is_empty());
-        Labels(v.into_iter().map(|(n, v)| (n.into(), v.into())).collect())
+        Self::from_sorted(v.into_iter().map(|(n, v)| (n.into(), v.into())))
+    }
+
+    /// From pairs already sorted by name, unique and non-empty.
+    fn from_sorted(pairs: impl IntoIterator<Item = Pair>) -> Self {
+        let mut name = None;
+        let rest = pairs
+            .into_iter()
+            .filter_map(|(n, v)| {
+                if &*n == METRIC_NAME {
+                    name = Some(v);
+                    None
+                } else {
+                    Some((n, v))
+                }
+            })
+            .collect();
+        Labels { name, rest }
     }
 
     /// The value of `name`, if set.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .binary_search_by(|(n, _)| (**n).cmp(name))
-            .ok()
-            .map(|i| &*self.0[i].1)
+        if name == METRIC_NAME {
+            return self.name.as_deref();
+        }
+        // Label sets are small: a scan comparing lengths first beats a binary search
+        // of string comparisons.
+        self.rest
+            .iter()
+            .find(|(n, _)| n.len() == name.len() && **n == *name)
+            .map(|(_, v)| &**v)
     }
 
     /// All pairs in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(n, v)| (&**n, &**v))
+        let split = match self.name {
+            Some(_) => self.rest.partition_point(|(n, _)| &**n < METRIC_NAME),
+            None => self.rest.len(),
+        };
+        let (before, after) = self.rest.split_at(split);
+        fn pair((n, v): &Pair) -> (&str, &str) {
+            (n, v)
+        }
+        before
+            .iter()
+            .map(pair)
+            .chain(self.name.as_deref().map(|v| (METRIC_NAME, v)))
+            .chain(after.iter().map(pair))
+    }
+
+    /// All pairs but the metric name, in name order.
+    pub fn iter_without_name(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.rest.iter().map(|(n, v)| (&**n, &**v))
+    }
+
+    fn pairs(&self) -> impl Iterator<Item = Pair> + '_ {
+        let split = match self.name {
+            Some(_) => self.rest.partition_point(|(n, _)| &**n < METRIC_NAME),
+            None => self.rest.len(),
+        };
+        let (before, after) = self.rest.split_at(split);
+        before
+            .iter()
+            .cloned()
+            .chain(self.name.clone().map(|v| (Arc::from(METRIC_NAME), v)))
+            .chain(after.iter().cloned())
     }
 
     /// A copy without the metric name, and without the `__type__` and `__unit__` labels
     /// that describe it (Prometheus 3's type-and-unit labels go with the name).
     pub fn without_name(&self) -> Labels {
-        if !self.0.iter().any(|(n, _)| is_name_label(n)) {
-            return self.clone();
+        if self.rest.iter().any(|(n, _)| is_name_label(n)) {
+            return Labels {
+                name: None,
+                rest: self
+                    .rest
+                    .iter()
+                    .filter(|(n, _)| !is_name_label(n))
+                    .cloned()
+                    .collect(),
+            };
         }
-        Labels(
-            self.0
-                .iter()
-                .filter(|(n, _)| !is_name_label(n))
-                .cloned()
-                .collect(),
-        )
+        Labels {
+            name: None,
+            rest: self.rest.clone(),
+        }
     }
 
     /// A copy with `name` set to `value` (removed when `value` is empty).
     pub fn with(&self, name: &str, value: &str) -> Labels {
-        let mut v: Vec<(Arc<str>, Arc<str>)> = self
-            .0
+        if name == METRIC_NAME {
+            return Labels {
+                name: (!value.is_empty()).then(|| value.into()),
+                rest: self.rest.clone(),
+            };
+        }
+        let mut v: Vec<Pair> = self
+            .rest
             .iter()
             .filter(|(n, _)| &**n != name)
             .cloned()
@@ -82,22 +154,40 @@ impl Labels {
             let at = v.partition_point(|(n, _)| &**n < name);
             v.insert(at, (name.into(), value.into()));
         }
-        Labels(v.into())
+        Labels {
+            name: self.name.clone(),
+            rest: v.into(),
+        }
     }
 
     /// A copy keeping only the pairs for which `keep` is true.
     pub fn filter(&self, mut keep: impl FnMut(&str) -> bool) -> Labels {
-        Labels(self.0.iter().filter(|(n, _)| keep(n)).cloned().collect())
+        Labels {
+            name: self.name.clone().filter(|_| keep(METRIC_NAME)),
+            rest: self.rest.iter().filter(|(n, _)| keep(n)).cloned().collect(),
+        }
     }
 
     /// Number of labels.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.rest.len() + usize::from(self.name.is_some())
     }
 
     /// Whether there are no labels.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
+    }
+}
+
+impl PartialOrd for Labels {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Labels {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.iter().cmp(other.iter())
     }
 }
 
@@ -150,7 +240,7 @@ pub struct StoredSeries {
 }
 
 /// Samples between saved decoder states.
-pub const CHECKPOINT_EVERY: u32 = 32;
+pub const CHECKPOINT_EVERY: u32 = 16;
 
 /// Largest magnitude encoded as an integer: beyond it f64 no longer holds every integer.
 const MAX_EXACT_INT: f64 = 9_007_199_254_740_992.0;
@@ -164,11 +254,12 @@ struct State {
     int_delta: i64,
 }
 
+/// Where decoding can start: the encoder state before the sample at `offset`. For all
+/// but the first checkpoint `state.t` is the previous sample's timestamp, so a search for
+/// samples after `t` starts at the last checkpoint with `state.t <= t`.
 #[derive(Debug, Clone, Copy)]
 struct Checkpoint {
     offset: u32,
-    /// Timestamp of the first sample decoded from `offset`.
-    first_t: i64,
     state: State,
 }
 
@@ -257,8 +348,11 @@ impl State {
         };
     }
 
-    /// Decodes the sample at `pos`; `None` at the end of the data.
-    fn decode(&mut self, data: &[u8], pos: &mut usize) -> Option<(i64, f64)> {
+    /// Decodes the sample at `pos`; `None` at the end of the data. `iv` shadows the
+    /// value as an integer (start it at `v as i64`), keeping float conversions off the
+    /// dependency chain of integer runs.
+    #[inline]
+    fn decode(&mut self, data: &[u8], pos: &mut usize, iv: &mut i64) -> Option<(i64, f64)> {
         let header = *data.get(*pos)?;
         *pos += 1;
         let dod = if header & TS_IRREGULAR != 0 {
@@ -268,7 +362,6 @@ impl State {
         };
         let dt = self.dt.wrapping_add(dod);
         let t = self.t.wrapping_add(dt);
-        let prev_int = exact_int(self.v);
         let (v, int_delta) = match header & 0x03 {
             KIND_SAME => (self.v, 0),
             KIND_INT_STEADY | KIND_INT => {
@@ -277,7 +370,9 @@ impl State {
                 } else {
                     self.int_delta
                 };
-                (prev_int.unwrap_or(0).wrapping_add(d) as f64, d)
+                // The encoder chose an integer kind: the previous value is one.
+                *iv = iv.wrapping_add(d);
+                (*iv as f64, d)
             }
             _ => {
                 let b = *data.get(*pos)?;
@@ -289,10 +384,9 @@ impl State {
                 let src = data.get(*pos..*pos + n)?;
                 bytes[lead..lead + n].copy_from_slice(src);
                 *pos += n;
-                (
-                    f64::from_bits(self.v.to_bits() ^ u64::from_be_bytes(bytes)),
-                    0,
-                )
+                let v = f64::from_bits(self.v.to_bits() ^ u64::from_be_bytes(bytes));
+                *iv = v as i64;
+                (v, 0)
             }
         };
         *self = State {
@@ -324,7 +418,6 @@ impl StoredSeries {
         if self.count % CHECKPOINT_EVERY == 0 {
             self.checkpoints.push(Checkpoint {
                 offset: self.data.len() as u32,
-                first_t: t,
                 state: self.end,
             });
         }
@@ -347,22 +440,25 @@ impl StoredSeries {
         (self.count > 0).then_some((self.end.t, self.end.v))
     }
 
+    /// The last checkpoint from which every sample after `after` is decoded.
+    fn checkpoint_for(&self, after: i64) -> Option<(usize, &Checkpoint)> {
+        let rest = self.checkpoints.get(1..)?;
+        let idx = rest.partition_point(|c| c.state.t <= after);
+        self.checkpoints.get(idx).map(|c| (idx, c))
+    }
+
     /// Decodes, in time order, the samples with `after < t <= until` into `out`.
     pub fn range_into(&self, after: i64, until: i64, out: &mut Vec<(i64, f64)>) {
         if self.count == 0 || self.end.t <= after || self.first_t > until {
             return;
         }
-        // The last checkpoint whose first sample is not after `after` + 1.
-        let idx = self
-            .checkpoints
-            .partition_point(|c| c.first_t <= after.saturating_add(1))
-            .saturating_sub(1);
-        let Some(cp) = self.checkpoints.get(idx) else {
+        let Some((_, cp)) = self.checkpoint_for(after) else {
             return;
         };
         let mut state = cp.state;
         let mut pos = cp.offset as usize;
-        while let Some((t, v)) = state.decode(&self.data, &mut pos) {
+        let mut iv = state.v as i64;
+        while let Some((t, v)) = state.decode(&self.data, &mut pos, &mut iv) {
             if t > until {
                 break;
             }
@@ -380,15 +476,13 @@ impl StoredSeries {
         if self.end.t <= t {
             return self.last();
         }
-        let idx = self
-            .checkpoints
-            .partition_point(|c| c.first_t <= t)
-            .saturating_sub(1);
-        let cp = self.checkpoints.get(idx)?;
+        let (idx, cp) = self.checkpoint_for(t)?;
         let mut state = cp.state;
         let mut pos = cp.offset as usize;
-        let mut found = None;
-        while let Some((st, v)) = state.decode(&self.data, &mut pos) {
+        let mut iv = state.v as i64;
+        // Past the first checkpoint, the state holds the sample before it.
+        let mut found = (idx > 0).then_some((state.t, state.v));
+        while let Some((st, v)) = state.decode(&self.data, &mut pos, &mut iv) {
             if st > t {
                 break;
             }
@@ -434,14 +528,17 @@ pub enum AppendOutcome {
     OutOfOrder,
 }
 
+/// Hashing for maps keyed by tenant-supplied labels: fast, and seeded per process.
+type Fast = foldhash::fast::RandomState;
+
 /// Series for one tenant, bounded in time by `retention_ms`.
 #[derive(Debug, Default)]
 pub struct SeriesStore {
     slots: Vec<Option<StoredSeries>>,
     free: Vec<usize>,
-    by_labels: HashMap<Labels, usize>,
-    by_name: HashMap<Arc<str>, Vec<usize>>,
-    strings: HashSet<Arc<str>>,
+    by_labels: HashMap<Labels, usize, Fast>,
+    by_name: HashMap<Arc<str>, Vec<usize>, Fast>,
+    strings: HashSet<Arc<str>, Fast>,
     retention_ms: i64,
     newest_ms: i64,
 }
@@ -508,18 +605,12 @@ impl SeriesStore {
     }
 
     fn insert_series(&mut self, labels: &Labels) -> usize {
-        let pairs: Vec<(Arc<str>, Arc<str>)> = labels
-            .0
-            .iter()
-            .map(|(n, v)| (self.intern(n), self.intern(v)))
+        let pairs: Vec<Pair> = labels
+            .pairs()
+            .map(|(n, v)| (self.intern(&n), self.intern(&v)))
             .collect();
-        let labels = Labels(pairs.into());
-        let name = labels
-            .0
-            .iter()
-            .find(|(n, _)| &**n == METRIC_NAME)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| Arc::from(""));
+        let labels = Labels::from_sorted(pairs);
+        let name = labels.name.clone().unwrap_or_else(|| Arc::from(""));
         let series = StoredSeries::new(labels.clone());
         let id = match self.free.pop() {
             Some(id) => {
