@@ -207,7 +207,10 @@ fn main() {
             sum += buf[119].1;
         }
         let el = started.elapsed().as_secs_f64();
-        println!("decode: {:.2} ns/sample ({sum})", el * 1e9 / (n as f64 * 120.0));
+        println!(
+            "decode: {:.2} ns/sample ({sum})",
+            el * 1e9 / (n as f64 * 120.0)
+        );
         return;
     }
     let clusters = env("FLEET_CLUSTERS", 200);

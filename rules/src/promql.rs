@@ -135,6 +135,7 @@ const SUPPORTED_FUNCTIONS: &[&str] = &[
 
 /// Aggregations this engine evaluates.
 const SUPPORTED_AGGREGATIONS: &[&str] = &[
+    "limit_ratio",
     "sum",
     "min",
     "max",
@@ -277,9 +278,7 @@ fn reads_ranges(e: &Expr) -> bool {
         Expr::Paren(p) => reads_ranges(&p.expr),
         Expr::Unary(u) => reads_ranges(&u.expr),
         Expr::Binary(b) => reads_ranges(&b.lhs) || reads_ranges(&b.rhs),
-        Expr::Aggregate(a) => {
-            reads_ranges(&a.expr) || a.param.as_deref().is_some_and(reads_ranges)
-        }
+        Expr::Aggregate(a) => reads_ranges(&a.expr) || a.param.as_deref().is_some_and(reads_ranges),
         Expr::Call(c) => c.args.args.iter().any(|a| reads_ranges(a)),
         _ => false,
     }
@@ -355,12 +354,10 @@ fn preserves(e: &Expr, names: &[String]) -> bool {
         Expr::Aggregate(a) => {
             a.param.as_deref().is_none_or(constant)
                 && match &a.modifier {
-                    Some(LabelModifier::Include(by)) => {
-                        names.iter().all(|n| by.labels.contains(n))
-                    }
-                    Some(LabelModifier::Exclude(w)) => {
-                        !names.iter().any(|n| w.labels.contains(n) || n == METRIC_NAME)
-                    }
+                    Some(LabelModifier::Include(by)) => names.iter().all(|n| by.labels.contains(n)),
+                    Some(LabelModifier::Exclude(w)) => !names
+                        .iter()
+                        .any(|n| w.labels.contains(n) || n == METRIC_NAME),
                     None => false,
                 }
                 && preserves(&a.expr, names)
@@ -368,14 +365,42 @@ fn preserves(e: &Expr, names: &[String]) -> bool {
         Expr::Call(c) => {
             let keeps_labels = matches!(
                 c.func.name,
-                "abs" | "ceil" | "floor" | "round" | "exp" | "ln" | "log2" | "log10"
-                    | "sqrt" | "sgn" | "clamp" | "clamp_min" | "clamp_max" | "changes"
-                    | "resets" | "rate" | "irate" | "increase" | "delta" | "idelta"
-                    | "deriv" | "predict_linear" | "avg_over_time" | "min_over_time"
-                    | "max_over_time" | "sum_over_time" | "count_over_time"
-                    | "last_over_time" | "present_over_time" | "quantile_over_time"
-                    | "stddev_over_time" | "stdvar_over_time" | "mad_over_time"
-                    | "timestamp" | "sort" | "sort_desc"
+                "abs"
+                    | "ceil"
+                    | "floor"
+                    | "round"
+                    | "exp"
+                    | "ln"
+                    | "log2"
+                    | "log10"
+                    | "sqrt"
+                    | "sgn"
+                    | "clamp"
+                    | "clamp_min"
+                    | "clamp_max"
+                    | "changes"
+                    | "resets"
+                    | "rate"
+                    | "irate"
+                    | "increase"
+                    | "delta"
+                    | "idelta"
+                    | "deriv"
+                    | "predict_linear"
+                    | "avg_over_time"
+                    | "min_over_time"
+                    | "max_over_time"
+                    | "sum_over_time"
+                    | "count_over_time"
+                    | "last_over_time"
+                    | "present_over_time"
+                    | "quantile_over_time"
+                    | "stddev_over_time"
+                    | "stdvar_over_time"
+                    | "mad_over_time"
+                    | "timestamp"
+                    | "sort"
+                    | "sort_desc"
             );
             keeps_labels
                 && c.args.args.iter().all(|a| match a.value_type() {
@@ -462,17 +487,31 @@ impl<'a> Evaluator<'a> {
         name: &'s Option<String>,
         matchers: &'s Matchers,
     ) -> impl Iterator<Item = &'s crate::store::StoredSeries> + 's {
-        self.store
-            .series_named(name.as_deref())
-            .filter(move |s| {
-                series_matches(&s.labels, matchers)
-                    && self.restrictions.borrow().iter().all(|r| r.allows(&s.labels))
-            })
+        self.store.series_named(name.as_deref()).filter(move |s| {
+            series_matches(&s.labels, matchers)
+                && self
+                    .restrictions
+                    .borrow()
+                    .iter()
+                    .all(|r| r.allows(&s.labels))
+        })
     }
 
     fn instant_selector(&self, vs: &VectorSelector, ts_ms: i64) -> Vec<Sample> {
-        let t = Self::selector_time(&vs.offset, &vs.at, ts_ms);
         let mut out = Vec::new();
+        self.for_each_instant(vs, ts_ms, |labels, value| {
+            out.push(Sample {
+                labels: labels.clone(),
+                value,
+            });
+        });
+        out
+    }
+
+    /// Calls `f` with each selected series' labels and its value at the instant, without
+    /// copying labels: aggregations and filters over a fleet copy only what they keep.
+    fn for_each_instant(&self, vs: &VectorSelector, ts_ms: i64, mut f: impl FnMut(&Labels, f64)) {
+        let t = Self::selector_time(&vs.offset, &vs.at, ts_ms);
         for series in self.matching(&vs.name, &vs.matchers) {
             // Newest sample in (t - lookback, t].
             let Some((st, v)) = series.at_or_before(t) else {
@@ -481,12 +520,8 @@ impl<'a> Evaluator<'a> {
             if st <= t - LOOKBACK_MS || is_stale_marker(v) {
                 continue;
             }
-            out.push(Sample {
-                labels: series.labels.clone(),
-                value: v,
-            });
+            f(&series.labels, v);
         }
-        out
     }
 
     fn range_selector(&self, vs: &VectorSelector, range: Duration, ts_ms: i64) -> Vec<RangeSeries> {
@@ -562,6 +597,27 @@ impl<'a> Evaluator<'a> {
             };
             return self.combine(b, &op, return_bool, lhs, rhs);
         }
+        // `selector > 0`: filter before copying labels; most series do not pass.
+        if b.op.is_comparison_operator()
+            && !return_bool
+            && let (Expr::VectorSelector(vs), Expr::NumberLiteral(n)) =
+                (strip_parens(&b.lhs), strip_parens(&b.rhs))
+        {
+            let mut out = Vec::new();
+            let mut failed = None;
+            self.for_each_instant(vs, ts_ms, |labels, v| match apply(&op, v, n.val) {
+                Ok(1.0) => out.push(Sample {
+                    labels: labels.clone(),
+                    value: v,
+                }),
+                Ok(_) => {}
+                Err(e) => failed = Some(e),
+            });
+            return match failed {
+                Some(e) => Err(e),
+                None => Ok(Value::Vector(out)),
+            };
+        }
         let lhs = self.eval(&b.lhs, ts_ms)?;
         // `x and …` and `x unless …` are empty when x is: skip the right-hand side,
         // which in alert rules (`cheap_condition and expensive_context`) is the bulk.
@@ -605,7 +661,7 @@ impl<'a> Evaluator<'a> {
         let comparison = b.op.is_comparison_operator();
         match (lhs, rhs) {
             (Value::Scalar(l), Value::Scalar(r)) => {
-                let v = apply(&op, l, r)?;
+                let v = apply(op, l, r)?;
                 Ok(Value::Scalar(if comparison { bool_value(v) } else { v }))
             }
             (Value::Vector(vs), Value::Scalar(s)) | (Value::Scalar(s), Value::Vector(vs))
@@ -619,7 +675,7 @@ impl<'a> Evaluator<'a> {
             (Value::Vector(vs), Value::Scalar(s)) => Ok(Value::Vector(vector_scalar(
                 vs,
                 s,
-                &op,
+                op,
                 comparison,
                 return_bool,
                 false,
@@ -627,7 +683,7 @@ impl<'a> Evaluator<'a> {
             (Value::Scalar(s), Value::Vector(vs)) => Ok(Value::Vector(vector_scalar(
                 vs,
                 s,
-                &op,
+                op,
                 comparison,
                 return_bool,
                 true,
@@ -636,7 +692,7 @@ impl<'a> Evaluator<'a> {
                 l,
                 r,
                 b,
-                &op,
+                op,
                 comparison,
                 return_bool,
             )?)),
@@ -650,6 +706,39 @@ impl<'a> Evaluator<'a> {
 
     fn aggregate(&self, a: &AggregateExpr, ts_ms: i64) -> Result<Value, EvalError> {
         let op = a.op.to_string();
+        let select = match &a.modifier {
+            Some(LabelModifier::Include(names)) => KeyLabels::Only(&names.labels),
+            Some(LabelModifier::Exclude(names)) => KeyLabels::AllBut(&names.labels),
+            None => KeyLabels::Nothing,
+        };
+        // `sum by (…) (selector)` and kin: fold values straight from the store.
+        if let Expr::VectorSelector(vs) = strip_parens(&a.expr)
+            && a.param.is_none()
+            && let Some(reduce) = simple_reduce(&op)
+        {
+            let mut groups: Vec<(Labels, Vec<f64>)> = Vec::new();
+            let mut index: KeyIndex<'_, usize> = KeyIndex::new(select);
+            self.for_each_instant(vs, ts_ms, |labels, v| {
+                let i = match index.get(labels) {
+                    Some(i) => *i,
+                    None => {
+                        groups.push((select.key(labels), Vec::new()));
+                        index.insert(labels.clone(), groups.len() - 1);
+                        groups.len() - 1
+                    }
+                };
+                groups[i].1.push(v);
+            });
+            return Ok(Value::Vector(
+                groups
+                    .into_iter()
+                    .map(|(labels, values)| Sample {
+                        labels,
+                        value: reduce(&values),
+                    })
+                    .collect(),
+            ));
+        }
         let input = self.vector(&a.expr, ts_ms)?;
         let (param, count_values_label) = match (&a.param, op.as_str()) {
             (Some(p), "count_values") => {
@@ -661,11 +750,6 @@ impl<'a> Evaluator<'a> {
             }
             (Some(p), _) => (Some(self.scalar(p, ts_ms)?), None),
             (None, _) => (None, None),
-        };
-        let select = match &a.modifier {
-            Some(LabelModifier::Include(names)) => KeyLabels::Only(&names.labels),
-            Some(LabelModifier::Exclude(names)) => KeyLabels::AllBut(&names.labels),
-            None => KeyLabels::Nothing,
         };
         let mut groups: Vec<(Labels, Vec<Sample>)> = Vec::new();
         let mut index: KeyIndex<'_, usize> = KeyIndex::new(select);
@@ -683,24 +767,31 @@ impl<'a> Evaluator<'a> {
         let mut out = Vec::new();
         for (key, members) in groups {
             let values: Vec<f64> = members.iter().map(|s| s.value).collect();
-            let n = values.len() as f64;
+            if let Some(reduce) = simple_reduce(&op) {
+                out.push(Sample {
+                    labels: key,
+                    value: reduce(&values),
+                });
+                continue;
+            }
             let value = match op.as_str() {
-                "sum" => kahan_sum(&values),
-                "min" => values.iter().copied().fold(f64::NAN, nan_min),
-                "max" => values.iter().copied().fold(f64::NAN, nan_max),
-                "avg" => mean(&values),
-                "count" => n,
-                "group" => 1.0,
-                "stddev" | "stdvar" => {
-                    let var = variance(&values);
-                    if op == "stddev" { var.sqrt() } else { var }
-                }
                 "limitk" => {
                     // The first k of each group, in the stable order of the store.
                     let k = param.unwrap_or(0.0);
                     if k >= 1.0 {
                         out.extend(members.into_iter().take(k as usize));
                     }
+                    continue;
+                }
+                "limit_ratio" => {
+                    // Prometheus' ratio sampler: a series is kept by where the xxhash of
+                    // its labels falls in [0, 1), so the choice is stable over time and
+                    // `limit_ratio(r, x)` and `limit_ratio(r - 1, x)` split x in two.
+                    let r = param.unwrap_or(f64::NAN).clamp(-1.0, 1.0);
+                    out.extend(members.into_iter().filter(|s| {
+                        let offset = label_hash(&s.labels) as f64 / u64::MAX as f64;
+                        (r >= 0.0 && offset < r) || (r < 0.0 && offset >= 1.0 + r)
+                    }));
                     continue;
                 }
                 "topk" | "bottomk" => {
@@ -1437,6 +1528,33 @@ fn series_matches(labels: &Labels, matchers: &Matchers) -> bool {
     }
 }
 
+/// The aggregations that need only their group's values.
+fn simple_reduce(op: &str) -> Option<fn(&[f64]) -> f64> {
+    Some(match op {
+        "sum" => kahan_sum,
+        "min" => |v| v.iter().copied().fold(f64::NAN, nan_min),
+        "max" => |v| v.iter().copied().fold(f64::NAN, nan_max),
+        "avg" => mean,
+        "count" => |v| v.len() as f64,
+        "group" => |_| 1.0,
+        "stddev" => |v| variance(v).sqrt(),
+        "stdvar" => variance,
+        _ => return None,
+    })
+}
+
+/// Prometheus' `labels.Hash`: xxHash64 over `name 0xff value 0xff` for each label.
+fn label_hash(l: &Labels) -> u64 {
+    let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+    for (n, v) in l.iter() {
+        h.update(n.as_bytes());
+        h.update(&[0xff]);
+        h.update(v.as_bytes());
+        h.update(&[0xff]);
+    }
+    h.digest()
+}
+
 /// Applies an arithmetic or comparison operator; comparisons return 1 or 0.
 fn apply(op: &str, l: f64, r: f64) -> Result<f64, EvalError> {
     Ok(match op {
@@ -1513,9 +1631,7 @@ impl<'a> KeyLabels<'a> {
         match self {
             KeyLabels::Only(names) => names.iter().any(|x| x == n),
             KeyLabels::AllBut(names) => n != METRIC_NAME && !names.iter().any(|x| x == n),
-            KeyLabels::AllButName => {
-                n != METRIC_NAME && n != "__type__" && n != "__unit__"
-            }
+            KeyLabels::AllButName => n != METRIC_NAME && n != "__type__" && n != "__unit__",
             KeyLabels::Nothing => false,
         }
     }
@@ -1649,7 +1765,10 @@ fn vector_vector(
             rsigs.insert(s.labels.clone(), ());
         }
         return Ok(match op {
-            "and" => lhs.into_iter().filter(|s| rsigs.contains(&s.labels)).collect(),
+            "and" => lhs
+                .into_iter()
+                .filter(|s| rsigs.contains(&s.labels))
+                .collect(),
             "unless" => lhs
                 .into_iter()
                 .filter(|s| !rsigs.contains(&s.labels))
@@ -1987,8 +2106,14 @@ mod tests {
                     ])
                 };
                 let pts = |f: &dyn Fn(i64) -> f64| (0..20).map(|i| (i * 30_000, f(i))).collect();
-                series.push((l("lag"), pts(&|i| if p % 2 == 0 { 0.0 } else { (i * p) as f64 })));
-                series.push((l("lso"), pts(&|i| if p == 3 { 5.0 } else { (i + p) as f64 })));
+                series.push((
+                    l("lag"),
+                    pts(&|i| if p % 2 == 0 { 0.0 } else { (i * p) as f64 }),
+                ));
+                series.push((
+                    l("lso"),
+                    pts(&|i| if p == 3 { 5.0 } else { (i + p) as f64 }),
+                ));
                 series.push((l("size"), pts(&|i| (i * 10 + p) as f64)));
             }
         }
@@ -2026,6 +2151,31 @@ mod tests {
                 assert_eq!(fast, plain, "{e} at {t}");
             }
         }
+    }
+
+    #[test]
+    fn limit_ratio_splits_series_stably_and_completely() {
+        let names: Vec<String> = (0..200).map(|i| i.to_string()).collect();
+        let labels: Vec<[(&str, &str); 2]> = names
+            .iter()
+            .map(|i| [("__name__", "x"), ("i", i.as_str())])
+            .collect();
+        let points = [(0_i64, 1.0)];
+        let specs: Vec<SeriesSpec<'_>> = labels.iter().map(|l| (&l[..], &points[..])).collect();
+        let store = store_with(&specs);
+        let half = eval(&store, "limit_ratio(0.5, x)", 0);
+        let rest = eval(&store, "limit_ratio(-0.5, x)", 0);
+        assert!((60..140).contains(&half.len()), "{}", half.len());
+        assert_eq!(half.len() + rest.len(), 200);
+        assert!(half.iter().all(|h| !rest.contains(h)));
+        assert_eq!(eval(&store, "limit_ratio(1, x)", 0).len(), 200);
+        assert!(eval(&store, "limit_ratio(0, x)", 0).is_empty());
+        // Known value: Prometheus keeps x{i="…"} when xxhash64 / 2^64 < r.
+        let l = Labels::new([("__name__".to_string(), "x".to_string())]);
+        assert_eq!(
+            label_hash(&l),
+            xxhash_rust::xxh64::xxh64(b"__name__\xffx\xff", 0)
+        );
     }
 
     #[test]

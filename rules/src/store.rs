@@ -415,7 +415,7 @@ impl StoredSeries {
         if self.count == 0 {
             self.first_t = t;
         }
-        if self.count % CHECKPOINT_EVERY == 0 {
+        if self.count.is_multiple_of(CHECKPOINT_EVERY) {
             self.checkpoints.push(Checkpoint {
                 offset: self.data.len() as u32,
                 state: self.end,
