@@ -185,6 +185,21 @@ impl Store {
         })
     }
 
+    /// The (agent instance, sequence) of a tenant's stored batches, in arrival order.
+    ///
+    /// # Errors
+    /// [`Error::Sqlite`].
+    pub fn batch_sequences(&self, tenant_id: i64) -> Result<Vec<(String, u64)>, Error> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT agent_instance_id, sequence FROM batches WHERE tenant_id = ?1 ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([tenant_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Number of stored batches of a tenant.
     ///
     /// # Errors

@@ -24,6 +24,29 @@ pub struct AgentConfig {
     pub host: Option<String>,
     /// Broker id this agent runs beside, if any.
     pub broker_id: Option<i32>,
+    /// Where batches wait while the ingest is unreachable.
+    pub spool: SpoolConfig,
+}
+
+/// The disk spool.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// Directory of the spool; without it batches wait in memory (at most 1000) and a
+    /// restart loses them. The systemd unit in `examples/` sets
+    /// `/var/lib/foresight-agent/spool`.
+    pub dir: Option<PathBuf>,
+    /// Bound on the spool's size in bytes; the oldest batches go first (default 256 MiB).
+    pub max_bytes: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            dir: None,
+            max_bytes: 256 << 20,
+        }
+    }
 }
 
 impl Default for AgentConfig {
@@ -35,6 +58,7 @@ impl Default for AgentConfig {
             labels: BTreeMap::new(),
             host: None,
             broker_id: None,
+            spool: SpoolConfig::default(),
         }
     }
 }
@@ -143,6 +167,9 @@ impl AgentConfig {
             && crate::tls::parse_fingerprint(pin).is_none()
         {
             p.push("ingest.pinned_sha256: must be 64 hex digits (colons allowed)".to_string());
+        }
+        if self.spool.max_bytes < 1 << 20 {
+            p.push("spool.max_bytes: must be at least 1048576 (1 MiB)".to_string());
         }
         if self.ingest.max_attempts == 0 {
             p.push("ingest.max_attempts: must be at least 1".to_string());

@@ -14,6 +14,7 @@ pub mod collector;
 pub mod config;
 pub mod series;
 pub mod shipper;
+pub mod spool;
 pub mod tls;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -42,6 +43,67 @@ pub enum Error {
     /// TLS could not be set up.
     #[error("tls: {0}")]
     Tls(String),
+    /// The spool directory cannot be used.
+    #[error(transparent)]
+    Spool(#[from] spool::SpoolError),
+}
+
+/// Batches not yet acknowledged by the ingest, oldest first.
+enum Pending {
+    Memory(VecDeque<TelemetryBatch>, u64),
+    Disk(spool::Spool),
+}
+
+impl Pending {
+    fn push(&mut self, batch: TelemetryBatch) -> Result<(), spool::SpoolError> {
+        match self {
+            Pending::Memory(q, dropped) => {
+                if q.len() >= MAX_PENDING_BATCHES {
+                    q.pop_front();
+                    *dropped += 1;
+                }
+                q.push_back(batch);
+                Ok(())
+            }
+            Pending::Disk(s) => s.push(&batch),
+        }
+    }
+
+    fn front(&mut self) -> Option<TelemetryBatch> {
+        match self {
+            Pending::Memory(q, _) => q.front().cloned(),
+            Pending::Disk(s) => s.front(),
+        }
+    }
+
+    fn pop_front(&mut self, delivered: bool) {
+        match self {
+            Pending::Memory(q, dropped) => {
+                q.pop_front();
+                *dropped += u64::from(!delivered);
+            }
+            Pending::Disk(s) => {
+                s.pop_front();
+                if !delivered {
+                    s.count_dropped();
+                }
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Pending::Memory(q, _) => q.len(),
+            Pending::Disk(s) => s.len(),
+        }
+    }
+
+    fn dropped(&self) -> u64 {
+        match self {
+            Pending::Memory(_, d) => *d,
+            Pending::Disk(s) => s.dropped(),
+        }
+    }
 }
 
 /// Batches kept in memory while the ingest is unreachable; the oldest go first.
@@ -62,8 +124,15 @@ pub struct Reporter {
     instance_id: String,
     sequence: AtomicU64,
     extra: Mutex<Vec<Series>>,
-    pending: tokio::sync::Mutex<VecDeque<TelemetryBatch>>,
-    dropped: AtomicU64,
+    pending: tokio::sync::Mutex<Pending>,
+    stats: Stats,
+}
+
+/// The agent's own counters, shipped as `foresight_agent_*` series.
+#[derive(Default)]
+struct Stats {
+    sent: AtomicU64,
+    failed: AtomicU64,
 }
 
 impl Reporter {
@@ -89,6 +158,10 @@ impl Reporter {
             )?)
         };
         let collector = Arc::new(collector::kafka::KafkaCollector::new(&config.kafka)?);
+        let pending = match &config.spool.dir {
+            Some(dir) => Pending::Disk(spool::Spool::open(dir, config.spool.max_bytes)?),
+            None => Pending::Memory(VecDeque::new(), 0),
+        };
         let instance_id: String = (0..16)
             .map(|_| format!("{:02x}", rand::random::<u8>()))
             .collect();
@@ -99,8 +172,8 @@ impl Reporter {
             instance_id,
             sequence: AtomicU64::new(0),
             extra: Mutex::new(Vec::new()),
-            pending: tokio::sync::Mutex::new(VecDeque::new()),
-            dropped: AtomicU64::new(0),
+            pending: tokio::sync::Mutex::new(pending),
+            stats: Stats::default(),
         })
     }
 
@@ -137,8 +210,12 @@ impl Reporter {
             .unwrap_or_else(|| snapshot.cluster_id.clone());
         base.insert("cluster".into(), cluster);
         let mut series = series::snapshot_series(&snapshot, &base, ts);
-        series.push(Series {
-            name: "foresight_agent_collect_duration_seconds".into(),
+        let (spooled, dropped) = {
+            let p = self.pending.lock().await;
+            (p.len() as f64, p.dropped() as f64)
+        };
+        let own = |name: &str, value: f64| Series {
+            name: name.into(),
             labels: base
                 .iter()
                 .map(|(k, v)| Label {
@@ -148,9 +225,23 @@ impl Reporter {
                 .collect(),
             samples: vec![Sample {
                 timestamp_ms: ts,
-                value: started.elapsed().as_secs_f64(),
+                value,
             }],
-        });
+        };
+        series.push(own(
+            "foresight_agent_collect_duration_seconds",
+            started.elapsed().as_secs_f64(),
+        ));
+        series.push(own(
+            "foresight_agent_batches_sent_total",
+            self.stats.sent.load(Ordering::Relaxed) as f64,
+        ));
+        series.push(own(
+            "foresight_agent_batches_failed_total",
+            self.stats.failed.load(Ordering::Relaxed) as f64,
+        ));
+        series.push(own("foresight_agent_batches_spooled", spooled));
+        series.push(own("foresight_agent_batches_dropped_total", dropped));
         series.append(
             &mut self
                 .extra
@@ -188,32 +279,35 @@ impl Reporter {
         let mut pending = self.pending.lock().await;
         let mut sent = 0;
         while let Some(batch) = pending.front() {
-            match shipper.send(batch).await {
+            match shipper.send(&batch).await {
                 Ok(()) => {
-                    pending.pop_front();
+                    pending.pop_front(true);
+                    self.stats.sent.fetch_add(1, Ordering::Relaxed);
                     sent += 1;
                 }
                 Err(e) if e.is_retryable() => {
+                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, pending = pending.len(), "Ingest unavailable; batches kept for the next cycle.");
                     break;
                 }
                 Err(e) => {
+                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %e, sequence = batch.sequence, "Ingest rejected a batch; dropped.");
-                    pending.pop_front();
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    pending.pop_front(false);
                 }
             }
         }
         sent
     }
 
-    async fn enqueue(&self, batch: TelemetryBatch) {
-        let mut pending = self.pending.lock().await;
-        if pending.len() >= MAX_PENDING_BATCHES {
-            pending.pop_front();
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        pending.push_back(batch);
+    async fn enqueue(&self, batch: TelemetryBatch) -> Result<(), Error> {
+        self.pending.lock().await.push(batch)?;
+        Ok(())
+    }
+
+    /// Batches waiting for the ingest.
+    pub async fn pending(&self) -> usize {
+        self.pending.lock().await.len()
     }
 
     /// Collects and ships once.
@@ -222,7 +316,7 @@ impl Reporter {
     /// [`Error::Kafka`] when the cluster cannot be read.
     pub async fn run_once(&self) -> Result<usize, Error> {
         let batch = self.collect_batch().await?;
-        self.enqueue(batch).await;
+        self.enqueue(batch).await?;
         Ok(self.flush().await)
     }
 

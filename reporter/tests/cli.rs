@@ -77,3 +77,83 @@ fn a_bad_config_names_every_problem() {
     assert!(err.contains("interval_secs"), "{err}");
     assert!(err.contains("must start with https://"), "{err}");
 }
+
+/// Batches in the spool, oldest first, as (agent instance, sequence).
+fn spooled(dir: &std::path::Path) -> Vec<(String, u64)> {
+    let mut spool = foresight_reporter::spool::Spool::open(dir, u64::MAX).unwrap();
+    let mut out = Vec::new();
+    // Read without consuming: reopen-and-read must not change the files.
+    let n = spool.len();
+    let copy = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let e = entry.unwrap();
+        std::fs::copy(e.path(), copy.path().join(e.file_name())).unwrap();
+    }
+    drop(spool);
+    spool = foresight_reporter::spool::Spool::open(copy.path(), u64::MAX).unwrap();
+    while let Some(b) = spool.front() {
+        let id = b.resource.map(|r| r.agent_instance_id).unwrap_or_default();
+        out.push((id, b.sequence));
+        spool.pop_front();
+    }
+    assert_eq!(out.len(), n);
+    out
+}
+
+#[test]
+fn sigkill_while_spooling_loses_nothing_already_spooled() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("payments", 2, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let config = dir.path().join("agent.yml");
+    // Nothing listens on the ingest port: every batch stays in the spool.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    std::fs::write(
+        &config,
+        format!(
+            "kafka:\n  bootstrap_servers: \"{}\"\n  request_timeout_ms: 3000\ningest:\n  url: https://127.0.0.1:{port}\n  api_key: k\n  max_attempts: 1\n  timeout_secs: 1\ninterval_secs: 1\nspool:\n  dir: {}\n",
+            cluster.bootstrap_servers(),
+            spool.display()
+        ),
+    )
+    .unwrap();
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_foresight-agent"))
+        .args(["--config", config.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_dir(&spool).map_or(0, |d| d.count()) < 3 {
+        assert!(std::time::Instant::now() < deadline, "agent did not spool");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // SIGKILL: no chance to flush or clean up.
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    let before = spooled(&spool);
+    assert!(before.len() >= 3, "{before:?}");
+    let seqs: Vec<u64> = before.iter().map(|b| b.1).collect();
+    assert_eq!(
+        seqs,
+        (1..=before.len() as u64).collect::<Vec<_>>(),
+        "in order"
+    );
+
+    // Restarted, it keeps what was spooled and adds its own batch after it.
+    let out = Command::new(env!("CARGO_BIN_EXE_foresight-agent"))
+        .args(["--config", config.to_str().unwrap(), "--once"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("waiting in the spool"),
+        "{stderr}"
+    );
+    let after = spooled(&spool);
+    assert_eq!(&after[..before.len()], &before[..]);
+    assert_eq!(after.len(), before.len() + 1);
+    assert_ne!(after.last().unwrap().0, before[0].0, "a new agent instance");
+}

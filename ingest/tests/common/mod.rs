@@ -54,6 +54,18 @@ pub async fn start_receiver() -> Receiver {
     }
 }
 
+/// Starts the ingest on `listen` with no rules: for tests about delivery alone.
+pub async fn start_plain_server(data_dir: &Path, listen: &str) -> Server {
+    let config = ServeConfig {
+        listen: listen.into(),
+        data_dir: data_dir.to_path_buf(),
+        evaluation_interval: "500ms".into(),
+        builtin_rules: false,
+        ..ServeConfig::default()
+    };
+    Server::start(config, None).await.expect("server starts")
+}
+
 /// Starts the ingest on loopback with only `rules` (YAML) loaded.
 pub async fn start_server(
     data_dir: &Path,

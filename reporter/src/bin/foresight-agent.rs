@@ -40,9 +40,11 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut config = AgentConfig::load(&args.config)?;
     if args.print {
-        // Printing needs no ingest.
+        // Printing needs no ingest, and leaves the spool alone.
         config.ingest.url.clear();
+        config.spool.dir = None;
     }
+    let config_has_spool = config.spool.dir.is_some();
     let reporter = Reporter::new(config).context("starting the agent")?;
     if args.print {
         let batch = reporter.collect_batch().await?;
@@ -51,7 +53,16 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.once {
         let sent = reporter.run_once().await?;
-        anyhow::ensure!(sent == 1, "the batch could not be delivered");
+        let waiting = reporter.pending().await;
+        anyhow::ensure!(
+            waiting == 0,
+            "the ingest did not take every batch: {sent} delivered, {waiting} waiting{}",
+            if config_has_spool {
+                " in the spool for the next run"
+            } else {
+                " (and lost on exit: no spool.dir)"
+            }
+        );
         return Ok(());
     }
     let cancel = CancellationToken::new();
