@@ -209,3 +209,57 @@ async fn an_open_transaction_is_reported_as_hung() {
     server.shutdown(Duration::from_secs(5)).await;
     drop(p);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn risky_topic_configs_are_described_and_exported() {
+    let tansu = start_tansu().await;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &tansu.bootstrap)
+        .create()
+        .unwrap();
+    let created = admin
+        .create_topics(
+            &[NewTopic::new("audit", 2, TopicReplication::Fixed(1))
+                .set("min.insync.replicas", "1")
+                .set("retention.ms", "-1")],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    let agent = Reporter::new(AgentConfig {
+        kafka: KafkaConfig {
+            bootstrap_servers: tansu.bootstrap.clone(),
+            request_timeout_ms: 5_000,
+            ..KafkaConfig::default()
+        },
+        ..AgentConfig::default()
+    })
+    .unwrap();
+    let batch = agent.collect_batch().await.unwrap();
+    let topic = batch
+        .snapshot
+        .as_ref()
+        .unwrap()
+        .topics
+        .iter()
+        .find(|t| t.name == "audit")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        topic.configs.get("min.insync.replicas").map(String::as_str),
+        Some("1"),
+        "{:?}",
+        topic.configs
+    );
+    let value = |name: &str| {
+        batch
+            .series
+            .iter()
+            .find(|s| s.name == name && s.labels.iter().any(|l| l.value == "audit"))
+            .map(|s| s.samples[0].value)
+    };
+    assert_eq!(value("kafka_topic_config_min_insync_replicas"), Some(1.0));
+    assert_eq!(value("kafka_topic_config_retention_ms"), Some(-1.0));
+    assert_eq!(value("kafka_topic_replication_factor"), Some(1.0));
+}

@@ -34,6 +34,36 @@ pub fn snapshot_series(
             &[("topic", &t.name)],
             t.partitions.len() as f64,
         );
+        let rf = t
+            .partitions
+            .iter()
+            .map(|p| p.replicas.len())
+            .max()
+            .unwrap_or(0);
+        out.push(
+            "kafka_topic_replication_factor",
+            &[("topic", &t.name)],
+            rf as f64,
+        );
+        let min_isr = t
+            .configs
+            .get("min.insync.replicas")
+            .and_then(|v| v.parse::<usize>().ok());
+        for (key, value) in &t.configs {
+            let name = format!("kafka_topic_config_{}", key.replace('.', "_"));
+            match (key.as_str(), value.as_str()) {
+                ("cleanup.policy", policy) => {
+                    out.push(&name, &[("topic", &t.name), ("policy", policy)], 1.0)
+                }
+                (_, "true") => out.push(&name, &[("topic", &t.name)], 1.0),
+                (_, "false") => out.push(&name, &[("topic", &t.name)], 0.0),
+                (_, v) => {
+                    if let Ok(n) = v.parse::<f64>() {
+                        out.push(&name, &[("topic", &t.name)], n);
+                    }
+                }
+            }
+        }
         for p in &t.partitions {
             let pid = p.id.to_string();
             let l = [("topic", t.name.as_str()), ("partition", pid.as_str())];
@@ -55,6 +85,13 @@ pub fn snapshot_series(
                 &l,
                 f64::from(u8::from(p.isr.len() < p.replicas.len())),
             );
+            if let Some(min) = min_isr {
+                out.push(
+                    "kafka_topic_partition_under_min_isr",
+                    &l,
+                    f64::from(u8::from(p.isr.len() < min)),
+                );
+            }
             out.push(
                 "kafka_topic_partition_offline",
                 &l,
@@ -175,6 +212,15 @@ mod tests {
                     },
                 ],
                 error_code: 0,
+                configs: [
+                    ("min.insync.replicas", "2"),
+                    ("unclean.leader.election.enable", "true"),
+                    ("retention.ms", "-1"),
+                    ("cleanup.policy", "compact"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             }],
             ..Default::default()
         };
@@ -197,6 +243,39 @@ mod tests {
         assert_eq!(
             value(&s, "kafka_partition_last_stable_offset_lag", "1"),
             None
+        );
+        assert_eq!(
+            value(&s, "kafka_topic_partition_under_min_isr", "0"),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(&s, "kafka_topic_partition_under_min_isr", "1"),
+            Some(1.0)
+        );
+        let topic_value = |name: &str| {
+            s.iter()
+                .find(|x| x.name == name)
+                .map(|x| x.samples[0].value)
+        };
+        assert_eq!(topic_value("kafka_topic_replication_factor"), Some(2.0));
+        assert_eq!(
+            topic_value("kafka_topic_config_min_insync_replicas"),
+            Some(2.0)
+        );
+        assert_eq!(
+            topic_value("kafka_topic_config_unclean_leader_election_enable"),
+            Some(1.0)
+        );
+        assert_eq!(topic_value("kafka_topic_config_retention_ms"), Some(-1.0));
+        let policy = s
+            .iter()
+            .find(|x| x.name == "kafka_topic_config_cleanup_policy")
+            .unwrap();
+        assert!(
+            policy
+                .labels
+                .iter()
+                .any(|l| l.name == "policy" && l.value == "compact")
         );
         assert!(s.iter().all(|x| {
             x.labels

@@ -89,6 +89,7 @@ fn cluster_series(
                 })
                 .collect(),
             error_code: 0,
+            configs: Default::default(),
         })
         .collect();
     let snap = ClusterSnapshot {

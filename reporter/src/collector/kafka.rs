@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use foresight_proto::v1::{Broker, ClusterSnapshot, Partition, Topic};
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -17,8 +19,27 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::Error;
 use crate::config::KafkaConfig;
 
+type TopicConfigs = BTreeMap<String, BTreeMap<String, String>>;
+
+/// How often topic configs are described again.
+pub const CONFIGS_EVERY: Duration = Duration::from_secs(300);
+
+/// The topic configs that matter for risk, and nothing else.
+pub const TOPIC_CONFIGS: &[&str] = &[
+    "min.insync.replicas",
+    "unclean.leader.election.enable",
+    "cleanup.policy",
+    "retention.ms",
+    "retention.bytes",
+];
+
 /// Reads one cluster.
 pub struct KafkaCollector {
+    admin: AdminClient<DefaultClientContext>,
+    /// Topic configs as last described, and when: they change rarely, so they are
+    /// described every [`CONFIGS_EVERY`], and a cluster that does not answer is not
+    /// asked again each cycle.
+    configs: std::sync::Mutex<(Option<std::time::Instant>, TopicConfigs)>,
     uncommitted: BaseConsumer,
     committed: BaseConsumer,
     timeout: Duration,
@@ -43,7 +64,17 @@ impl KafkaCollector {
     /// # Errors
     /// [`Error::Kafka`] for an invalid client configuration.
     pub fn new(cfg: &KafkaConfig) -> Result<Self, Error> {
+        let mut admin = ClientConfig::new();
+        for (k, v) in &cfg.properties {
+            admin.set(k, v);
+        }
+        admin
+            .set("bootstrap.servers", &cfg.bootstrap_servers)
+            .set("client.id", "foresight-agent")
+            .set("log_level", "3");
         Ok(KafkaCollector {
+            admin: admin.create().map_err(|e| Error::Kafka(e.to_string()))?,
+            configs: std::sync::Mutex::new((None, BTreeMap::new())),
             uncommitted: client(cfg, "read_uncommitted")
                 .map_err(|e| Error::Kafka(e.to_string()))?,
             committed: client(cfg, "read_committed").map_err(|e| Error::Kafka(e.to_string()))?,
@@ -107,6 +138,7 @@ impl KafkaCollector {
                 name: t.name().to_string(),
                 partitions,
                 error_code: t.error().map(|e| e as i32).unwrap_or(0),
+                configs: Default::default(),
             });
         }
         let high = self.offsets(&self.uncommitted, &with_leader, Offset::End);
@@ -120,6 +152,22 @@ impl KafkaCollector {
                 p.log_start_offset = start.get(&key).copied();
             }
         }
+        let configs = {
+            let mut cached = self
+                .configs
+                .lock()
+                .expect("config cache lock is never poisoned");
+            if cached.0.is_none_or(|at| at.elapsed() >= CONFIGS_EVERY) {
+                let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
+                *cached = (Some(std::time::Instant::now()), self.topic_configs(&names));
+            }
+            cached.1.clone()
+        };
+        for t in &mut topics {
+            if let Some(c) = configs.get(&t.name) {
+                t.configs = c.clone();
+            }
+        }
         Ok(ClusterSnapshot {
             collected_at_ms: now_ms,
             cluster_id,
@@ -127,6 +175,46 @@ impl KafkaCollector {
             brokers,
             topics,
         })
+    }
+
+    /// The risk-relevant configs of `topics`, by DescribeConfigs in batches. A cluster
+    /// that does not answer (or an ACL that forbids it) leaves them out, with a warning.
+    fn topic_configs(&self, topics: &[String]) -> TopicConfigs {
+        let mut out = BTreeMap::new();
+        let opts = AdminOptions::new().request_timeout(Some(self.timeout));
+        let handle = tokio::runtime::Handle::try_current();
+        for chunk in topics.chunks(500) {
+            let specs: Vec<ResourceSpecifier<'_>> = chunk
+                .iter()
+                .map(|t| ResourceSpecifier::Topic(t.as_str()))
+                .collect();
+            let fut = self.admin.describe_configs(specs.iter(), &opts);
+            let result = match &handle {
+                Ok(h) => h.block_on(fut),
+                Err(_) => {
+                    tracing::warn!("No async runtime; topic configs left out.");
+                    return out;
+                }
+            };
+            let results = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "DescribeConfigs failed; topic configs left out of this snapshot.");
+                    return out;
+                }
+            };
+            for (name, r) in chunk.iter().zip(results) {
+                let Ok(resource) = r else { continue };
+                let kept: BTreeMap<String, String> = resource
+                    .entries
+                    .iter()
+                    .filter(|e| TOPIC_CONFIGS.contains(&e.name.as_str()) && !e.is_sensitive)
+                    .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+                    .collect();
+                out.insert(name.clone(), kept);
+            }
+        }
+        out
     }
 
     /// ListOffsets for `tpl` at `which`, one request per leader; per-partition errors
