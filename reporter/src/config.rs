@@ -26,6 +26,9 @@ pub struct AgentConfig {
     pub broker_id: Option<i32>,
     /// Where batches wait while the ingest is unreachable.
     pub spool: SpoolConfig,
+    /// The broker's `log.dirs` on this host: free and total bytes and readability are
+    /// reported as `kafka_log_dir_*` series (with `broker_id` as the `broker` label).
+    pub log_dirs: Vec<PathBuf>,
 }
 
 /// The disk spool.
@@ -59,6 +62,7 @@ impl Default for AgentConfig {
             host: None,
             broker_id: None,
             spool: SpoolConfig::default(),
+            log_dirs: Vec::new(),
         }
     }
 }

@@ -228,6 +228,35 @@ impl Reporter {
                 value,
             }],
         };
+        for d in collector::host::log_dirs(&self.config.log_dirs) {
+            let mut labels = base.clone();
+            if let Some(b) = self.config.broker_id {
+                labels.insert("broker".into(), b.to_string());
+            }
+            labels.insert("log_dir".into(), d.path.clone());
+            let host_series = |name: &str, value: f64| Series {
+                name: name.into(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| Label {
+                        name: k.clone(),
+                        value: v.clone(),
+                    })
+                    .collect(),
+                samples: vec![Sample {
+                    timestamp_ms: ts,
+                    value,
+                }],
+            };
+            series.push(host_series(
+                "kafka_log_dir_readable",
+                f64::from(u8::from(d.readable)),
+            ));
+            if let (Some(free), Some(total)) = (d.free_bytes, d.total_bytes) {
+                series.push(host_series("kafka_log_dir_free_bytes", free as f64));
+                series.push(host_series("kafka_log_dir_total_bytes", total as f64));
+            }
+        }
         series.push(own(
             "foresight_agent_collect_duration_seconds",
             started.elapsed().as_secs_f64(),

@@ -14,8 +14,9 @@ fn once_print_shows_the_batch_without_sending() {
     std::fs::write(
         &config,
         format!(
-            "kafka:\n  bootstrap_servers: \"{}\"\n  cluster_name: mock\n  request_timeout_ms: 3000\ningest:\n  url: https://127.0.0.1:1\nlabels:\n  env: test\n",
-            cluster.bootstrap_servers()
+            "kafka:\n  bootstrap_servers: \"{}\"\n  cluster_name: mock\n  request_timeout_ms: 3000\ningest:\n  url: https://127.0.0.1:1\nlabels:\n  env: test\nbroker_id: 1\nlog_dirs:\n  - {}\n",
+            cluster.bootstrap_servers(),
+            dir.path().display()
         ),
     )
     .unwrap();
@@ -33,6 +34,19 @@ fn once_print_shows_the_batch_without_sending() {
     assert_eq!(batch["sequence"], 1);
     assert_eq!(batch["snapshot"]["brokers"].as_array().unwrap().len(), 2);
     let series = batch["series"].as_array().unwrap();
+    let free = series
+        .iter()
+        .find(|s| s["name"] == "kafka_log_dir_free_bytes")
+        .expect("log dir free bytes are exported");
+    assert!(free["samples"][0]["value"].as_f64().unwrap() > 0.0);
+    assert!(
+        free["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["name"] == "broker" && l["value"] == "1"),
+        "{free}"
+    );
     let lag = series
         .iter()
         .find(|s| s["name"] == "kafka_partition_last_stable_offset_lag")
