@@ -2,7 +2,9 @@
 //! turn them into series, and ship them to the ingest service. Never reads a record.
 //!
 //! - [`config`]: the agent's YAML configuration.
-//! - [`collector`]: sources (the Kafka protocol so far).
+//! - [`events`]: what changed between two snapshots.
+//! - [`spool`]: the disk spool batches wait in.
+//! - [`collector`]: sources (the Kafka protocol, the host's log dirs).
 //! - [`series`]: snapshot to series, with kafka_exporter's names.
 //! - [`shipper`]: HTTPS upload with retries.
 //! - [`tls`]: trust for the upload: system roots, a CA file or a pinned certificate.
@@ -12,6 +14,7 @@
 
 pub mod collector;
 pub mod config;
+pub mod events;
 pub mod series;
 pub mod shipper;
 pub mod spool;
@@ -124,6 +127,8 @@ pub struct Reporter {
     instance_id: String,
     sequence: AtomicU64,
     extra: Mutex<Vec<Series>>,
+    /// The previous snapshot, to derive events from.
+    last: Mutex<Option<foresight_proto::v1::ClusterSnapshot>>,
     pending: tokio::sync::Mutex<Pending>,
     stats: Stats,
 }
@@ -172,6 +177,7 @@ impl Reporter {
             instance_id,
             sequence: AtomicU64::new(0),
             extra: Mutex::new(Vec::new()),
+            last: Mutex::new(None),
             pending: tokio::sync::Mutex::new(pending),
             stats: Stats::default(),
         })
@@ -277,6 +283,15 @@ impl Reporter {
                 .lock()
                 .expect("extra series lock is never poisoned"),
         );
+        let events = {
+            let mut last = self.last.lock().expect("snapshot lock is never poisoned");
+            let events = last
+                .as_ref()
+                .map(|prev| events::diff(prev, &snapshot))
+                .unwrap_or_default();
+            *last = Some(snapshot.clone());
+            events
+        };
         Ok(TelemetryBatch {
             resource: Some(Resource {
                 cluster_id: snapshot.cluster_id.clone(),
@@ -293,8 +308,8 @@ impl Reporter {
             }),
             sequence: self.sequence.fetch_add(1, Ordering::SeqCst) + 1,
             series,
+            events,
             snapshot: Some(snapshot),
-            events: Vec::new(),
             created_at_ms: ts,
         })
     }
