@@ -486,15 +486,47 @@ impl<'a> Evaluator<'a> {
         &'s self,
         name: &'s Option<String>,
         matchers: &'s Matchers,
-    ) -> impl Iterator<Item = &'s crate::store::StoredSeries> + 's {
-        self.store.series_named(name.as_deref()).filter(move |s| {
+    ) -> Box<dyn Iterator<Item = &'s crate::store::StoredSeries> + 's> {
+        let keep = move |s: &&crate::store::StoredSeries| {
             series_matches(&s.labels, matchers)
                 && self
                     .restrictions
                     .borrow()
                     .iter()
                     .all(|r| r.allows(&s.labels))
-        })
+        };
+        // Under a restriction, probe the store's index of this metric by the restricted
+        // labels instead of scanning every series of the metric.
+        if let Some(ids) = name.as_deref().and_then(|n| self.restricted_ids(n)) {
+            return Box::new(
+                ids.into_iter()
+                    .filter_map(|id| self.store.series_by_id(id))
+                    .filter(keep),
+            );
+        }
+        Box::new(self.store.series_named(name.as_deref()).filter(keep))
+    }
+
+    /// Candidate series ids of `name` for the innermost restriction, in store order.
+    fn restricted_ids(&self, name: &str) -> Option<Vec<u32>> {
+        let restrictions = self.restrictions.borrow();
+        let r = restrictions.last()?;
+        let key = KeyLabels::Only(&r.names);
+        let state = self.store.key_hasher();
+        let index = self
+            .store
+            .indexed(name, &r.names.join("\u{0}"), |l| key.hash(l, state));
+        let mut ids: Vec<u32> = r
+            .sigs
+            .values()
+            .flatten()
+            .filter_map(|l| index.get(&key.hash(l, state)))
+            .flatten()
+            .copied()
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Some(ids)
     }
 
     fn instant_selector(&self, vs: &VectorSelector, ts_ms: i64) -> Vec<Sample> {
@@ -2151,6 +2183,27 @@ mod tests {
                 assert_eq!(fast, plain, "{e} at {t}");
             }
         }
+    }
+
+    #[test]
+    fn a_restricted_lookup_sees_series_added_after_its_index_was_built() {
+        let mut store = SeriesStore::new(i64::MAX / 4);
+        let l = |name: &str, p: &str| {
+            Labels::new([
+                ("__name__".to_string(), name.to_string()),
+                ("partition".to_string(), p.to_string()),
+            ])
+        };
+        store.append(&l("lag", "1"), 0, 5.0);
+        store.append(&l("lso", "0"), 0, 1.0);
+        let q = parse_supported("lag > 0 and on (partition) lso").unwrap();
+        let got = |store: &SeriesStore| match Evaluator::new(store).eval(&q, 0).unwrap() {
+            Value::Vector(v) => v.len(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(got(&store), 0);
+        store.append(&l("lso", "1"), 0, 1.0);
+        assert_eq!(got(&store), 1);
     }
 
     #[test]

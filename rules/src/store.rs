@@ -531,6 +531,9 @@ pub enum AppendOutcome {
 /// Hashing for maps keyed by tenant-supplied labels: fast, and seeded per process.
 type Fast = foldhash::fast::RandomState;
 
+/// Series ids by a hash of some of their labels.
+pub type KeyedIds = HashMap<u64, Vec<u32>, Fast>;
+
 /// Series for one tenant, bounded in time by `retention_ms`.
 #[derive(Debug, Default)]
 pub struct SeriesStore {
@@ -539,6 +542,13 @@ pub struct SeriesStore {
     by_labels: HashMap<Labels, usize, Fast>,
     by_name: HashMap<Arc<str>, Vec<usize>, Fast>,
     strings: HashSet<Arc<str>, Fast>,
+    /// Bumped whenever a series is added or removed: cached indexes older than it are
+    /// rebuilt.
+    generation: u64,
+    /// Series ids of one metric by the hash of some of their label values, built on
+    /// first use and kept while the series set stays the same (see [`Self::indexed`]).
+    indexes: std::sync::Mutex<HashMap<String, (u64, Arc<KeyedIds>), Fast>>,
+    key_state: Fast,
     retention_ms: i64,
     newest_ms: i64,
 }
@@ -624,6 +634,7 @@ impl SeriesStore {
         };
         self.by_labels.insert(labels, id);
         self.by_name.entry(name).or_default().push(id);
+        self.generation += 1;
         id
     }
 
@@ -651,6 +662,7 @@ impl SeriesStore {
                     }
                 }
                 self.free.push(id);
+                self.generation += 1;
                 removed = true;
                 continue;
             }
@@ -681,6 +693,39 @@ impl SeriesStore {
             ),
             None => Box::new(self.slots.iter().flatten()),
         }
+    }
+
+    /// The hasher [`Self::indexed`] callers must hash keys with: seeded per store.
+    pub fn key_hasher(&self) -> &Fast {
+        &self.key_state
+    }
+
+    /// Ids of the series named `name`, by `hash` of their labels; `key` names the
+    /// hash (which labels it reads) for the cache. Built by one scan, then reused until
+    /// a series is added or removed, so that a lookup of a few label sets among a fleet's
+    /// hundreds of thousands of series costs a few probes instead of a scan.
+    pub fn indexed(&self, name: &str, key: &str, hash: impl Fn(&Labels) -> u64) -> Arc<KeyedIds> {
+        let cache_key = format!("{name}\u{0}{key}");
+        let mut cache = self.indexes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((generation, ids)) = cache.get(&cache_key)
+            && *generation == self.generation
+        {
+            return ids.clone();
+        }
+        let mut map: KeyedIds = HashMap::default();
+        for id in self.by_name.get(name).into_iter().flatten() {
+            if let Some(s) = &self.slots[*id] {
+                map.entry(hash(&s.labels)).or_default().push(*id as u32);
+            }
+        }
+        let ids = Arc::new(map);
+        cache.insert(cache_key, (self.generation, ids.clone()));
+        ids
+    }
+
+    /// The series with id `id`, as listed by [`Self::indexed`].
+    pub fn series_by_id(&self, id: u32) -> Option<&StoredSeries> {
+        self.slots.get(id as usize)?.as_ref()
     }
 
     /// Number of live series.
