@@ -303,6 +303,10 @@ fn main() {
     }
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
     println!(
+        "memory after evaluation (with the evaluator's cached indexes): {:.1} MiB",
+        LIVE_BYTES.load(Ordering::Relaxed).saturating_sub(before) as f64 / (1 << 20) as f64
+    );
+    println!(
         "evaluation round: median {:.3} s over {rounds} rounds ({alerts} alerts active)",
         times[times.len() / 2]
     );
