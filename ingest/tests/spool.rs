@@ -73,3 +73,40 @@ async fn batches_wait_through_an_outage_and_a_restart_then_arrive_in_order_once(
         "every batch, in order, once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_accepts_a_good_key_and_names_a_bad_one() {
+    let data = tempfile::tempdir().unwrap();
+    let server = common::start_plain_server(data.path(), "127.0.0.1:0").await;
+    let key = server.store.create_key("acme").unwrap();
+    let cluster = MockCluster::new(1).unwrap();
+    let config = |key: &str| AgentConfig {
+        kafka: KafkaConfig {
+            bootstrap_servers: cluster.bootstrap_servers(),
+            request_timeout_ms: 2_000,
+            ..KafkaConfig::default()
+        },
+        ingest: IngestConfig {
+            url: format!("https://{}", server.addr),
+            api_key: Some(key.into()),
+            pinned_sha256: Some(server.fingerprint.clone()),
+            ..IngestConfig::default()
+        },
+        ..AgentConfig::default()
+    };
+    let good = foresight_reporter::check::run(&config(&key)).await;
+    assert!(good.iter().all(|f| f.ok), "{good:?}");
+    let bad = foresight_reporter::check::run(&config("fs_wrong")).await;
+    let ingest = bad.iter().find(|f| f.what == "ingest").unwrap();
+    assert!(
+        !ingest.ok && ingest.message.contains("foresight keys create"),
+        "{ingest}"
+    );
+    assert_eq!(
+        server
+            .store
+            .batch_count(server.store.ensure_tenant("acme").unwrap())
+            .unwrap(),
+        0
+    );
+}

@@ -1,7 +1,7 @@
 //! The Foresight agent as a library: collect a Kafka cluster's metadata and offsets,
 //! turn them into series, and ship them to the ingest service. Never reads a record.
 //!
-//! - [`config`]: the agent's YAML configuration.
+//! - [`config`]: the agent's YAML configuration; [`check`] tries it.
 //! - [`events`]: what changed between two snapshots.
 //! - [`spool`]: the disk spool batches wait in.
 //! - [`collector`]: sources (the Kafka protocol, the host's log dirs).
@@ -12,6 +12,7 @@
 //! [`Reporter`] ties them together; a service can embed it in its own runtime.
 #![warn(missing_docs)]
 
+pub mod check;
 pub mod collector;
 pub mod config;
 pub mod events;

@@ -130,6 +130,23 @@ impl Shipper {
         })
     }
 
+    /// Checks the endpoint and the key without storing anything: an empty body is
+    /// refused as a bad batch (400) once the key is accepted, and as 401 before.
+    ///
+    /// # Errors
+    /// [`ShipError`]: unreachable, or any answer but the expected 400.
+    pub async fn probe(&self) -> Result<(), ShipError> {
+        match self.send_once(&[]).await {
+            Err(ShipError::Status { status: 400, .. }) => Ok(()),
+            Ok(()) => Err(ShipError::Status {
+                status: 200,
+                body: "an empty body was accepted".into(),
+                retry_after: None,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Uploads with retries.
     ///
     /// # Errors

@@ -171,3 +171,40 @@ fn sigkill_while_spooling_loses_nothing_already_spooled() {
     assert_eq!(after.len(), before.len() + 1);
     assert_ne!(after.last().unwrap().0, before[0].0, "a new agent instance");
 }
+
+#[test]
+fn check_says_what_works_and_what_to_fix() {
+    let cluster = MockCluster::new(1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.yml");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let run = |bootstrap: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "kafka:\n  bootstrap_servers: \"{bootstrap}\"\n  request_timeout_ms: 2000\ningest:\n  url: https://127.0.0.1:{port}\n  api_key: k\n  timeout_secs: 2\n"
+            ),
+        )
+        .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_foresight-agent"))
+            .args(["check", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let out = run(&cluster.bootstrap_servers());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("ok   kafka: cluster"), "{stdout}");
+    assert!(
+        stdout.contains("FAIL ingest") && stdout.contains("Fix: check the address and port"),
+        "{stdout}"
+    );
+    let out = run(&format!("127.0.0.1:{port}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("FAIL kafka") && stdout.contains("is reachable from this host"),
+        "{stdout}"
+    );
+}

@@ -15,17 +15,27 @@ struct Args {
     /// Agent configuration file (YAML); see examples/agent.yml.
     #[arg(
         long,
+        global = true,
         short,
         env = "FORESIGHT_AGENT_CONFIG",
         default_value = "/etc/foresight/agent.yml"
     )]
     config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Collect once, ship (or print) and exit.
     #[arg(long)]
     once: bool,
     /// Print the batch as JSON instead of sending it: exactly what would be shipped.
     #[arg(long)]
     print: bool,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Validate the config, reach the cluster and the ingest (with the API key), and say
+    /// what to fix; exit code 1 when anything fails.
+    Check,
 }
 
 #[tokio::main]
@@ -38,6 +48,25 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
+    if let Some(Command::Check) = args.command {
+        let text = std::fs::read_to_string(&args.config)
+            .with_context(|| format!("reading {}", args.config.display()))?;
+        let config: AgentConfig = match serde_saphyr::from_str(&text) {
+            Ok(c) => c,
+            Err(e) => {
+                println!("FAIL config: {}: {e}", args.config.display());
+                std::process::exit(1);
+            }
+        };
+        let findings = foresight_reporter::check::run(&config).await;
+        for f in &findings {
+            println!("{f}");
+        }
+        if findings.iter().any(|f| !f.ok) {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let mut config = AgentConfig::load(&args.config)?;
     if args.print {
         // Printing needs no ingest, and leaves the spool alone.
