@@ -263,3 +263,104 @@ async fn risky_topic_configs_are_described_and_exported() {
     assert_eq!(value("kafka_topic_config_retention_ms"), Some(-1.0));
     assert_eq!(value("kafka_topic_replication_factor"), Some(1.0));
 }
+
+/// Produces `n` records, one batch each: tansu 0.6 answers ListOffsets(latest) with the
+/// last batch's base offset plus one, which is the log end only for one-record batches.
+fn produce(bootstrap: &str, topic: &str, n: usize) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("batch.num.messages", "1")
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    for i in 0..n {
+        producer
+            .send(
+                BaseRecord::to(topic)
+                    .key("k")
+                    .payload(&format!("event {i}")),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_group_that_stops_shows_growing_lag() {
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+
+    let tansu = start_tansu().await;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &tansu.bootstrap)
+        .create()
+        .unwrap();
+    admin
+        .create_topics(
+            &[NewTopic::new("orders", 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    let bootstrap = tansu.bootstrap.clone();
+    tokio::task::spawn_blocking(move || {
+        produce(&bootstrap, "orders", 10);
+        // A consumer reads everything, commits, and goes away.
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "billing")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        consumer.subscribe(&["orders"]).unwrap();
+        let mut read = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while read < 10 {
+            assert!(std::time::Instant::now() < deadline, "read {read} of 10");
+            if let Some(m) = consumer.poll(Duration::from_millis(500)) {
+                m.unwrap().offset();
+                read += 1;
+            }
+        }
+        consumer.commit_consumer_state(CommitMode::Sync).unwrap();
+    })
+    .await
+    .unwrap();
+
+    let agent = Reporter::new(AgentConfig {
+        kafka: KafkaConfig {
+            bootstrap_servers: tansu.bootstrap.clone(),
+            request_timeout_ms: 5_000,
+            ..KafkaConfig::default()
+        },
+        ..AgentConfig::default()
+    })
+    .unwrap();
+    let value = |batch: &foresight_reporter::proto::v1::TelemetryBatch, name: &str| {
+        batch
+            .series
+            .iter()
+            .find(|s| {
+                s.name == name
+                    && s.labels
+                        .iter()
+                        .any(|l| l.name == "consumergroup" && l.value == "billing")
+            })
+            .map(|s| s.samples[0].value)
+    };
+    let before = agent.collect_batch().await.unwrap();
+    assert_eq!(value(&before, "kafka_consumergroup_lag_sum"), Some(0.0));
+    assert_eq!(value(&before, "kafka_consumergroup_members"), Some(0.0));
+
+    let bootstrap = tansu.bootstrap.clone();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::task::spawn_blocking(move || produce(&bootstrap, "orders", 20))
+        .await
+        .unwrap();
+    let after = agent.collect_batch().await.unwrap();
+    assert_eq!(value(&after, "kafka_consumergroup_lag_sum"), Some(20.0));
+    let secs = value(&after, "kafka_consumergroup_lag_seconds").expect("lag in seconds");
+    assert!(secs > 0.0, "{secs}");
+}

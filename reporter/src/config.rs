@@ -79,6 +79,8 @@ pub struct KafkaConfig {
     pub cluster_name: Option<String>,
     /// Timeout of one Kafka request, in milliseconds (default 10000).
     pub request_timeout_ms: u64,
+    /// Consumer groups whose committed offsets are read, at most (default 500).
+    pub max_consumer_groups: usize,
 }
 
 impl Default for KafkaConfig {
@@ -88,6 +90,7 @@ impl Default for KafkaConfig {
             properties: BTreeMap::new(),
             cluster_name: None,
             request_timeout_ms: 10_000,
+            max_consumer_groups: 500,
         }
     }
 }

@@ -286,6 +286,9 @@ impl Reporter {
         );
         let events = {
             let mut last = self.last.lock().expect("snapshot lock is never poisoned");
+            if let Some(prev) = last.as_ref() {
+                series.extend(series::lag_seconds(prev, &snapshot, &base, ts));
+            }
             let events = last
                 .as_ref()
                 .map(|prev| events::diff(prev, &snapshot))

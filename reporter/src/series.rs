@@ -1,7 +1,7 @@
 //! Turns a cluster snapshot into series, with kafka_exporter's names where it has one,
 //! so that rules see one model whatever the source.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use foresight_proto::v1::{ClusterSnapshot, Label, Sample, Series};
 
@@ -125,6 +125,99 @@ pub fn snapshot_series(
                 out.push("kafka_partition_log_start_offset", &l, start as f64);
                 out.push("kafka_topic_partition_oldest_offset", &l, start as f64);
             }
+        }
+    }
+    let hw = high_watermarks(snap);
+    for g in &snap.groups {
+        let group = [("consumergroup", g.name.as_str())];
+        out.push("kafka_consumergroup_members", &group, f64::from(g.members));
+        out.push(
+            "kafka_consumergroup_state",
+            &[("consumergroup", &g.name), ("state", &g.state)],
+            1.0,
+        );
+        let mut sums: BTreeMap<&str, i64> = BTreeMap::new();
+        for o in &g.offsets {
+            let pid = o.partition.to_string();
+            let l = [
+                ("consumergroup", g.name.as_str()),
+                ("topic", o.topic.as_str()),
+                ("partition", pid.as_str()),
+            ];
+            out.push("kafka_consumergroup_current_offset", &l, o.offset as f64);
+            if let Some(h) = hw.get(&(o.topic.as_str(), o.partition)) {
+                let lag = (h - o.offset).max(0);
+                out.push("kafka_consumergroup_lag", &l, lag as f64);
+                *sums.entry(o.topic.as_str()).or_default() += lag;
+            }
+        }
+        for (topic, lag) in sums {
+            out.push(
+                "kafka_consumergroup_lag_sum",
+                &[("consumergroup", &g.name), ("topic", topic)],
+                lag as f64,
+            );
+        }
+    }
+    out.out
+}
+
+fn high_watermarks(snap: &ClusterSnapshot) -> HashMap<(&str, i32), i64> {
+    snap.topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .filter_map(move |p| Some(((t.name.as_str(), p.id), p.high_watermark?)))
+        })
+        .collect()
+}
+
+/// `kafka_consumergroup_lag_seconds{consumergroup, topic}`: how long each group would
+/// take to reach today's end of the log at the rate the log grew since `prev`, the worst
+/// partition of the topic. Partitions that did not grow cannot be estimated and are
+/// left out (a group with lag on an idle topic is what `lag_sum` rules are for).
+pub fn lag_seconds(
+    prev: &ClusterSnapshot,
+    cur: &ClusterSnapshot,
+    base: &BTreeMap<String, String>,
+    ts_ms: i64,
+) -> Vec<Series> {
+    let mut out = SeriesBuilder {
+        base,
+        ts_ms,
+        out: Vec::new(),
+    };
+    let dt = (cur.collected_at_ms - prev.collected_at_ms) as f64 / 1000.0;
+    if dt <= 0.0 {
+        return out.out;
+    }
+    let (before, now) = (high_watermarks(prev), high_watermarks(cur));
+    for g in &cur.groups {
+        let mut worst: BTreeMap<&str, f64> = BTreeMap::new();
+        for o in &g.offsets {
+            let key = (o.topic.as_str(), o.partition);
+            let (Some(h0), Some(h1)) = (before.get(&key), now.get(&key)) else {
+                continue;
+            };
+            let lag = (h1 - o.offset).max(0) as f64;
+            let rate = (h1 - h0) as f64 / dt;
+            let secs = if lag == 0.0 {
+                0.0
+            } else if rate > 0.0 {
+                lag / rate
+            } else {
+                continue;
+            };
+            let w = worst.entry(o.topic.as_str()).or_insert(0.0);
+            *w = w.max(secs);
+        }
+        for (topic, secs) in worst {
+            out.push(
+                "kafka_consumergroup_lag_seconds",
+                &[("consumergroup", &g.name), ("topic", topic)],
+                secs,
+            );
         }
     }
     out.out

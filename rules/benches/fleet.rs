@@ -98,6 +98,8 @@ fn cluster_series(
         controller_id: 1,
         brokers,
         topics,
+        // Groups are added below as gauges, as the measured run did.
+        groups: Vec::new(),
     };
     let base = BTreeMap::from([("cluster".to_string(), format!("c{cluster}"))]);
     let mut series = foresight_reporter::series::snapshot_series(&snap, &base, ts_ms);
