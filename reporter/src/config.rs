@@ -29,6 +29,10 @@ pub struct AgentConfig {
     /// The broker's `log.dirs` on this host: free and total bytes and readability are
     /// reported as `kafka_log_dir_*` series (with `broker_id` as the `broker` label).
     pub log_dirs: Vec<PathBuf>,
+    /// jmx_exporter endpoints to scrape (for example `http://localhost:7071/metrics`
+    /// on each broker host), keyed by broker id: their series get `cluster` and
+    /// `broker` labels.
+    pub jmx_exporter: BTreeMap<i32, String>,
 }
 
 /// The disk spool.
@@ -63,6 +67,7 @@ impl Default for AgentConfig {
             broker_id: None,
             spool: SpoolConfig::default(),
             log_dirs: Vec::new(),
+            jmx_exporter: BTreeMap::new(),
         }
     }
 }
@@ -174,6 +179,13 @@ impl AgentConfig {
             && crate::tls::parse_fingerprint(pin).is_none()
         {
             p.push("ingest.pinned_sha256: must be 64 hex digits (colons allowed)".to_string());
+        }
+        for (broker, url) in &self.jmx_exporter {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                p.push(format!(
+                    "jmx_exporter.{broker}: {url:?} must be an http(s) URL"
+                ));
+            }
         }
         if self.spool.max_bytes < 1 << 20 {
             p.push("spool.max_bytes: must be at least 1048576 (1 MiB)".to_string());

@@ -128,6 +128,9 @@ pub struct Reporter {
     instance_id: String,
     sequence: AtomicU64,
     extra: Mutex<Vec<Series>>,
+    /// For jmx_exporter scrapes (plain HTTP on the broker hosts, or HTTPS with the
+    /// system's roots).
+    scrape_client: reqwest::Client,
     /// The previous snapshot, to derive events from.
     last: Mutex<Option<foresight_proto::v1::ClusterSnapshot>>,
     pending: tokio::sync::Mutex<Pending>,
@@ -179,6 +182,10 @@ impl Reporter {
             sequence: AtomicU64::new(0),
             extra: Mutex::new(Vec::new()),
             last: Mutex::new(None),
+            scrape_client: reqwest::Client::builder()
+                .use_preconfigured_tls(tls::client_config(None, None)?)
+                .build()
+                .map_err(|e| Error::Tls(e.to_string()))?,
             pending: tokio::sync::Mutex::new(pending),
             stats: Stats::default(),
         })
@@ -235,6 +242,23 @@ impl Reporter {
                 value,
             }],
         };
+        let mut scrape_failures = 0u32;
+        for (broker, url) in &self.config.jmx_exporter {
+            let mut labels = base.clone();
+            labels.insert("broker".into(), broker.to_string());
+            let timeout = Duration::from_millis(self.config.kafka.request_timeout_ms);
+            match collector::jmx::scrape(&self.scrape_client, url, timeout, &labels, ts).await {
+                Ok(s) => series.extend(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "JMX scrape failed; its series left out.");
+                    scrape_failures += 1;
+                }
+            }
+        }
+        series.push(own(
+            "foresight_agent_scrape_failures",
+            f64::from(scrape_failures),
+        ));
         for d in collector::host::log_dirs(&self.config.log_dirs) {
             let mut labels = base.clone();
             if let Some(b) = self.config.broker_id {

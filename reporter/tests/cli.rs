@@ -208,3 +208,63 @@ fn check_says_what_works_and_what_to_fix() {
         "{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jmx_exporter_metrics_are_scraped_and_labelled_with_cluster_and_broker() {
+    let body = "# TYPE kafka_server_replicamanager_underreplicatedpartitions gauge\nkafka_server_replicamanager_underreplicatedpartitions 2.0\n";
+    let app =
+        axum::Router::new().route("/metrics", axum::routing::get(move || async move { body }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let cluster = MockCluster::new(1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "kafka:\n  bootstrap_servers: \"{}\"\n  cluster_name: mock\n  request_timeout_ms: 2000\njmx_exporter:\n  3: http://{addr}/metrics\n  4: http://{addr}/nothing-here\n",
+            cluster.bootstrap_servers()
+        ),
+    )
+    .unwrap();
+    let config_path = config.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_foresight-agent"))
+            .args([
+                "--config",
+                config_path.to_str().unwrap(),
+                "--once",
+                "--print",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let batch: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let series = batch["series"].as_array().unwrap();
+    let urp = series
+        .iter()
+        .find(|s| s["name"] == "kafka_server_replicamanager_underreplicatedpartitions")
+        .expect("scraped");
+    assert_eq!(urp["samples"][0]["value"], 2.0);
+    let labels = urp["labels"].as_array().unwrap();
+    for (k, v) in [("broker", "3"), ("cluster", "mock")] {
+        assert!(
+            labels.iter().any(|l| l["name"] == k && l["value"] == v),
+            "{labels:?}"
+        );
+    }
+    let failures = series
+        .iter()
+        .find(|s| s["name"] == "foresight_agent_scrape_failures")
+        .unwrap();
+    assert_eq!(failures["samples"][0]["value"], 1.0, "the 404 endpoint");
+}
