@@ -33,6 +33,33 @@ pub struct AgentConfig {
     /// on each broker host), keyed by broker id: their series get `cluster` and
     /// `broker` labels.
     pub jmx_exporter: BTreeMap<i32, String>,
+    /// What may leave the host.
+    pub privacy: PrivacyConfig,
+}
+
+/// Data minimization. Record keys, values and headers are never read at all.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// Regular expressions (whole name) of metric names to send; empty sends all.
+    pub include: Vec<String>,
+    /// Regular expressions of metric names never to send; wins over `include`.
+    pub exclude: Vec<String>,
+    /// Replace topic and consumer group names by `h:` and an HMAC-SHA256 of the name.
+    pub hash_names: bool,
+    /// Environment variable holding the hashing key (default `FORESIGHT_HASH_KEY`).
+    pub hash_key_env: String,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            include: Vec::new(),
+            exclude: Vec::new(),
+            hash_names: false,
+            hash_key_env: "FORESIGHT_HASH_KEY".into(),
+        }
+    }
 }
 
 /// The disk spool.
@@ -68,6 +95,7 @@ impl Default for AgentConfig {
             spool: SpoolConfig::default(),
             log_dirs: Vec::new(),
             jmx_exporter: BTreeMap::new(),
+            privacy: PrivacyConfig::default(),
         }
     }
 }
@@ -186,6 +214,9 @@ impl AgentConfig {
                     "jmx_exporter.{broker}: {url:?} must be an http(s) URL"
                 ));
             }
+        }
+        if let Err(problems) = crate::privacy::Privacy::new(&self.privacy) {
+            p.extend(problems);
         }
         if self.spool.max_bytes < 1 << 20 {
             p.push("spool.max_bytes: must be at least 1048576 (1 MiB)".to_string());

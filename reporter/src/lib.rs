@@ -16,6 +16,7 @@ pub mod check;
 pub mod collector;
 pub mod config;
 pub mod events;
+pub mod privacy;
 pub mod series;
 pub mod shipper;
 pub mod spool;
@@ -131,6 +132,7 @@ pub struct Reporter {
     /// For jmx_exporter scrapes (plain HTTP on the broker hosts, or HTTPS with the
     /// system's roots).
     scrape_client: reqwest::Client,
+    privacy: privacy::Privacy,
     /// The previous snapshot, to derive events from.
     last: Mutex<Option<foresight_proto::v1::ClusterSnapshot>>,
     pending: tokio::sync::Mutex<Pending>,
@@ -174,6 +176,7 @@ impl Reporter {
         let instance_id: String = (0..16)
             .map(|_| format!("{:02x}", rand::random::<u8>()))
             .collect();
+        let privacy = privacy::Privacy::new(&config.privacy).map_err(Error::Config)?;
         Ok(Reporter {
             config,
             collector,
@@ -182,6 +185,7 @@ impl Reporter {
             sequence: AtomicU64::new(0),
             extra: Mutex::new(Vec::new()),
             last: Mutex::new(None),
+            privacy,
             scrape_client: reqwest::Client::builder()
                 .use_preconfigured_tls(tls::client_config(None, None)?)
                 .build()
@@ -212,9 +216,10 @@ impl Reporter {
         let started = Instant::now();
         let ts = now_ms();
         let collector = self.collector.clone();
-        let snapshot = tokio::task::spawn_blocking(move || collector.collect(ts))
+        let mut snapshot = tokio::task::spawn_blocking(move || collector.collect(ts))
             .await
             .map_err(|e| Error::Kafka(format!("collector task failed: {e}")))??;
+        self.privacy.snapshot(&mut snapshot);
         let mut base = self.config.labels.clone();
         let cluster = self
             .config
@@ -248,7 +253,10 @@ impl Reporter {
             labels.insert("broker".into(), broker.to_string());
             let timeout = Duration::from_millis(self.config.kafka.request_timeout_ms);
             match collector::jmx::scrape(&self.scrape_client, url, timeout, &labels, ts).await {
-                Ok(s) => series.extend(s),
+                Ok(mut s) => {
+                    self.privacy.hash_labels(&mut s);
+                    series.extend(s);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "JMX scrape failed; its series left out.");
                     scrape_failures += 1;
@@ -302,12 +310,14 @@ impl Reporter {
         ));
         series.push(own("foresight_agent_batches_spooled", spooled));
         series.push(own("foresight_agent_batches_dropped_total", dropped));
-        series.append(
-            &mut self
+        let mut extra = std::mem::take(
+            &mut *self
                 .extra
                 .lock()
                 .expect("extra series lock is never poisoned"),
         );
+        self.privacy.hash_labels(&mut extra);
+        series.append(&mut extra);
         let events = {
             let mut last = self.last.lock().expect("snapshot lock is never poisoned");
             if let Some(prev) = last.as_ref() {
@@ -320,6 +330,7 @@ impl Reporter {
             *last = Some(snapshot.clone());
             events
         };
+        self.privacy.filter(&mut series);
         Ok(TelemetryBatch {
             resource: Some(Resource {
                 cluster_id: snapshot.cluster_id.clone(),

@@ -268,3 +268,68 @@ async fn jmx_exporter_metrics_are_scraped_and_labelled_with_cluster_and_broker()
         .unwrap();
     assert_eq!(failures["samples"][0]["value"], 1.0, "the 404 endpoint");
 }
+
+#[test]
+fn privacy_hashes_topic_names_and_filters_metrics() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("payroll-secret", 1, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "kafka:\n  bootstrap_servers: \"{}\"\n  request_timeout_ms: 2000\nprivacy:\n  hash_names: true\n  exclude: [\"kafka_topic_partition_leader.*\"]\n",
+            cluster.bootstrap_servers()
+        ),
+    )
+    .unwrap();
+    let run = |key: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_foresight-agent"));
+        cmd.args(["--config", config.to_str().unwrap(), "--once", "--print"]);
+        match key {
+            Some(k) => cmd.env("FORESIGHT_HASH_KEY", k),
+            None => cmd.env_remove("FORESIGHT_HASH_KEY"),
+        };
+        cmd.output().unwrap()
+    };
+    let missing = run(None);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("FORESIGHT_HASH_KEY"));
+
+    let out = run(Some("org-key"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("payroll-secret"),
+        "the name never leaves the host"
+    );
+    let batch: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let series = batch["series"].as_array().unwrap();
+    assert!(!series.iter().any(|s| {
+        s["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("kafka_topic_partition_leader")
+    }));
+    let hw = series
+        .iter()
+        .find(|s| s["name"] == "kafka_partition_high_watermark")
+        .unwrap();
+    let topic = hw["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "topic")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(topic.starts_with("h:") && topic.len() == 18, "{topic}");
+    // Same key, same hash: names stay comparable across runs and agents.
+    let again = run(Some("org-key"));
+    assert!(String::from_utf8_lossy(&again.stdout).contains(&topic));
+}

@@ -1,0 +1,121 @@
+//! Data minimization before anything leaves the host: metric names kept or dropped by
+//! pattern, and topic and consumer group names replaced by keyed hashes, so that
+//! Foresight can tell topics apart without learning what they are called.
+
+use foresight_proto::v1::{ClusterSnapshot, Series};
+use hmac::{Hmac, Mac};
+use regex::Regex;
+use sha2::Sha256;
+
+use crate::config::PrivacyConfig;
+
+/// Labels whose values are names to hide.
+const NAME_LABELS: &[&str] = &["topic", "consumergroup", "group"];
+
+/// The compiled privacy settings.
+#[derive(Debug, Clone)]
+pub struct Privacy {
+    include: Vec<Regex>,
+    exclude: Vec<Regex>,
+    key: Option<Vec<u8>>,
+}
+
+impl Privacy {
+    /// Compiles `config`; `key` is the hashing key when `hash_names` is on.
+    ///
+    /// # Errors
+    /// A message per bad pattern or a missing key.
+    pub fn new(config: &PrivacyConfig) -> Result<Self, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut compile = |what: &str, list: &[String]| {
+            list.iter()
+                .filter_map(|p| match Regex::new(&format!("^(?:{p})$")) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        problems.push(format!("privacy.{what}: {p:?}: {e}"));
+                        None
+                    }
+                })
+                .collect::<Vec<_>>()
+        };
+        let include = compile("include", &config.include);
+        let exclude = compile("exclude", &config.exclude);
+        let key = if config.hash_names {
+            match std::env::var(&config.hash_key_env) {
+                Ok(k) if !k.is_empty() => Some(k.into_bytes()),
+                _ => {
+                    problems.push(format!(
+                        "privacy.hash_names: set the hashing key in the {} environment variable \
+                         (the same key on every agent of an organization keeps names comparable)",
+                        config.hash_key_env
+                    ));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if problems.is_empty() {
+            Ok(Privacy {
+                include,
+                exclude,
+                key,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The keyed hash that replaces `name`: `h:` and 16 hex digits of HMAC-SHA256.
+    pub fn hash(&self, name: &str) -> String {
+        match &self.key {
+            Some(key) => {
+                let mut mac =
+                    Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+                mac.update(name.as_bytes());
+                format!("h:{}", &hex::encode(mac.finalize().into_bytes())[..16])
+            }
+            None => name.to_string(),
+        }
+    }
+
+    /// Replaces topic and group names in the snapshot (before series and events are
+    /// derived from it).
+    pub fn snapshot(&self, snap: &mut ClusterSnapshot) {
+        if self.key.is_none() {
+            return;
+        }
+        for t in &mut snap.topics {
+            t.name = self.hash(&t.name);
+        }
+        for g in &mut snap.groups {
+            g.name = self.hash(&g.name);
+            for o in &mut g.offsets {
+                o.topic = self.hash(&o.topic);
+            }
+        }
+    }
+
+    /// Drops series by name pattern.
+    pub fn filter(&self, series: &mut Vec<Series>) {
+        series.retain(|s| {
+            (self.include.is_empty() || self.include.iter().any(|r| r.is_match(&s.name)))
+                && !self.exclude.iter().any(|r| r.is_match(&s.name))
+        });
+    }
+
+    /// Hashes the name-carrying labels of series that did not come from the (already
+    /// hashed) snapshot: JMX metrics and an embedder's own.
+    pub fn hash_labels(&self, series: &mut [Series]) {
+        if self.key.is_none() {
+            return;
+        }
+        for s in series {
+            for l in &mut s.labels {
+                if NAME_LABELS.contains(&l.name.as_str()) {
+                    l.value = self.hash(&l.value);
+                }
+            }
+        }
+    }
+}
