@@ -228,11 +228,8 @@ impl KafkaCollector {
     /// Consumer groups (ListGroups) and their committed offsets on `partitions`. A
     /// cluster that does not answer ListGroups (librdkafka's mock) has none here.
     fn groups(&self, partitions: &TopicPartitionList) -> Vec<ConsumerGroup> {
-        let list = match self
-            .uncommitted
-            .client()
-            .fetch_group_list(None, self.timeout)
-        {
+        // On the admin client, so that a slow ListGroups never holds up metadata.
+        let list = match self.admin.inner().fetch_group_list(None, self.timeout) {
             Ok(l) => l,
             Err(e) => {
                 tracing::debug!(error = %e, "ListGroups failed; consumer groups left out.");
