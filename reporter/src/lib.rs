@@ -16,6 +16,7 @@ pub mod check;
 pub mod collector;
 pub mod config;
 pub mod events;
+pub mod librdkafka_stats;
 pub mod privacy;
 pub mod series;
 pub mod shipper;
@@ -206,6 +207,23 @@ impl Reporter {
             .lock()
             .expect("extra series lock is never poisoned")
             .extend(series);
+    }
+
+    /// Adds the series of a librdkafka statistics document to the next batch; call it
+    /// from an embedding service's `ClientContext::stats_raw` (set
+    /// `statistics.interval.ms` on its clients). Labels: the agent's, `cluster`,
+    /// `client_id`, `client_type`, and `broker` or `topic`/`partition` where they apply.
+    ///
+    /// # Errors
+    /// The JSON error when `json` is not a statistics document; nothing is added.
+    pub fn record_librdkafka_stats(&self, json: &str) -> Result<(), serde_json::Error> {
+        let mut base = self.config.labels.clone();
+        if let Some(c) = &self.config.kafka.cluster_name {
+            base.insert("cluster".into(), c.clone());
+        }
+        let series = librdkafka_stats::series(json, &base, now_ms())?;
+        self.add_series(series);
+        Ok(())
     }
 
     /// Collects once and builds the next batch.
