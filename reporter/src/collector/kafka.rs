@@ -21,6 +21,9 @@ use crate::config::KafkaConfig;
 
 type TopicConfigs = BTreeMap<String, BTreeMap<String, String>>;
 
+/// Partitions per ListOffsets call (see `offsets`).
+const OFFSETS_CHUNK: usize = 500;
+
 /// How often topic configs are described again.
 pub const CONFIGS_EVERY: Duration = Duration::from_secs(300);
 
@@ -275,20 +278,28 @@ impl KafkaCollector {
                 }
             }
             if let Some(client) = clients.get(g.name()) {
-                match client.committed_offsets(partitions.clone(), self.timeout) {
-                    Ok(tpl) => {
-                        for e in tpl.elements() {
-                            if let Offset::Offset(o) = e.offset() {
-                                offsets.push(GroupOffset {
-                                    topic: e.topic().to_string(),
-                                    partition: e.partition(),
-                                    offset: o,
-                                });
+                // In chunks, for the same reason as ListOffsets.
+                for chunk in partitions.elements().chunks(OFFSETS_CHUNK) {
+                    let mut query = TopicPartitionList::new();
+                    for e in chunk {
+                        query.add_partition(e.topic(), e.partition());
+                    }
+                    match client.committed_offsets(query, self.timeout) {
+                        Ok(tpl) => {
+                            for e in tpl.elements() {
+                                if let Offset::Offset(o) = e.offset() {
+                                    offsets.push(GroupOffset {
+                                        topic: e.topic().to_string(),
+                                        partition: e.partition(),
+                                        offset: o,
+                                    });
+                                }
                             }
                         }
-                    }
-                    Err(e) => {
-                        tracing::warn!(group = g.name(), error = %e, "OffsetFetch failed.")
+                        Err(e) => {
+                            tracing::warn!(group = g.name(), error = %e, "OffsetFetch failed.");
+                            break;
+                        }
                     }
                 }
             }
@@ -312,25 +323,28 @@ impl KafkaCollector {
         tpl: &TopicPartitionList,
         which: Offset,
     ) -> BTreeMap<(String, i32), i64> {
-        let mut query = TopicPartitionList::new();
-        for e in tpl.elements() {
-            // The "offset" field carries the ListOffsets timestamp: -1 latest, -2 earliest.
-            let _ = query.add_partition_offset(e.topic(), e.partition(), which);
-        }
         let mut out = BTreeMap::new();
-        if query.count() == 0 {
-            return out;
-        }
-        match consumer.offsets_for_times(query, self.timeout) {
-            Ok(result) => {
-                for e in result.elements() {
-                    if let (Offset::Offset(o), Ok(())) = (e.offset(), e.error()) {
-                        out.insert((e.topic().to_string(), e.partition()), o);
+        // librdkafka matches the answer to the request with a linear search per
+        // partition, so one list of 10,000 partitions costs 10,000² string compares:
+        // ask in chunks instead.
+        let elements = tpl.elements();
+        for chunk in elements.chunks(OFFSETS_CHUNK) {
+            let mut query = TopicPartitionList::new();
+            for e in chunk {
+                // The "offset" field carries the ListOffsets timestamp: -1 latest, -2 earliest.
+                let _ = query.add_partition_offset(e.topic(), e.partition(), which);
+            }
+            match consumer.offsets_for_times(query, self.timeout) {
+                Ok(result) => {
+                    for e in result.elements() {
+                        if let (Offset::Offset(o), Ok(())) = (e.offset(), e.error()) {
+                            out.insert((e.topic().to_string(), e.partition()), o);
+                        }
                     }
                 }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "ListOffsets failed; offsets left out of this snapshot.")
+                Err(e) => {
+                    tracing::warn!(error = %e, "ListOffsets failed; offsets left out of this snapshot.")
+                }
             }
         }
         out
