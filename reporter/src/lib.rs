@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use foresight_proto::v1::{Label, Resource, Sample, Series, TelemetryBatch};
+use foresight_proto::v1::{Resource, Series, TelemetryBatch};
 use tokio_util::sync::CancellationToken;
 
 pub use config::AgentConfig;
@@ -132,7 +132,7 @@ pub struct Reporter {
     extra: Mutex<Vec<Series>>,
     /// For jmx_exporter scrapes (plain HTTP on the broker hosts, or HTTPS with the
     /// system's roots).
-    scrape_client: reqwest::Client,
+    scrape_client: Option<reqwest::Client>,
     privacy: privacy::Privacy,
     /// The previous snapshot, to derive events from.
     last: Mutex<Option<foresight_proto::v1::ClusterSnapshot>>,
@@ -178,6 +178,17 @@ impl Reporter {
             .map(|_| format!("{:02x}", rand::random::<u8>()))
             .collect();
         let privacy = privacy::Privacy::new(&config.privacy).map_err(Error::Config)?;
+        // Loading the system's roots costs a start-up read: only with endpoints to scrape.
+        let scrape_client = if config.jmx_exporter.is_empty() {
+            None
+        } else {
+            Some(
+                reqwest::Client::builder()
+                    .use_preconfigured_tls(tls::client_config(None, None)?)
+                    .build()
+                    .map_err(|e| Error::Tls(e.to_string()))?,
+            )
+        };
         Ok(Reporter {
             config,
             collector,
@@ -187,10 +198,7 @@ impl Reporter {
             extra: Mutex::new(Vec::new()),
             last: Mutex::new(None),
             privacy,
-            scrape_client: reqwest::Client::builder()
-                .use_preconfigured_tls(tls::client_config(None, None)?)
-                .build()
-                .map_err(|e| Error::Tls(e.to_string()))?,
+            scrape_client,
             pending: tokio::sync::Mutex::new(pending),
             stats: Stats::default(),
         })
@@ -251,26 +259,17 @@ impl Reporter {
             let p = self.pending.lock().await;
             (p.len() as f64, p.dropped() as f64)
         };
-        let own = |name: &str, value: f64| Series {
-            name: name.into(),
-            labels: base
-                .iter()
-                .map(|(k, v)| Label {
-                    name: k.clone(),
-                    value: v.clone(),
-                })
-                .collect(),
-            samples: vec![Sample {
-                timestamp_ms: ts,
-                value,
-            }],
-        };
+        let own = |name: &str, value: f64| series::single(name, base.clone(), ts, value);
         let mut scrape_failures = 0u32;
         for (broker, url) in &self.config.jmx_exporter {
             let mut labels = base.clone();
             labels.insert("broker".into(), broker.to_string());
             let timeout = Duration::from_millis(self.config.kafka.request_timeout_ms);
-            match collector::jmx::scrape(&self.scrape_client, url, timeout, &labels, ts).await {
+            // Present whenever `jmx_exporter` has entries (see `new`).
+            let Some(client) = &self.scrape_client else {
+                continue;
+            };
+            match collector::jmx::scrape(client, url, timeout, &labels, ts).await {
                 Ok(mut s) => {
                     self.privacy.hash_labels(&mut s);
                     series.extend(s);
@@ -291,20 +290,8 @@ impl Reporter {
                 labels.insert("broker".into(), b.to_string());
             }
             labels.insert("log_dir".into(), d.path.clone());
-            let host_series = |name: &str, value: f64| Series {
-                name: name.into(),
-                labels: labels
-                    .iter()
-                    .map(|(k, v)| Label {
-                        name: k.clone(),
-                        value: v.clone(),
-                    })
-                    .collect(),
-                samples: vec![Sample {
-                    timestamp_ms: ts,
-                    value,
-                }],
-            };
+            let host_series =
+                |name: &str, value: f64| series::single(name, labels.clone(), ts, value);
             series.push(host_series(
                 "kafka_log_dir_readable",
                 f64::from(u8::from(d.readable)),

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use foresight_proto::v1::{Label, Sample, Series};
+use foresight_proto::v1::Series;
 use serde_json::Value;
 
 fn num(v: &Value, key: &str) -> Option<f64> {
@@ -31,17 +31,7 @@ pub fn series(
         for (k, v) in extra {
             labels.insert((*k).into(), (*v).into());
         }
-        out.push(Series {
-            name: name.into(),
-            labels: labels
-                .into_iter()
-                .map(|(name, value)| Label { name, value })
-                .collect(),
-            samples: vec![Sample {
-                timestamp_ms: ts_ms,
-                value,
-            }],
-        });
+        out.push(crate::series::single(name, labels, ts_ms, value));
     };
     for key in [
         "replyq", "msg_cnt", "msg_size", "tx", "rx", "txmsgs", "rxmsgs",

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use foresight_proto::v1::{Label, Sample, Series};
+use foresight_proto::v1::Series;
 use prom_text_format_parser::{Scrape, Type, ValueType};
 
 /// One scrape failure, for the log.
@@ -65,17 +65,12 @@ pub fn parse(
                 .map(|l| (l.key.clone(), l.value.clone()))
                 .collect();
             all.extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-            out.push(Series {
-                name: format!("{}{suffix}", m.name),
-                labels: all
-                    .into_iter()
-                    .map(|(name, value)| Label { name, value })
-                    .collect(),
-                samples: vec![Sample {
-                    timestamp_ms: ts_ms,
-                    value,
-                }],
-            });
+            out.push(crate::series::single(
+                format!("{}{suffix}", m.name),
+                all,
+                ts_ms,
+                value,
+            ));
         }
     }
     Ok(out)
