@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use foresight_notifier::Dispatcher;
+use foresight_proto::derive;
 use foresight_proto::v1::TelemetryBatch;
 use foresight_rules::store::METRIC_NAME;
 use foresight_rules::{Group, Labels, RuleEngine, SeriesStore};
@@ -81,16 +82,42 @@ impl Pipeline {
         self.tenants.get_mut(name).expect("inserted above")
     }
 
-    /// Adds a batch's samples to its tenant's store.
+    /// Adds a batch's samples to its tenant's store, with the series its cluster
+    /// snapshot stands for.
     pub fn ingest(&mut self, accepted: Accepted) {
-        let resource_labels = accepted
-            .batch
+        let batch = accepted.batch;
+        let resource_labels = batch
             .resource
             .as_ref()
             .map(|r| r.labels.clone())
             .unwrap_or_default();
+        let mut derived = Vec::new();
+        if let Some(snap) = &batch.snapshot {
+            let mut base = resource_labels.clone().into_iter().collect();
+            let cluster = batch
+                .resource
+                .as_ref()
+                .map(|r| {
+                    if r.cluster_name.is_empty() {
+                        r.cluster_id.clone()
+                    } else {
+                        r.cluster_name.clone()
+                    }
+                })
+                .filter(|c| !c.is_empty())
+                .unwrap_or_else(|| snap.cluster_id.clone());
+            BTreeMap::insert(&mut base, "cluster".to_string(), cluster);
+            let excluded: std::collections::HashSet<&str> =
+                batch.excluded_metrics.iter().map(String::as_str).collect();
+            let ts = if snap.collected_at_ms > 0 {
+                snap.collected_at_ms
+            } else {
+                batch.created_at_ms
+            };
+            derived = derive::snapshot_series(snap, &base, ts, &|name| !excluded.contains(name));
+        }
         let tenant = self.tenant(&accepted.tenant);
-        for s in accepted.batch.series {
+        for s in batch.series.into_iter().chain(derived) {
             let labels = Labels::new(
                 resource_labels
                     .iter()

@@ -115,8 +115,8 @@ async fn a_downed_broker_shows_as_replicas_on_a_missing_broker() {
     })
     .unwrap();
     let missing = |batch: &foresight_proto::v1::TelemetryBatch| -> f64 {
-        batch
-            .series
+        let snap = batch.snapshot.as_ref().expect("a snapshot");
+        foresight_proto::derive::snapshot_series(snap, &Default::default(), 0, &|_| true)
             .iter()
             .filter(|s| s.name == "kafka_topic_partition_replicas_on_missing_brokers")
             .map(|s| s.samples[0].value)

@@ -253,9 +253,8 @@ async fn risky_topic_configs_are_described_and_exported() {
         topic.configs
     );
     let value = |name: &str| {
-        batch
-            .series
-            .iter()
+        as_ingested(&batch)
+            .into_iter()
             .find(|s| s.name == name && s.labels.iter().any(|l| l.value == "audit"))
             .map(|s| s.samples[0].value)
     };
@@ -266,6 +265,22 @@ async fn risky_topic_configs_are_described_and_exported() {
 
 /// Produces `n` records, one batch each: tansu 0.6 answers ListOffsets(latest) with the
 /// last batch's base offset plus one, which is the log end only for one-record batches.
+/// The batch's series with those the ingest derives from its snapshot.
+fn as_ingested(
+    batch: &foresight_reporter::proto::v1::TelemetryBatch,
+) -> Vec<foresight_reporter::proto::v1::Series> {
+    let mut all = batch.series.clone();
+    if let Some(snap) = &batch.snapshot {
+        all.extend(foresight_proto::derive::snapshot_series(
+            snap,
+            &Default::default(),
+            0,
+            &|_| true,
+        ));
+    }
+    all
+}
+
 fn produce(bootstrap: &str, topic: &str, n: usize) {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -339,9 +354,8 @@ async fn a_consumer_group_that_stops_shows_growing_lag() {
     })
     .unwrap();
     let value = |batch: &foresight_reporter::proto::v1::TelemetryBatch, name: &str| {
-        batch
-            .series
-            .iter()
+        as_ingested(batch)
+            .into_iter()
             .find(|s| {
                 s.name == name
                     && s.labels

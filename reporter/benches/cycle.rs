@@ -1,9 +1,14 @@
-//! The agent's cost per collection cycle, as issue 4 budgets it: against librdkafka's
-//! mock cluster of 6 brokers and 10,000 partitions (run in a child process, so that only
-//! the agent's own CPU is counted), the CPU time of one collect-and-encode cycle, the
-//! resident memory, and the compressed bytes a cycle ships.
+//! The agent's cost per collection cycle, as issue 4 budgets it: the CPU time of one
+//! collect-and-encode cycle, the resident memory, and the compressed bytes a cycle
+//! ships, in two scenarios:
+//! - librdkafka's mock cluster of 6 brokers and 10,000 partitions, run in a child
+//!   process so that only the agent's own CPU is counted;
+//! - the `tansu` broker (installed by `scripts/test-deps.sh`) with 100 consumer groups
+//!   that committed offsets on 10 topics of 10 partitions (the mock has no ListGroups),
+//!   measured in a fresh process of its own.
 //!
-//! Run: `cargo bench -p foresight-reporter --bench cycle` (`CYCLE_PARTITIONS` to resize).
+//! Run: `cargo bench -p foresight-reporter --bench cycle` (`CYCLE_PARTITIONS` resizes
+//! the mock, `CYCLE_SCENARIO=mock|tansu` runs one).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -23,17 +28,69 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
+/// `(resident, anonymous, file-backed)` MiB of this process, from /proc.
+fn rss_mib() -> (f64, f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (field("VmRSS:"), field("RssAnon:"), field("RssFile:"))
 }
 
 fn main() {
+    match std::env::var("CYCLE_SCENARIO").as_deref() {
+        Ok("mock") => mock(),
+        Ok("tansu") => tansu(),
+        _ => {
+            // Each scenario in a fresh process, so that one's memory is not the other's.
+            for scenario in ["mock", "tansu"] {
+                let status = Command::new(std::env::current_exe().expect("own path"))
+                    .env("CYCLE_SCENARIO", scenario)
+                    .arg("--bench")
+                    .status()
+                    .expect("scenario process");
+                assert!(status.success(), "scenario {scenario} failed");
+            }
+        }
+    }
+}
+
+/// Three measured cycles after a warm-up one, printed.
+async fn measure(agent: &Reporter, what: &str) {
+    let first = agent.collect_batch().await.expect("collects");
+    for _ in 0..3 {
+        let (cpu0, wall0) = (cpu_seconds(), Instant::now());
+        let batch = agent.collect_batch().await.expect("collects");
+        let body = Shipper::encode(&batch);
+        let (rss, anon, file) = rss_mib();
+        println!(
+            "{what} cycle: {:.2} s CPU, {:.2} s wall, {:.1} KiB compressed, RSS {rss:.1} MiB ({anon:.1} anonymous, {file:.1} file-backed)",
+            cpu_seconds() - cpu0,
+            wall0.elapsed().as_secs_f64(),
+            body.len() as f64 / 1024.0,
+        );
+    }
+    // After the measurements: deriving here would put the ingest's work in the RSS.
+    let snap = first.snapshot.as_ref().expect("a snapshot");
+    println!(
+        "{what}: {} brokers, {} partitions, {} consumer groups; {} series shipped, {} derived at the ingest",
+        snap.brokers.len(),
+        snap.topics
+            .iter()
+            .map(|t| t.partitions.len())
+            .sum::<usize>(),
+        snap.groups.len(),
+        first.series.len(),
+        foresight_proto::derive::snapshot_series(snap, &Default::default(), 0, &|_| true).len(),
+    );
+}
+
+fn mock() {
     let partitions: usize = std::env::var("CYCLE_PARTITIONS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -78,31 +135,146 @@ fn main() {
             ..AgentConfig::default()
         })
         .expect("agent");
-        // A first cycle connects and warms caches; then three measured cycles.
-        let first = agent.collect_batch().await.expect("collects");
-        let seen: usize = first
-            .snapshot
-            .as_ref()
-            .map(|s| s.topics.iter().map(|t| t.partitions.len()).sum())
-            .unwrap_or(0);
-        println!(
-            "cluster: 6 brokers, {seen} partitions; {} series per batch",
-            first.series.len()
-        );
-        for _ in 0..3 {
-            let (cpu0, wall0) = (cpu_seconds(), Instant::now());
-            let batch = agent.collect_batch().await.expect("collects");
-            let body = Shipper::encode(&batch);
-            println!(
-                "cycle: {:.2} s CPU, {:.2} s wall, {:.0} KiB compressed ({} series), RSS {:.1} MiB",
-                cpu_seconds() - cpu0,
-                wall0.elapsed().as_secs_f64(),
-                body.len() as f64 / 1024.0,
-                batch.series.len(),
-                rss_mib()
-            );
-        }
+        measure(&agent, "mock").await;
     });
     drop(child.stdin.take());
     let _ = child.wait();
+}
+
+fn tansu_binary() -> String {
+    std::env::var("TANSU_BIN").unwrap_or_else(|_| {
+        format!(
+            "{}/.cargo/bin/tansu",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    })
+}
+
+fn tansu_setup(bootstrap: &str) {
+    use rdkafka::ClientConfig;
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let bootstrap = bootstrap.to_string();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (topics, partitions, groups) = (10, 10, 100);
+    runtime.block_on(async {
+        let admin: AdminClient<_> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .expect("admin");
+        let names: Vec<String> = (0..topics).map(|t| format!("events-{t}")).collect();
+        let new: Vec<NewTopic> = names
+            .iter()
+            .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+            .collect();
+        admin
+            .create_topics(&new, &AdminOptions::new())
+            .await
+            .expect("topics");
+    });
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer");
+    for t in 0..topics {
+        for p in 0..partitions {
+            for _ in 0..5 {
+                producer
+                    .send(
+                        BaseRecord::to(&format!("events-{t}"))
+                            .partition(p)
+                            .key("k")
+                            .payload("v"),
+                    )
+                    .map_err(|(e, _)| e)
+                    .expect("produce");
+            }
+        }
+    }
+    producer
+        .flush(std::time::Duration::from_secs(30))
+        .expect("flush");
+    // Each group commits offset 2 on every partition of one topic without joining.
+    for g in 0..groups {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", format!("group-{g}"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(&format!("events-{}", g % topics), p, Offset::Offset(2))
+                .expect("offset");
+        }
+        consumer.commit(&tpl, CommitMode::Sync).expect("commit");
+    }
+}
+
+fn tansu() {
+    if let Ok(bootstrap) = std::env::var("CYCLE_TANSU_SETUP") {
+        tansu_setup(&bootstrap);
+        return;
+    }
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut broker = Command::new(tansu_binary())
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args([
+            "--storage-engine",
+            "memory://tansu/",
+            "--cluster-id",
+            "bench",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tansu (install it with scripts/test-deps.sh)");
+    let bootstrap = format!("127.0.0.1:{port}");
+    while std::net::TcpStream::connect(&bootstrap).is_err() {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Topics, records and commits come from another process, so that its clients are
+    // not counted in the agent's memory.
+    let status = Command::new(std::env::current_exe().expect("own path"))
+        .env("CYCLE_TANSU_SETUP", &bootstrap)
+        .arg("--bench")
+        .status()
+        .expect("setup process");
+    assert!(status.success(), "tansu setup failed");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let agent = Reporter::new(AgentConfig {
+            kafka: KafkaConfig {
+                bootstrap_servers: bootstrap.clone(),
+                request_timeout_ms: 10_000,
+                ..KafkaConfig::default()
+            },
+            ..AgentConfig::default()
+        })
+        .expect("agent");
+        measure(&agent, "tansu").await;
+    });
+    let _ = broker.kill();
+    let _ = broker.wait();
 }

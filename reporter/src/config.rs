@@ -33,6 +33,8 @@ pub struct AgentConfig {
     /// on each broker host), keyed by broker id: their series get `cluster` and
     /// `broker` labels.
     pub jmx_exporter: BTreeMap<i32, String>,
+    /// Jolokia agents to read broker MBeans from, for sites without the jmx_exporter.
+    pub jolokia: JolokiaConfig,
     /// What may leave the host.
     pub privacy: PrivacyConfig,
 }
@@ -60,6 +62,17 @@ impl Default for PrivacyConfig {
             hash_key_env: "FORESIGHT_HASH_KEY".into(),
         }
     }
+}
+
+/// Jolokia endpoints and the MBeans to read from each.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct JolokiaConfig {
+    /// Jolokia's base URL per broker id, for example `http://broker1:8778/jolokia/`.
+    pub endpoints: BTreeMap<i32, String>,
+    /// MBean names or patterns (`request=*`) to read; empty reads the built-in list
+    /// (`collector::jolokia::DEFAULT_MBEANS`, what the rule pack uses).
+    pub mbeans: Vec<String>,
 }
 
 /// The disk spool.
@@ -95,6 +108,7 @@ impl Default for AgentConfig {
             spool: SpoolConfig::default(),
             log_dirs: Vec::new(),
             jmx_exporter: BTreeMap::new(),
+            jolokia: JolokiaConfig::default(),
             privacy: PrivacyConfig::default(),
         }
     }
@@ -212,6 +226,20 @@ impl AgentConfig {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 p.push(format!(
                     "jmx_exporter.{broker}: {url:?} must be an http(s) URL"
+                ));
+            }
+        }
+        for (broker, url) in &self.jolokia.endpoints {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                p.push(format!(
+                    "jolokia.endpoints.{broker}: {url:?} must be an http(s) URL"
+                ));
+            }
+        }
+        for m in &self.jolokia.mbeans {
+            if !m.contains(':') || !m.contains("type=") {
+                p.push(format!(
+                    "jolokia.mbeans: {m:?} is not an MBean name like kafka.server:type=ReplicaManager,name=UnderReplicatedPartitions"
                 ));
             }
         }

@@ -179,7 +179,8 @@ impl Reporter {
             .collect();
         let privacy = privacy::Privacy::new(&config.privacy).map_err(Error::Config)?;
         // Loading the system's roots costs a start-up read: only with endpoints to scrape.
-        let scrape_client = if config.jmx_exporter.is_empty() {
+        let scrape_client = if config.jmx_exporter.is_empty() && config.jolokia.endpoints.is_empty()
+        {
             None
         } else {
             Some(
@@ -246,6 +247,7 @@ impl Reporter {
             .await
             .map_err(|e| Error::Kafka(format!("collector task failed: {e}")))??;
         self.privacy.snapshot(&mut snapshot);
+        let excluded_metrics = self.privacy.minimize(&mut snapshot);
         let mut base = self.config.labels.clone();
         let cluster = self
             .config
@@ -253,23 +255,48 @@ impl Reporter {
             .cluster_name
             .clone()
             .unwrap_or_else(|| snapshot.cluster_id.clone());
-        base.insert("cluster".into(), cluster);
-        let mut series = series::snapshot_series(&snapshot, &base, ts);
+        base.insert("cluster".into(), cluster.clone());
+        let mut series = Vec::new();
         let (spooled, dropped) = {
             let p = self.pending.lock().await;
             (p.len() as f64, p.dropped() as f64)
         };
         let own = |name: &str, value: f64| series::single(name, base.clone(), ts, value);
         let mut scrape_failures = 0u32;
-        for (broker, url) in &self.config.jmx_exporter {
+        let timeout = Duration::from_millis(self.config.kafka.request_timeout_ms);
+        let mbeans: Vec<String> = if self.config.jolokia.mbeans.is_empty() {
+            collector::jolokia::DEFAULT_MBEANS
+                .iter()
+                .map(|m| (*m).to_string())
+                .collect()
+        } else {
+            self.config.jolokia.mbeans.clone()
+        };
+        let endpoints = self
+            .config
+            .jmx_exporter
+            .iter()
+            .map(|(b, u)| (b, u, false))
+            .chain(
+                self.config
+                    .jolokia
+                    .endpoints
+                    .iter()
+                    .map(|(b, u)| (b, u, true)),
+            );
+        for (broker, url, jolokia) in endpoints {
             let mut labels = base.clone();
             labels.insert("broker".into(), broker.to_string());
-            let timeout = Duration::from_millis(self.config.kafka.request_timeout_ms);
-            // Present whenever `jmx_exporter` has entries (see `new`).
+            // Present whenever endpoints are configured (see `new`).
             let Some(client) = &self.scrape_client else {
                 continue;
             };
-            match collector::jmx::scrape(client, url, timeout, &labels, ts).await {
+            let scraped = if jolokia {
+                collector::jolokia::read(client, url, &mbeans, timeout, &labels, ts).await
+            } else {
+                collector::jmx::scrape(client, url, timeout, &labels, ts).await
+            };
+            match scraped {
                 Ok(mut s) => {
                     self.privacy.hash_labels(&mut s);
                     series.extend(s);
@@ -343,6 +370,7 @@ impl Reporter {
                 host: self.config.host.clone().unwrap_or_else(host_name),
                 agent_version: env!("CARGO_PKG_VERSION").into(),
                 agent_instance_id: self.instance_id.clone(),
+                cluster_name: cluster,
                 labels: self
                     .config
                     .labels
@@ -355,6 +383,7 @@ impl Reporter {
             events,
             snapshot: Some(snapshot),
             created_at_ms: ts,
+            excluded_metrics,
         })
     }
 

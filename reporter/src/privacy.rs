@@ -2,6 +2,7 @@
 //! pattern, and topic and consumer group names replaced by keyed hashes, so that
 //! Foresight can tell topics apart without learning what they are called.
 
+use foresight_proto::derive;
 use foresight_proto::v1::{ClusterSnapshot, Series};
 use hmac::{Hmac, Mac};
 use regex::Regex;
@@ -96,12 +97,47 @@ impl Privacy {
         }
     }
 
+    /// Whether the metric filter lets series `name` through.
+    pub fn keeps(&self, name: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|r| r.is_match(name)))
+            && !self.exclude.iter().any(|r| r.is_match(name))
+    }
+
     /// Drops series by name pattern.
     pub fn filter(&self, series: &mut Vec<Series>) {
-        series.retain(|s| {
-            (self.include.is_empty() || self.include.iter().any(|r| r.is_match(&s.name)))
-                && !self.exclude.iter().any(|r| r.is_match(&s.name))
-        });
+        series.retain(|s| self.keeps(&s.name));
+    }
+
+    /// Applies the metric filter to what the ingest derives from `snap`: the snapshot
+    /// parts that no kept series needs are not sent at all (consumer groups, topic
+    /// configs), and the names the ingest must not derive are returned for the batch.
+    pub fn minimize(&self, snap: &mut ClusterSnapshot) -> Vec<String> {
+        let mut excluded: Vec<String> = derive::METRIC_NAMES
+            .iter()
+            .filter(|n| !self.keeps(n))
+            .map(|n| (*n).to_string())
+            .collect();
+        let groups_needed = derive::METRIC_NAMES
+            .iter()
+            .chain(&["kafka_consumergroup_lag_seconds"])
+            .any(|n| n.starts_with("kafka_consumergroup_") && self.keeps(n));
+        if !groups_needed {
+            snap.groups.clear();
+        }
+        let min_isr_needed = self.keeps("kafka_topic_partition_under_min_isr");
+        let mut configs = std::collections::BTreeSet::new();
+        for t in &mut snap.topics {
+            t.configs.retain(|key, _| {
+                let name = derive::config_metric_name(key);
+                let keep = self.keeps(&name);
+                if !keep {
+                    configs.insert(name);
+                }
+                keep || (key == "min.insync.replicas" && min_isr_needed)
+            });
+        }
+        excluded.extend(configs);
+        excluded
     }
 
     /// Hashes the name-carrying labels of series that did not come from the (already

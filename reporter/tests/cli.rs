@@ -47,32 +47,26 @@ fn once_print_shows_the_batch_without_sending() {
             .any(|l| l["name"] == "broker" && l["value"] == "1"),
         "{free}"
     );
-    let lag = series
+    // Partition state goes as the snapshot; the ingest derives the partition series.
+    let topics = batch["snapshot"]["topics"].as_array().unwrap();
+    let payments = topics
         .iter()
-        .find(|s| s["name"] == "kafka_partition_last_stable_offset_lag")
-        .expect("LSO lag is exported");
-    let labels: Vec<(String, String)> = lag["labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            (
-                l["name"].as_str().unwrap().into(),
-                l["value"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
+        .find(|t| t["name"] == "payments")
+        .expect("the topic is in the snapshot");
+    let partitions = payments["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 2);
+    for p in partitions {
+        assert_eq!(p["replicas"].as_array().unwrap().len(), 2, "{p}");
+        assert!(p["high_watermark"].is_i64(), "{p}");
+        assert!(p["last_stable_offset"].is_i64(), "{p}");
+    }
+    assert_eq!(batch["resource"]["cluster_name"], "mock");
+    assert_eq!(batch["resource"]["labels"]["env"], "test");
     assert!(
-        labels.contains(&("cluster".into(), "mock".into())),
-        "{labels:?}"
-    );
-    assert!(
-        labels.contains(&("env".into(), "test".into())),
-        "{labels:?}"
-    );
-    assert!(
-        labels.contains(&("topic".into(), "payments".into())),
-        "{labels:?}"
+        !series
+            .iter()
+            .any(|s| s["name"] == "kafka_topic_partition_leader"),
+        "snapshot-derived series are not shipped twice"
     );
 }
 
@@ -308,23 +302,23 @@ fn privacy_hashes_topic_names_and_filters_metrics() {
         "the name never leaves the host"
     );
     let batch: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let series = batch["series"].as_array().unwrap();
-    assert!(!series.iter().any(|s| {
-        s["name"]
-            .as_str()
-            .unwrap()
-            .starts_with("kafka_topic_partition_leader")
-    }));
-    let hw = series
-        .iter()
-        .find(|s| s["name"] == "kafka_partition_high_watermark")
-        .unwrap();
-    let topic = hw["labels"]
+    // The ingest is told not to derive the excluded names.
+    let excluded: Vec<&str> = batch["excluded_metrics"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|l| l["name"] == "topic")
-        .unwrap()["value"]
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        excluded.contains(&"kafka_topic_partition_leader"),
+        "{excluded:?}"
+    );
+    assert!(
+        excluded.contains(&"kafka_topic_partition_leader_is_preferred"),
+        "{excluded:?}"
+    );
+    assert!(!excluded.contains(&"kafka_partition_high_watermark"));
+    let topic = batch["snapshot"]["topics"][0]["name"]
         .as_str()
         .unwrap()
         .to_string();
@@ -332,4 +326,86 @@ fn privacy_hashes_topic_names_and_filters_metrics() {
     // Same key, same hash: names stay comparable across runs and agents.
     let again = run(Some("org-key"));
     assert!(String::from_utf8_lossy(&again.stdout).contains(&topic));
+}
+
+/// A Jolokia agent's bulk read: answers the MBeans it knows, 404 for the rest, and
+/// refuses anything that is not a list of reads.
+async fn jolokia(axum::Json(reqs): axum::Json<serde_json::Value>) -> axum::Json<serde_json::Value> {
+    let known = serde_json::json!({
+        "kafka.server:type=ReplicaManager,name=PartitionsWithLateTransactionsCount": {"Value": 2},
+        "kafka.controller:type=ControllerStats,name=UncleanLeaderElectionsPerSec":
+            {"Count": 7, "OneMinuteRate": 0.0},
+    });
+    let answers = reqs
+        .as_array()
+        .expect("a bulk request")
+        .iter()
+        .map(|r| {
+            assert_eq!(r["type"], "read");
+            let mbean = r["mbean"].as_str().expect("an MBean name");
+            match known.get(mbean) {
+                Some(v) => serde_json::json!({"request": r, "value": v, "status": 200}),
+                None => serde_json::json!({"request": r, "error_type": "javax.management.InstanceNotFoundException", "status": 404}),
+            }
+        })
+        .collect();
+    axum::Json(serde_json::Value::Array(answers))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jolokia_mbeans_are_read_and_named_as_the_jmx_exporter_names_them() {
+    let app = axum::Router::new().route("/jolokia/", axum::routing::post(jolokia));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let cluster = MockCluster::new(1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "kafka:\n  bootstrap_servers: \"{}\"\n  cluster_name: mock\n  request_timeout_ms: 2000\njolokia:\n  endpoints:\n    2: http://{addr}/jolokia/\n",
+            cluster.bootstrap_servers()
+        ),
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_foresight-agent"))
+            .args(["--config", config.to_str().unwrap(), "--once", "--print"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let batch: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let series = batch["series"].as_array().unwrap();
+    let get = |name: &str| {
+        series
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {series:?}"))
+    };
+    let late = get("kafka_server_replicamanager_partitionswithlatetransactionscount");
+    assert_eq!(late["samples"][0]["value"], 2.0);
+    assert!(
+        late["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["name"] == "broker" && l["value"] == "2")
+    );
+    assert_eq!(
+        get("kafka_controller_controllerstats_uncleanleaderelections_total")["samples"][0]["value"],
+        7.0
+    );
+    assert_eq!(
+        get("foresight_agent_scrape_failures")["samples"][0]["value"],
+        0.0
+    );
 }

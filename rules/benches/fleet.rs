@@ -1,7 +1,7 @@
 //! Evaluates the built-in Kafka pack over a synthetic fleet, as issue 3 asks: by default
 //! 200 clusters of 6 brokers, 2,000 partitions and 50 consumer groups each, with an hour
-//! of 30-second samples of the series the agent sends (built by the agent's own
-//! `snapshot_series`) plus broker JMX gauges.
+//! of 30-second samples of the series the ingest derives from the agent's snapshots
+//! (`foresight_proto::derive::snapshot_series`) plus broker JMX gauges.
 //!
 //! Reports the append rate, the memory per active series (a counting allocator) and the
 //! time of one evaluation round. Targets: a round under 1 s on one core, under 1 KiB per
@@ -102,7 +102,7 @@ fn cluster_series(
         groups: Vec::new(),
     };
     let base = BTreeMap::from([("cluster".to_string(), format!("c{cluster}"))]);
-    let mut series = foresight_reporter::series::snapshot_series(&snap, &base, ts_ms);
+    let mut series = foresight_proto::derive::snapshot_series(&snap, &base, ts_ms, &|_| true);
     let mut gauge = |name: &str, labels: &[(&str, String)], value: f64| {
         let mut l: Vec<foresight_proto::v1::Label> = vec![foresight_proto::v1::Label {
             name: "cluster".into(),

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use foresight_proto::v1::{Broker, ClusterSnapshot, ConsumerGroup, GroupOffset, Partition, Topic};
+use foresight_proto::v1::{Broker, ClusterSnapshot, ConsumerGroup, Partition, Topic};
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -43,9 +43,6 @@ pub struct KafkaCollector {
     /// described every [`CONFIGS_EVERY`], and a cluster that does not answer is not
     /// asked again each cycle.
     configs: std::sync::Mutex<(Option<std::time::Instant>, TopicConfigs)>,
-    /// One client per consumer group, created on first sight and reused: OffsetFetch
-    /// is addressed by the client's `group.id`, and asking never joins the group.
-    group_clients: std::sync::Mutex<BTreeMap<String, BaseConsumer>>,
     config: KafkaConfig,
     uncommitted: BaseConsumer,
     committed: BaseConsumer,
@@ -82,7 +79,6 @@ impl KafkaCollector {
         Ok(KafkaCollector {
             admin: admin.create().map_err(|e| Error::Kafka(e.to_string()))?,
             configs: std::sync::Mutex::new((None, BTreeMap::new())),
-            group_clients: std::sync::Mutex::new(BTreeMap::new()),
             config: cfg.clone(),
             uncommitted: client(cfg, "read_uncommitted")
                 .map_err(|e| Error::Kafka(e.to_string()))?,
@@ -177,7 +173,7 @@ impl KafkaCollector {
                 t.configs = c.clone();
             }
         }
-        let groups = self.groups(&with_leader);
+        let groups = self.groups();
         Ok(ClusterSnapshot {
             collected_at_ms: now_ms,
             cluster_id,
@@ -228,9 +224,10 @@ impl KafkaCollector {
         out
     }
 
-    /// Consumer groups (ListGroups) and their committed offsets on `partitions`. A
-    /// cluster that does not answer ListGroups (librdkafka's mock) has none here.
-    fn groups(&self, partitions: &TopicPartitionList) -> Vec<ConsumerGroup> {
+    /// Consumer groups (ListGroups) and every offset each committed (the Admin API's
+    /// ListConsumerGroupOffsets, which never joins the group). A cluster that does not
+    /// answer ListGroups (librdkafka's mock) has none here.
+    fn groups(&self) -> Vec<ConsumerGroup> {
         // On the admin client, so that a slow ListGroups never holds up metadata.
         let list = match self.admin.inner().fetch_group_list(None, self.timeout) {
             Ok(l) => l,
@@ -239,80 +236,43 @@ impl KafkaCollector {
                 return Vec::new();
             }
         };
-        let mut clients = self
-            .group_clients
-            .lock()
-            .expect("group client lock is never poisoned");
-        let mut out = Vec::new();
-        let mut seen = HashSet::new();
+        let mut kept = Vec::new();
         for g in list.groups() {
             if !(g.protocol_type() == "consumer" || g.protocol_type().is_empty()) {
                 continue;
             }
-            if out.len() >= self.config.max_consumer_groups {
+            if kept.len() >= self.config.max_consumer_groups {
                 tracing::warn!(
                     limit = self.config.max_consumer_groups,
                     "More consumer groups than kafka.max_consumer_groups; the rest left out."
                 );
                 break;
             }
-            seen.insert(g.name().to_string());
-            let mut offsets = Vec::new();
-            if !clients.contains_key(g.name()) {
-                let mut c = ClientConfig::new();
-                for (k, v) in &self.config.properties {
-                    c.set(k, v);
-                }
-                c.set("bootstrap.servers", &self.config.bootstrap_servers)
-                    .set("client.id", "foresight-agent")
-                    .set("group.id", g.name())
-                    .set("enable.auto.commit", "false")
-                    .set("log_level", "3");
-                match c.create::<BaseConsumer>() {
-                    Ok(client) => {
-                        clients.insert(g.name().to_string(), client);
-                    }
-                    Err(e) => {
-                        tracing::warn!(group = g.name(), error = %e, "No client for the group.")
-                    }
-                }
-            }
-            if let Some(client) = clients.get(g.name()) {
-                // In chunks, for the same reason as ListOffsets.
-                for chunk in partitions.elements().chunks(OFFSETS_CHUNK) {
-                    let mut query = TopicPartitionList::new();
-                    for e in chunk {
-                        query.add_partition(e.topic(), e.partition());
-                    }
-                    match client.committed_offsets(query, self.timeout) {
-                        Ok(tpl) => {
-                            for e in tpl.elements() {
-                                if let Offset::Offset(o) = e.offset() {
-                                    offsets.push(GroupOffset {
-                                        topic: e.topic().to_string(),
-                                        partition: e.partition(),
-                                        offset: o,
-                                    });
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(group = g.name(), error = %e, "OffsetFetch failed.");
-                            break;
-                        }
-                    }
-                }
-            }
-            out.push(ConsumerGroup {
-                name: g.name().to_string(),
-                state: g.state().to_string(),
-                members: g.members().len() as i32,
-                offsets,
-            });
+            kept.push(g);
         }
-        // Groups that were deleted drop their clients.
-        clients.retain(|name, _| seen.contains(name));
-        out
+        let names: Vec<String> = kept.iter().map(|g| g.name().to_string()).collect();
+        let mut committed = super::group_offsets::list(self.admin.inner(), &names, self.timeout);
+        kept.iter()
+            .map(|g| {
+                let offsets = match committed.remove(g.name()) {
+                    Some(Ok(offsets)) => offsets,
+                    Some(Err(e)) => {
+                        tracing::warn!(group = g.name(), error = %e, "OffsetFetch failed.");
+                        Vec::new()
+                    }
+                    None => {
+                        tracing::warn!(group = g.name(), "OffsetFetch timed out.");
+                        Vec::new()
+                    }
+                };
+                ConsumerGroup {
+                    name: g.name().to_string(),
+                    state: g.state().to_string(),
+                    members: g.members().len() as i32,
+                    offsets,
+                }
+            })
+            .collect()
     }
 
     /// ListOffsets for `tpl` at `which`, one request per leader; per-partition errors
