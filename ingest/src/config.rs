@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use foresight_notifier::WebhookConfig;
+use foresight_notifier::config::{
+    NotifyConfig, RawConfig, RawRoute, Receiver, WebhookConfig as AmWebhook,
+};
 use serde::Deserialize;
 
 use crate::Error;
@@ -33,8 +36,12 @@ pub struct ServeConfig {
     pub external_labels: BTreeMap<String, String>,
     /// Link to this service placed in notifications.
     pub external_url: String,
-    /// Webhook receivers every firing and resolved alert is sent to.
+    /// Webhook receivers every firing and resolved alert is sent to, each alert on its
+    /// own as soon as it changes: a shorthand for when `alertmanager_config` is not set.
     pub webhooks: Vec<WebhookConfig>,
+    /// An Alertmanager configuration file (route tree, Slack, email and webhook
+    /// receivers, inhibition, time intervals) for grouped, routed notifications.
+    pub alertmanager_config: Option<PathBuf>,
     /// Request limits.
     pub limits: Limits,
 }
@@ -87,6 +94,7 @@ impl Default for ServeConfig {
             external_labels: BTreeMap::new(),
             external_url: String::new(),
             webhooks: Vec::new(),
+            alertmanager_config: None,
             limits: Limits::default(),
         }
     }
@@ -118,6 +126,50 @@ impl ServeConfig {
             .unwrap_or(std::time::Duration::from_secs(15))
     }
 
+    /// The notification configuration: `alertmanager_config`, or the `webhooks`
+    /// shorthand (every alert its own group, notified at the first evaluation that sees
+    /// it change).
+    ///
+    /// # Errors
+    /// The problem, with the file name.
+    pub fn notify_config(&self) -> Result<NotifyConfig, String> {
+        if let Some(path) = &self.alertmanager_config {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("alertmanager_config: {}: {e}", path.display()))?;
+            return NotifyConfig::from_yaml(&text)
+                .map_err(|e| format!("alertmanager_config: {}: {e}", path.display()));
+        }
+        let receiver = Receiver {
+            name: "webhooks".into(),
+            webhook_configs: self
+                .webhooks
+                .iter()
+                .map(|w| AmWebhook {
+                    send_resolved: w.send_resolved,
+                    url: Some(w.url.clone()),
+                    timeout: Some(std::time::Duration::from_secs(w.timeout_secs)),
+                    secret: w.secret.clone(),
+                    ..AmWebhook::default()
+                })
+                .collect(),
+            ..Receiver::default()
+        };
+        let interval = self.evaluation_interval();
+        NotifyConfig::from_raw(RawConfig {
+            route: Some(RawRoute {
+                receiver: Some("webhooks".into()),
+                group_by: Some(vec!["...".into()]),
+                group_wait: Some(std::time::Duration::ZERO),
+                group_interval: Some(interval),
+                repeat_interval: Some(std::time::Duration::from_secs(4 * 3600)),
+                ..RawRoute::default()
+            }),
+            receivers: vec![receiver],
+            ..RawConfig::default()
+        })
+        .map_err(|e| e.to_string())
+    }
+
     /// Every problem with the configuration.
     ///
     /// # Errors
@@ -146,6 +198,9 @@ impl ServeConfig {
                     w.url
                 ));
             }
+        }
+        if let Err(e) = self.notify_config() {
+            p.push(e);
         }
         if self.limits.queue_capacity == 0 {
             p.push("limits.queue_capacity: must be at least 1".into());

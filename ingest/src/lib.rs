@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use foresight_notifier::outbox::{PendingNotification, RetryPolicy};
-use foresight_notifier::{DeliveryWorker, Dispatcher, WebhookReceiver};
+use foresight_notifier::{DeliveryWorker, Dispatcher};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
@@ -122,11 +122,14 @@ impl Server {
             )
             .build()
             .map_err(|e| Error::Io(e.to_string()))?;
-        let receivers = config
-            .webhooks
-            .iter()
-            .map(|w| WebhookReceiver::new(w.clone(), client.clone()))
-            .collect();
+        let notify = config.notify_config().map_err(|e| Error::Config(vec![e]))?;
+        let receivers = foresight_notifier::build_integrations(
+            &notify,
+            &client,
+            &foresight_reporter::tls::client_config(None, None)
+                .map_err(|e| Error::Io(e.to_string()))?,
+        )
+        .map_err(Error::Config)?;
         let mut worker = DeliveryWorker::new(
             store.clone(),
             receivers,
@@ -139,11 +142,7 @@ impl Server {
         tasks.spawn(worker.run(cancel.clone()));
 
         let (tx, rx) = mpsc::channel(config.limits.queue_capacity);
-        let dispatcher = Dispatcher::new(
-            store.clone(),
-            config.webhooks.clone(),
-            config.external_url.clone(),
-        );
+        let dispatcher = Dispatcher::new(store.clone(), notify, config.external_url.clone());
         let pipeline = pipeline::Pipeline::new(
             groups,
             config.external_labels.clone(),

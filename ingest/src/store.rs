@@ -1,5 +1,6 @@
 //! Durable state in one SQLite file (WAL): tenants, hashed API keys, accepted batches
-//! (deduplicated by agent instance and sequence) and the notification outbox.
+//! (deduplicated by agent instance and sequence), the notification outbox with its
+//! notification log, silences, and Slack threads.
 //!
 //! Calls block; async callers use `spawn_blocking`.
 
@@ -7,7 +8,9 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use foresight_notifier::StoreError;
+use foresight_notifier::group::LogEntry;
 use foresight_notifier::outbox::{NewNotification, OutboxStore, PendingNotification};
+use foresight_notifier::silence::{ApiMatcher, Silence};
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
@@ -66,6 +69,33 @@ CREATE TABLE IF NOT EXISTS outbox (
     delivered_at_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_at_ms);
+CREATE TABLE IF NOT EXISTS notification_log (
+    tenant TEXT NOT NULL,
+    group_key TEXT NOT NULL,
+    integration TEXT NOT NULL,
+    firing TEXT NOT NULL,
+    resolved TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, group_key, integration)
+);
+CREATE TABLE IF NOT EXISTS silences (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    matchers TEXT NOT NULL,
+    starts_at_ms INTEGER NOT NULL,
+    ends_at_ms INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS silences_tenant ON silences (tenant, ends_at_ms);
+CREATE TABLE IF NOT EXISTS slack_threads (
+    tenant TEXT NOT NULL,
+    integration TEXT NOT NULL,
+    group_key TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    PRIMARY KEY (tenant, integration, group_key)
+);
 "#;
 
 /// Hashes an API key for storage and lookup. Keys are 256 random bits, so a fast hash
@@ -217,7 +247,217 @@ fn store_err(e: rusqlite::Error) -> StoreError {
     StoreError(e.to_string())
 }
 
+fn join(set: &std::collections::BTreeSet<String>) -> String {
+    set.iter().cloned().collect::<Vec<_>>().join(",")
+}
+
+fn split(s: &str) -> std::collections::BTreeSet<String> {
+    s.split(',')
+        .filter(|x| !x.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn silence_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Silence, String)> {
+    let matchers: String = r.get(1)?;
+    Ok((
+        Silence {
+            id: r.get(0)?,
+            matchers: Vec::new(),
+            starts_at_ms: r.get(2)?,
+            ends_at_ms: r.get(3)?,
+            created_by: r.get(4)?,
+            comment: r.get(5)?,
+            updated_at_ms: r.get(6)?,
+        },
+        matchers,
+    ))
+}
+
+/// Parses the stored matchers (the API's JSON form, checked when the silence was made).
+fn with_matchers((mut s, json): (Silence, String)) -> Silence {
+    let api: Vec<ApiMatcher> = serde_json::from_str(&json).unwrap_or_default();
+    s.matchers = api.iter().filter_map(|m| m.to_matcher().ok()).collect();
+    s
+}
+
+impl Store {
+    /// Creates a silence or, with the id of an existing one of the tenant, replaces it
+    /// (Alertmanager's update). Returns the id.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an id of another tenant or none; [`Error::Sqlite`].
+    pub fn put_silence(&self, tenant: &str, s: &Silence) -> Result<String, Error> {
+        let api: Vec<ApiMatcher> = s.matchers.iter().map(ApiMatcher::from_matcher).collect();
+        let json = serde_json::to_string(&api).expect("matchers serialize");
+        let conn = self.conn();
+        if !s.id.is_empty() {
+            let changed = conn
+                .execute(
+                    "UPDATE silences SET matchers = ?3, starts_at_ms = ?4, ends_at_ms = ?5, created_by = ?6, comment = ?7, updated_at_ms = ?8
+                     WHERE id = ?1 AND tenant = ?2",
+                    params![s.id, tenant, json, s.starts_at_ms, s.ends_at_ms, s.created_by, s.comment, now_ms()],
+                )?;
+            if changed == 0 {
+                return Err(Error::NotFound(format!("silence {}", s.id)));
+            }
+            return Ok(s.id.clone());
+        }
+        let b: [u8; 16] = rand::random();
+        let id = format!(
+            "{}-{}-{}-{}-{}",
+            hex::encode(&b[0..4]),
+            hex::encode(&b[4..6]),
+            hex::encode(&b[6..8]),
+            hex::encode(&b[8..10]),
+            hex::encode(&b[10..16])
+        );
+        conn.execute(
+            "INSERT INTO silences (id, tenant, matchers, starts_at_ms, ends_at_ms, created_by, comment, updated_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![id, tenant, json, s.starts_at_ms, s.ends_at_ms, s.created_by, s.comment, now_ms()],
+        )?;
+        Ok(id)
+    }
+
+    /// Every silence of `tenant`, newest first.
+    ///
+    /// # Errors
+    /// [`Error::Sqlite`].
+    pub fn list_silences(&self, tenant: &str) -> Result<Vec<Silence>, Error> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, matchers, starts_at_ms, ends_at_ms, created_by, comment, updated_at_ms
+                 FROM silences WHERE tenant = ?1 ORDER BY updated_at_ms DESC",
+        )?;
+        let rows = stmt.query_map(params![tenant], silence_from_row)?;
+        Ok(rows
+            .map(|r| r.map(with_matchers))
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Ends a silence of `tenant` now.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an id of another tenant or none; [`Error::Sqlite`].
+    pub fn expire_silence(&self, tenant: &str, id: &str) -> Result<(), Error> {
+        let now = now_ms();
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE silences SET ends_at_ms = MIN(ends_at_ms, ?3), starts_at_ms = MIN(starts_at_ms, ?3), updated_at_ms = ?3
+                 WHERE id = ?1 AND tenant = ?2",
+                params![id, tenant, now],
+            )?;
+        if changed == 0 {
+            return Err(Error::NotFound(format!("silence {id}")));
+        }
+        Ok(())
+    }
+}
+
 impl OutboxStore for Store {
+    fn enqueue_notified(
+        &self,
+        n: &NewNotification,
+        group_key: &str,
+        log: &LogEntry,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(store_err)?;
+        let changed = tx
+            .execute(
+                "INSERT INTO outbox (tenant, receiver, idempotency_key, body, next_attempt_at_ms, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT(idempotency_key) DO NOTHING",
+                params![n.tenant, n.receiver, n.idempotency_key, n.body, n.created_at_ms],
+            )
+            .map_err(store_err)?;
+        tx.execute(
+            "INSERT INTO notification_log (tenant, group_key, integration, firing, resolved, at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(tenant, group_key, integration) DO UPDATE SET firing = ?4, resolved = ?5, at_ms = ?6",
+            params![n.tenant, group_key, n.receiver, join(&log.firing), join(&log.resolved), log.at_ms],
+        )
+        .map_err(store_err)?;
+        tx.commit().map_err(store_err)?;
+        Ok(changed == 1)
+    }
+
+    fn notification_log(
+        &self,
+        tenant: &str,
+    ) -> Result<Vec<(String, String, LogEntry)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT group_key, integration, firing, resolved, at_ms FROM notification_log WHERE tenant = ?1")
+            .map_err(store_err)?;
+        let rows = stmt
+            .query_map(params![tenant], |r| {
+                let firing: String = r.get(2)?;
+                let resolved: String = r.get(3)?;
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    LogEntry {
+                        firing: split(&firing),
+                        resolved: split(&resolved),
+                        at_ms: r.get(4)?,
+                    },
+                ))
+            })
+            .map_err(store_err)?;
+        rows.collect::<Result<_, _>>().map_err(store_err)
+    }
+
+    fn silences(&self, tenant: &str) -> Result<Vec<Silence>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, matchers, starts_at_ms, ends_at_ms, created_by, comment, updated_at_ms
+                 FROM silences WHERE tenant = ?1 AND ends_at_ms > ?2",
+            )
+            .map_err(store_err)?;
+        let rows = stmt
+            .query_map(params![tenant, now_ms()], silence_from_row)
+            .map_err(store_err)?;
+        rows.map(|r| r.map(with_matchers))
+            .collect::<Result<_, _>>()
+            .map_err(store_err)
+    }
+
+    fn thread(
+        &self,
+        tenant: &str,
+        integration: &str,
+        group_key: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT ts FROM slack_threads WHERE tenant = ?1 AND integration = ?2 AND group_key = ?3",
+                params![tenant, integration, group_key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(store_err)
+    }
+
+    fn set_thread(
+        &self,
+        tenant: &str,
+        integration: &str,
+        group_key: &str,
+        ts: &str,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO slack_threads (tenant, integration, group_key, ts) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(tenant, integration, group_key) DO UPDATE SET ts = ?4",
+                params![tenant, integration, group_key, ts],
+            )
+            .map_err(store_err)?;
+        Ok(())
+    }
+
     fn enqueue(&self, n: &NewNotification) -> Result<bool, StoreError> {
         let changed = self
             .conn()

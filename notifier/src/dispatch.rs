@@ -1,91 +1,182 @@
-//! Turns alert states into outbox entries: one notification per state change of an
-//! alert (firing, then resolved), per receiver; the idempotency key makes a repeat a
-//! no-op, in memory and in the store.
+//! Alerts in, outbox entries out: each tenant's alerts go through its [`Grouper`], and
+//! each notification a flush calls for is stored with its notification-log entry in one
+//! transaction, so that a change is notified once, across restarts.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use foresight_proto::v1::{Alert, AlertState};
 
+use crate::StoreError;
+use crate::config::NotifyConfig;
+use crate::group::{GroupAlert, Grouper, IntegrationId};
 use crate::outbox::{NewNotification, OutboxStore};
 use crate::payload::WebhookMessage;
-use crate::{StoreError, WebhookConfig};
 
-/// Decides what to notify.
+/// Routes, groups and enqueues.
 pub struct Dispatcher<S> {
     store: Arc<S>,
-    receivers: Vec<WebhookConfig>,
+    config: NotifyConfig,
     external_url: String,
-    sent: HashSet<String>,
+    tenants: HashMap<String, Grouper>,
+    resolve_timeout_ms: i64,
+}
+
+fn integration_from(s: &str) -> Option<IntegrationId> {
+    let mut parts = s.rsplitn(3, '/');
+    let index = parts.next()?.parse().ok()?;
+    let kind = match parts.next()? {
+        "slack" => "slack",
+        "email" => "email",
+        "webhook" => "webhook",
+        _ => return None,
+    };
+    Some(IntegrationId {
+        receiver: parts.next()?.to_string(),
+        kind,
+        index,
+    })
 }
 
 impl<S: OutboxStore> Dispatcher<S> {
-    /// A dispatcher writing to `store` for `receivers`.
-    pub fn new(store: Arc<S>, receivers: Vec<WebhookConfig>, external_url: String) -> Self {
+    /// A dispatcher writing to `store` for `config`.
+    pub fn new(store: Arc<S>, config: NotifyConfig, external_url: String) -> Self {
+        let resolve_timeout_ms = config
+            .global
+            .resolve_timeout
+            .map_or(5 * 60 * 1000, |d| d.as_millis() as i64);
         Dispatcher {
             store,
-            receivers,
+            config,
             external_url,
-            sent: HashSet::new(),
+            tenants: HashMap::new(),
+            resolve_timeout_ms,
         }
     }
 
-    /// The notifications `alerts` call for that have not been enqueued yet. Pending
-    /// alerts notify nobody; resolved ones only receivers with `send_resolved`.
-    pub fn plan(&mut self, alerts: &[Alert], now_ms: i64) -> Vec<NewNotification> {
-        let mut out = Vec::new();
-        for alert in alerts {
-            let state = alert.state();
-            let state_name = match state {
-                AlertState::Firing => "firing",
-                AlertState::Resolved => "resolved",
+    fn grouper(&mut self, tenant: &str) -> Result<&mut Grouper, StoreError> {
+        if !self.tenants.contains_key(tenant) {
+            let log = self
+                .store
+                .notification_log(tenant)?
+                .into_iter()
+                .filter_map(|(group, integration, entry)| {
+                    Some(((group, integration_from(&integration)?), entry))
+                })
+                .collect();
+            self.tenants
+                .insert(tenant.to_string(), Grouper::new(self.config.clone(), log));
+        }
+        Ok(self.tenants.get_mut(tenant).expect("inserted above"))
+    }
+
+    /// Adds `alerts` of `tenant` as the Alertmanager API receives them.
+    ///
+    /// # Errors
+    /// [`StoreError`] reading the notification log.
+    pub fn insert(
+        &mut self,
+        tenant: &str,
+        alerts: Vec<GroupAlert>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.grouper(tenant)?.insert(alerts, now_ms);
+        Ok(())
+    }
+
+    /// Takes the rule engine's alerts (every pending, firing and recently resolved one,
+    /// each evaluation), then flushes what is due. Blocking. Returns how many
+    /// notifications were new.
+    ///
+    /// # Errors
+    /// [`StoreError`]; what was not stored is planned again at the next flush.
+    pub fn dispatch(&mut self, alerts: &[Alert], now_ms: i64) -> Result<usize, StoreError> {
+        let mut by_tenant: HashMap<&str, Vec<GroupAlert>> = HashMap::new();
+        for a in alerts {
+            let ends_at_ms = match a.state() {
+                AlertState::Firing => now_ms + self.resolve_timeout_ms,
+                AlertState::Resolved => a.resolved_at_ms.max(1),
                 _ => continue,
             };
-            for r in &self.receivers {
-                if state == AlertState::Resolved && !r.send_resolved {
-                    continue;
-                }
+            by_tenant.entry(&a.tenant).or_default().push(GroupAlert {
+                labels: a.labels.clone(),
+                annotations: a.annotations.clone(),
+                starts_at_ms: a.active_at_ms,
+                ends_at_ms,
+                generator_url: a.generator_url.clone(),
+                fingerprint: a.fingerprint.clone(),
+            });
+        }
+        for (tenant, list) in by_tenant {
+            self.grouper(tenant)?.insert(list, now_ms);
+        }
+        self.flush(now_ms)
+    }
+
+    /// Flushes every tenant's due groups into the outbox. Blocking.
+    ///
+    /// # Errors
+    /// [`StoreError`]; what was not stored is planned again at the next flush.
+    pub fn flush(&mut self, now_ms: i64) -> Result<usize, StoreError> {
+        let mut new = 0;
+        for (tenant, grouper) in &mut self.tenants {
+            if grouper.next_due_ms().is_none_or(|t| t > now_ms) {
+                continue;
+            }
+            let silences = self.store.silences(tenant)?;
+            for n in grouper.flush_due(now_ms, &silences) {
+                let msg = WebhookMessage::from_group(&n, now_ms, &self.external_url);
+                let mut fingerprints: Vec<&str> = n.log.firing.iter().map(String::as_str).collect();
+                fingerprints.push("|");
+                fingerprints.extend(n.log.resolved.iter().map(String::as_str));
                 let key = format!(
-                    "{}/{}/{}/{}/{}",
-                    alert.tenant, r.name, alert.fingerprint, alert.active_at_ms, state_name
+                    "{tenant}/{}/{}/{}/{:016x}",
+                    n.integration,
+                    n.group_key,
+                    now_ms,
+                    fnv1a(&fingerprints.join(","))
                 );
-                if self.sent.contains(&key) {
-                    continue;
-                }
-                let group = BTreeMap::from([(
-                    "alertname".to_string(),
-                    alert.labels.get("alertname").cloned().unwrap_or_default(),
-                )]);
-                let msg = WebhookMessage::new(
-                    &r.name,
-                    group,
-                    std::slice::from_ref(alert),
-                    &self.external_url,
-                );
-                out.push(NewNotification {
-                    tenant: alert.tenant.clone(),
-                    receiver: r.name.clone(),
+                let notification = NewNotification {
+                    tenant: tenant.clone(),
+                    receiver: n.integration.to_string(),
                     idempotency_key: key,
                     body: serde_json::to_vec(&msg).expect("webhook messages serialize"),
                     created_at_ms: now_ms,
-                });
+                };
+                if self
+                    .store
+                    .enqueue_notified(&notification, &n.group_key, &n.log)?
+                {
+                    new += 1;
+                }
+                grouper.notified(&n);
             }
-        }
-        out
-    }
-
-    /// Enqueues what [`plan`](Self::plan) returns; blocking. Returns how many were new.
-    ///
-    /// # Errors
-    /// [`StoreError`]; nothing is marked sent for the entries that failed.
-    pub fn dispatch(&mut self, alerts: &[Alert], now_ms: i64) -> Result<usize, StoreError> {
-        let mut new = 0;
-        for n in self.plan(alerts, now_ms) {
-            if self.store.enqueue(&n)? {
-                new += 1;
-            }
-            self.sent.insert(n.idempotency_key);
         }
         Ok(new)
     }
+
+    /// The earliest time a group of any tenant is due.
+    pub fn next_due_ms(&self) -> Option<i64> {
+        self.tenants.values().filter_map(Grouper::next_due_ms).min()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NotifyConfig {
+        &self.config
+    }
+
+    /// A tenant's grouping state, for the API.
+    pub fn tenant(&self, tenant: &str) -> Option<&Grouper> {
+        self.tenants.get(tenant)
+    }
+}
+
+/// FNV-1a, enough to tell alert sets apart in a key.
+fn fnv1a(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }

@@ -3,20 +3,128 @@
 //! - [`payload`]: Alertmanager's webhook JSON (version 4).
 //! - [`webhook`]: the webhook receiver, with HMAC-SHA256 signatures.
 //! - [`outbox`]: the durable outbox contract and the delivery worker with backoff.
-//! - [`dispatch`]: turns alert states into outbox entries, once per state change.
+//! - [`config`]: the Alertmanager-shaped configuration (routes, receivers, inhibition,
+//!   time intervals); [`matchers`], [`timeinterval`].
+//! - [`group`]: routing, grouping and the notification log (group_wait,
+//!   group_interval, repeat_interval, inhibition, silences, mute intervals).
+//! - [`silence`]: silences that mute matching alerts for a while.
+//! - [`dispatch`]: alerts in, one outbox entry per group change and integration out.
+//! - [`render`], [`slack`], [`email`]: what people read, and how it reaches them.
 //!
 //! Storage is not this crate's: the outbox is a trait that `ingest` implements on its
 //! store, so that this crate is testable with an in-memory one.
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod dispatch;
+pub mod email;
+pub mod group;
+pub mod matchers;
 pub mod outbox;
 pub mod payload;
+pub mod render;
+pub mod silence;
+pub mod slack;
+pub mod timeinterval;
 pub mod webhook;
 
+pub use config::NotifyConfig;
 pub use dispatch::Dispatcher;
 pub use outbox::{DeliveryWorker, NewNotification, OutboxStore, PendingNotification};
 pub use webhook::{WebhookConfig, WebhookReceiver};
+
+use std::collections::HashMap;
+
+/// A configured way to deliver: one of a receiver's Slack, email or webhook configs.
+pub enum Integration {
+    /// A webhook, with Alertmanager's `max_alerts` (0: all).
+    Webhook {
+        /// The sender.
+        receiver: WebhookReceiver,
+        /// Alerts per message.
+        max_alerts: usize,
+    },
+    /// Slack.
+    Slack(slack::SlackReceiver),
+    /// Email.
+    Email(email::EmailReceiver),
+}
+
+/// Every integration of `config`, keyed by [`group::IntegrationId`]'s text
+/// (`receiver/kind/index`), as the outbox names them. `client` carries the webhooks'
+/// TLS; `tls` is Slack's.
+///
+/// # Errors
+/// Each receiver that cannot be built, named.
+pub fn build_integrations(
+    config: &NotifyConfig,
+    client: &reqwest::Client,
+    tls: &rustls::ClientConfig,
+) -> Result<HashMap<String, Integration>, Vec<String>> {
+    let mut out = HashMap::new();
+    let mut problems = Vec::new();
+    for (name, r) in &config.receivers {
+        let id = |kind: &'static str, index: usize| {
+            group::IntegrationId {
+                receiver: name.clone(),
+                kind,
+                index,
+            }
+            .to_string()
+        };
+        for (i, w) in r.webhook_configs.iter().enumerate() {
+            let url = match (&w.url, &w.url_file) {
+                (Some(u), _) => u.clone(),
+                (None, Some(f)) => match std::fs::read_to_string(f) {
+                    Ok(u) => u.trim().to_string(),
+                    Err(e) => {
+                        problems.push(format!("{name}: webhook url_file {f}: {e}"));
+                        continue;
+                    }
+                },
+                (None, None) => continue,
+            };
+            let key = id("webhook", i);
+            out.insert(
+                key.clone(),
+                Integration::Webhook {
+                    receiver: WebhookReceiver::new(
+                        WebhookConfig {
+                            name: key,
+                            url,
+                            secret: w.secret.clone(),
+                            send_resolved: w.send_resolved,
+                            timeout_secs: w.timeout.map_or(10, |t| t.as_secs().max(1)),
+                        },
+                        client.clone(),
+                    ),
+                    max_alerts: w.max_alerts,
+                },
+            );
+        }
+        for (i, c) in r.slack_configs.iter().enumerate() {
+            match slack::SlackReceiver::new(name, c, &config.global, tls.clone()) {
+                Ok(s) => {
+                    out.insert(id("slack", i), Integration::Slack(s));
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        for (i, c) in r.email_configs.iter().enumerate() {
+            match email::EmailReceiver::new(name, c, &config.global) {
+                Ok(e) => {
+                    out.insert(id("email", i), Integration::Email(e));
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
 
 /// Why a delivery failed.
 #[derive(Debug, thiserror::Error)]

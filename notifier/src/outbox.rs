@@ -10,7 +10,9 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::{StoreError, WebhookReceiver};
+use crate::group::LogEntry;
+use crate::silence::Silence;
+use crate::{Integration, StoreError};
 
 /// A notification to store.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +68,49 @@ pub trait OutboxStore: Send + Sync + 'static {
         error: &str,
         next_attempt_ms: Option<i64>,
     ) -> Result<(), StoreError>;
+    /// Stores `n` and the notification log entry `(group_key, integration) -> log` in one
+    /// transaction, so that a crash can neither send a change twice nor lose it.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails.
+    fn enqueue_notified(
+        &self,
+        n: &NewNotification,
+        group_key: &str,
+        log: &LogEntry,
+    ) -> Result<bool, StoreError>;
+    /// The notification log of `tenant`: `(group key, integration, entry)`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails.
+    fn notification_log(&self, tenant: &str)
+    -> Result<Vec<(String, String, LogEntry)>, StoreError>;
+    /// The silences of `tenant` that are not expired.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails.
+    fn silences(&self, tenant: &str) -> Result<Vec<Silence>, StoreError>;
+    /// The Slack message `ts` a group's first message got, to thread the rest under.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails.
+    fn thread(
+        &self,
+        tenant: &str,
+        integration: &str,
+        group_key: &str,
+    ) -> Result<Option<String>, StoreError>;
+    /// Records a group's Slack thread.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails.
+    fn set_thread(
+        &self,
+        tenant: &str,
+        integration: &str,
+        group_key: &str,
+        ts: &str,
+    ) -> Result<(), StoreError>;
 }
 
 /// Retry policy for deliveries.
@@ -112,7 +157,7 @@ pub type DeliveredCallback = Box<dyn Fn(&PendingNotification) + Send + Sync>;
 /// Delivers due notifications until cancelled.
 pub struct DeliveryWorker<S> {
     store: Arc<S>,
-    receivers: HashMap<String, WebhookReceiver>,
+    receivers: HashMap<String, Integration>,
     policy: RetryPolicy,
     wake: Arc<Notify>,
     /// Called with each body the receiver acknowledged (the demo prints them).
@@ -127,19 +172,17 @@ fn now_ms() -> i64 {
 }
 
 impl<S: OutboxStore> DeliveryWorker<S> {
-    /// A worker over `store` sending to `receivers`.
+    /// A worker over `store` sending to `receivers` (by integration id, see
+    /// [`crate::build_integrations`]).
     pub fn new(
         store: Arc<S>,
-        receivers: Vec<WebhookReceiver>,
+        receivers: HashMap<String, Integration>,
         policy: RetryPolicy,
         wake: Arc<Notify>,
     ) -> Self {
         DeliveryWorker {
             store,
-            receivers: receivers
-                .into_iter()
-                .map(|r| (r.config().name.clone(), r))
-                .collect(),
+            receivers,
             policy,
             wake,
             on_delivered: None,
@@ -181,14 +224,7 @@ impl<S: OutboxStore> DeliveryWorker<S> {
         let n = due.len();
         for p in due {
             let result = match self.receivers.get(&p.notification.receiver) {
-                Some(r) => {
-                    r.send(
-                        &p.notification.body,
-                        &p.notification.idempotency_key,
-                        now_ms() / 1000,
-                    )
-                    .await
-                }
+                Some(r) => self.send(r, &p).await,
                 None => Err(crate::DeliveryError::UnknownReceiver(
                     p.notification.receiver.clone(),
                 )),
@@ -223,6 +259,73 @@ impl<S: OutboxStore> DeliveryWorker<S> {
             }
         }
         Ok(n)
+    }
+}
+
+impl<S: OutboxStore> DeliveryWorker<S> {
+    async fn send(
+        &self,
+        integration: &Integration,
+        p: &PendingNotification,
+    ) -> Result<(), crate::DeliveryError> {
+        let n = &p.notification;
+        let parse = || {
+            serde_json::from_slice::<crate::payload::WebhookMessage>(&n.body).map_err(|e| {
+                crate::DeliveryError::Status {
+                    receiver: n.receiver.clone(),
+                    status: 422,
+                    body: format!("stored notification is not a webhook message: {e}"),
+                }
+            })
+        };
+        match integration {
+            Integration::Webhook {
+                receiver,
+                max_alerts,
+            } => {
+                if *max_alerts > 0 {
+                    let mut msg = parse()?;
+                    msg.truncate(*max_alerts);
+                    let body = serde_json::to_vec(&msg).expect("webhook messages serialize");
+                    receiver
+                        .send(&body, &n.idempotency_key, now_ms() / 1000)
+                        .await
+                } else {
+                    receiver
+                        .send(&n.body, &n.idempotency_key, now_ms() / 1000)
+                        .await
+                }
+            }
+            Integration::Email(email) => email.send(&parse()?).await,
+            Integration::Slack(slack) => {
+                let msg = parse()?;
+                let store = self.store.clone();
+                let (tenant, receiver, group) =
+                    (n.tenant.clone(), n.receiver.clone(), msg.group_key.clone());
+                let thread =
+                    tokio::task::spawn_blocking(move || store.thread(&tenant, &receiver, &group))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .flatten();
+                let reply_to = if msg.status == "resolved" {
+                    thread.as_deref()
+                } else {
+                    None
+                };
+                let ts = slack.send(&msg, reply_to).await?;
+                if let (Some(ts), None) = (ts, &thread) {
+                    let store = self.store.clone();
+                    let (tenant, receiver, group) =
+                        (n.tenant.clone(), n.receiver.clone(), msg.group_key.clone());
+                    let _ = tokio::task::spawn_blocking(move || {
+                        store.set_thread(&tenant, &receiver, &group, &ts)
+                    })
+                    .await;
+                }
+                Ok(())
+            }
+        }
     }
 }
 

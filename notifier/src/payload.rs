@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 
 use foresight_proto::v1::{Alert, AlertState};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The body Alertmanager POSTs to a webhook.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookMessage {
     /// Always `"4"`.
@@ -33,7 +33,7 @@ pub struct WebhookMessage {
 }
 
 /// One alert in a [`WebhookMessage`].
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookAlert {
     /// `firing` or `resolved`.
@@ -144,6 +144,57 @@ impl WebhookMessage {
                     }
                 })
                 .collect(),
+        }
+    }
+}
+
+impl WebhookMessage {
+    /// The message for a group notification flushed at `now_ms`.
+    pub fn from_group(
+        n: &crate::group::GroupNotification,
+        now_ms: i64,
+        external_url: &str,
+    ) -> Self {
+        let labels: Vec<_> = n.alerts.iter().map(|a| &a.labels).collect();
+        let annotations: Vec<_> = n.alerts.iter().map(|a| &a.annotations).collect();
+        WebhookMessage {
+            version: "4".into(),
+            group_key: n.group_key.clone(),
+            truncated_alerts: 0,
+            status: if n.firing { "firing" } else { "resolved" }.into(),
+            receiver: n.integration.receiver.clone(),
+            group_labels: n.group_labels.clone(),
+            common_labels: common(&labels),
+            common_annotations: common(&annotations),
+            external_url: external_url.into(),
+            alerts: n
+                .alerts
+                .iter()
+                .map(|a| {
+                    let resolved = a.resolved_at(now_ms);
+                    WebhookAlert {
+                        status: if resolved { "resolved" } else { "firing" }.into(),
+                        labels: a.labels.clone(),
+                        annotations: a.annotations.clone(),
+                        starts_at: rfc3339_ms(a.starts_at_ms),
+                        ends_at: if resolved {
+                            rfc3339_ms(a.ends_at_ms)
+                        } else {
+                            ZERO_TIME.into()
+                        },
+                        generator_url: a.generator_url.clone(),
+                        fingerprint: a.fingerprint.clone(),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Keeps the first `max` alerts (0 keeps all), counting the rest as truncated.
+    pub fn truncate(&mut self, max: usize) {
+        if max > 0 && self.alerts.len() > max {
+            self.truncated_alerts = (self.alerts.len() - max) as u64;
+            self.alerts.truncate(max);
         }
     }
 }

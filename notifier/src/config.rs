@@ -1,0 +1,674 @@
+//! The notification configuration, in Alertmanager's shape, so that an existing
+//! `alertmanager.yml` for Slack, email and webhook receivers loads as it is: `route`
+//! (with nested `routes`), `receivers`, `inhibit_rules`, `time_intervals`. A field we do
+//! not support is a load error that names it (serde's `unknown field`), never silently
+//! ignored.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::matchers::{Matcher, parse_matchers};
+use crate::timeinterval::TimeInterval;
+
+/// A configuration problem, with where it is.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// The top level of `alertmanager.yml`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Defaults for receivers.
+    #[serde(default)]
+    pub global: Global,
+    /// The routing tree's root.
+    #[serde(default)]
+    pub route: Option<RawRoute>,
+    /// Where notifications go.
+    #[serde(default)]
+    pub receivers: Vec<Receiver>,
+    /// Alerts that mute others.
+    #[serde(default)]
+    pub inhibit_rules: Vec<RawInhibitRule>,
+    /// Named time intervals for `mute_time_intervals` and `active_time_intervals`.
+    #[serde(default)]
+    pub time_intervals: Vec<NamedTimeInterval>,
+    /// Alertmanager's older name for `time_intervals`.
+    #[serde(default)]
+    pub mute_time_intervals: Vec<NamedTimeInterval>,
+}
+
+/// Receiver defaults.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Global {
+    /// How long an alert without updates stays firing (Alertmanager's; unused by alerts
+    /// from Foresight's own rules, which always say when they resolve).
+    #[serde(default, with = "opt_duration")]
+    pub resolve_timeout: Option<Duration>,
+    /// Default sender address.
+    pub smtp_from: Option<String>,
+    /// Default `host:port` of the SMTP server.
+    pub smtp_smarthost: Option<String>,
+    /// Default SMTP user.
+    pub smtp_auth_username: Option<String>,
+    /// Default SMTP password.
+    pub smtp_auth_password: Option<String>,
+    /// Default SMTP password, from a file.
+    pub smtp_auth_password_file: Option<String>,
+    /// Whether STARTTLS is required (default true, as in Alertmanager).
+    pub smtp_require_tls: Option<bool>,
+    /// Default Slack incoming-webhook URL.
+    pub slack_api_url: Option<String>,
+    /// Default Slack incoming-webhook URL, from a file.
+    pub slack_api_url_file: Option<String>,
+    /// Default Slack Web API base URL for `app_token` receivers.
+    pub slack_app_url: Option<String>,
+    /// Default Slack bot token.
+    pub slack_app_token: Option<String>,
+}
+
+/// One node of the routing tree, as written.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Receiver; inherited from the parent when absent.
+    pub receiver: Option<String>,
+    /// Labels to group by; `...` groups by all labels. Inherited when absent.
+    pub group_by: Option<Vec<String>>,
+    /// Keep matching sibling routes after this one matched.
+    #[serde(default, rename = "continue")]
+    pub continue_: bool,
+    /// Matchers such as `severity=~"critical|warning"`.
+    #[serde(default)]
+    pub matchers: Vec<String>,
+    /// Deprecated equality matchers.
+    #[serde(default, rename = "match")]
+    pub match_: BTreeMap<String, String>,
+    /// Deprecated regular-expression matchers.
+    #[serde(default)]
+    pub match_re: BTreeMap<String, String>,
+    /// Wait before the first notification of a new group.
+    #[serde(default, with = "opt_duration")]
+    pub group_wait: Option<Duration>,
+    /// Wait before notifying a change of a group already notified.
+    #[serde(default, with = "opt_duration")]
+    pub group_interval: Option<Duration>,
+    /// Wait before repeating an unchanged notification.
+    #[serde(default, with = "opt_duration")]
+    pub repeat_interval: Option<Duration>,
+    /// Named intervals during which this route does not notify.
+    #[serde(default)]
+    pub mute_time_intervals: Vec<String>,
+    /// Named intervals outside which this route does not notify.
+    #[serde(default)]
+    pub active_time_intervals: Vec<String>,
+    /// Child routes, tried in order.
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+/// An inhibition rule, as written.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawInhibitRule {
+    /// What a firing alert must match to mute others.
+    #[serde(default)]
+    pub source_matchers: Vec<String>,
+    /// What a muted alert matches.
+    #[serde(default)]
+    pub target_matchers: Vec<String>,
+    /// Labels that must be equal between source and target.
+    #[serde(default)]
+    pub equal: Vec<String>,
+}
+
+/// `time_intervals` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedTimeInterval {
+    /// Name routes refer to.
+    pub name: String,
+    /// Any of these matching makes the interval active.
+    #[serde(default)]
+    pub time_intervals: Vec<TimeInterval>,
+}
+
+/// A receiver: every config in it gets each notification.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Receiver {
+    /// Name routes refer to.
+    pub name: String,
+    /// Slack messages.
+    #[serde(default)]
+    pub slack_configs: Vec<SlackConfig>,
+    /// Emails.
+    #[serde(default)]
+    pub email_configs: Vec<EmailConfig>,
+    /// HTTP POSTs.
+    #[serde(default)]
+    pub webhook_configs: Vec<WebhookConfig>,
+}
+
+/// `slack_configs` entry: an incoming webhook (`api_url`) or `chat.postMessage` with a
+/// bot token (`app_token`, Web API at `app_url`).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    /// Send resolved notifications (default false, as in Alertmanager).
+    #[serde(default)]
+    pub send_resolved: bool,
+    /// Incoming-webhook URL.
+    pub api_url: Option<String>,
+    /// Incoming-webhook URL, from a file.
+    pub api_url_file: Option<String>,
+    /// Bot token for `chat.postMessage`.
+    pub app_token: Option<String>,
+    /// Bot token, from a file.
+    pub app_token_file: Option<String>,
+    /// Slack Web API base URL (default `https://slack.com/api/`).
+    pub app_url: Option<String>,
+    /// Channel (`#ops` or an id).
+    pub channel: Option<String>,
+    /// Bot user name shown.
+    pub username: Option<String>,
+    /// Title template.
+    pub title: Option<String>,
+    /// Title link template.
+    pub title_link: Option<String>,
+    /// Body template.
+    pub text: Option<String>,
+    /// Colour template (`danger`, `good`, or `#hex`).
+    pub color: Option<String>,
+    /// Icon URL.
+    pub icon_url: Option<String>,
+    /// Icon emoji.
+    pub icon_emoji: Option<String>,
+}
+
+/// `email_configs` entry.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// Send resolved notifications (default false, as in Alertmanager).
+    #[serde(default)]
+    pub send_resolved: bool,
+    /// Recipients, comma separated.
+    pub to: String,
+    /// Sender; `global.smtp_from` when absent.
+    pub from: Option<String>,
+    /// `host:port`; `global.smtp_smarthost` when absent. Port 465 is implicit TLS.
+    pub smarthost: Option<String>,
+    /// SMTP user.
+    pub auth_username: Option<String>,
+    /// SMTP password.
+    pub auth_password: Option<String>,
+    /// SMTP password, from a file.
+    pub auth_password_file: Option<String>,
+    /// Require STARTTLS (default `global.smtp_require_tls`, else true).
+    pub require_tls: Option<bool>,
+    /// Extra headers (`Subject` overrides the subject template).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// HTML body template.
+    pub html: Option<String>,
+    /// Text body template.
+    pub text: Option<String>,
+    /// TLS settings.
+    #[serde(default)]
+    pub tls_config: TlsConfig,
+}
+
+/// TLS settings of an SMTP connection.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of CAs to trust instead of the system's.
+    pub ca_file: Option<String>,
+    /// Name to check in the server certificate.
+    pub server_name: Option<String>,
+    /// Accept any certificate (tests only).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+/// `webhook_configs` entry.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Send resolved notifications (default true, as in Alertmanager).
+    #[serde(default = "yes")]
+    pub send_resolved: bool,
+    /// Where to POST.
+    pub url: Option<String>,
+    /// Where to POST, from a file.
+    pub url_file: Option<String>,
+    /// At most this many alerts per message (0: all).
+    #[serde(default)]
+    pub max_alerts: usize,
+    /// Request timeout (default 10s).
+    #[serde(default, with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    /// Foresight: HMAC-SHA256 signing secret (header `X-Foresight-Signature`).
+    pub secret: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        s.map(|s| super::parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// A Prometheus-style duration: `30s`, `5m`, `4h`, `1d`, `1w`, `1h30m`.
+///
+/// # Errors
+/// A message naming the bad duration.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration like 30s, 5m, 4h or 1h30m");
+    let mut total = Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            "d" => Duration::from_secs(86_400),
+            "w" => Duration::from_secs(7 * 86_400),
+            "y" => Duration::from_secs(365 * 86_400),
+            _ => return Err(bad()),
+        };
+        total += unit.checked_mul(n as u32).ok_or_else(bad)?;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+/// A route with everything inherited resolved and matchers parsed.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Receiver name.
+    pub receiver: String,
+    /// Labels to group by; `None` groups by every label (`...`).
+    pub group_by: Option<Vec<String>>,
+    /// See [`RawRoute::continue_`].
+    pub continue_: bool,
+    /// All must match.
+    pub matchers: Vec<Matcher>,
+    /// See [`RawRoute::group_wait`].
+    pub group_wait: Duration,
+    /// See [`RawRoute::group_interval`].
+    pub group_interval: Duration,
+    /// See [`RawRoute::repeat_interval`].
+    pub repeat_interval: Duration,
+    /// Names of muting intervals.
+    pub mute_time_intervals: Vec<String>,
+    /// Names of active intervals.
+    pub active_time_intervals: Vec<String>,
+    /// Children.
+    pub routes: Vec<Route>,
+}
+
+/// An inhibition rule, parsed.
+#[derive(Debug, Clone)]
+pub struct InhibitRule {
+    /// See [`RawInhibitRule::source_matchers`].
+    pub source: Vec<Matcher>,
+    /// See [`RawInhibitRule::target_matchers`].
+    pub target: Vec<Matcher>,
+    /// See [`RawInhibitRule::equal`].
+    pub equal: Vec<String>,
+}
+
+/// The loaded, checked configuration.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// Receiver defaults.
+    pub global: Global,
+    /// Root route.
+    pub route: Route,
+    /// Receivers by name.
+    pub receivers: BTreeMap<String, Receiver>,
+    /// Inhibition rules.
+    pub inhibit_rules: Vec<InhibitRule>,
+    /// Time intervals by name.
+    pub time_intervals: BTreeMap<String, Vec<TimeInterval>>,
+}
+
+/// Routes by `severity` and `category` as design.md describes, to the receivers
+/// `critical`, `warning` and `info` that the ingest config fills.
+pub const DEFAULT_CONFIG: &str = r#"
+route:
+  receiver: default
+  group_by: [cluster, alertname]
+  group_wait: 30s
+  group_interval: 5m
+  repeat_interval: 4h
+receivers:
+  - name: default
+inhibit_rules:
+  - source_matchers: [severity="critical"]
+    target_matchers: [severity="warning"]
+    equal: [cluster, alertname]
+"#;
+
+impl NotifyConfig {
+    /// Parses and checks `yaml`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the field, matcher, receiver or interval at fault.
+    pub fn from_yaml(yaml: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig =
+            serde_saphyr::from_str(yaml).map_err(|e| ConfigError(format!("{e}")))?;
+        Self::from_raw(raw)
+    }
+
+    /// Checks `raw`.
+    ///
+    /// # Errors
+    /// See [`from_yaml`](Self::from_yaml).
+    pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let mut receivers = BTreeMap::new();
+        for r in raw.receivers {
+            for (i, w) in r.webhook_configs.iter().enumerate() {
+                if w.url.is_none() && w.url_file.is_none() {
+                    return Err(ConfigError(format!(
+                        "receivers: {}: webhook_configs[{i}]: one of url or url_file is required",
+                        r.name
+                    )));
+                }
+            }
+            for (i, s) in r.slack_configs.iter().enumerate() {
+                let webhook = s.api_url.is_some()
+                    || s.api_url_file.is_some()
+                    || raw.global.slack_api_url.is_some()
+                    || raw.global.slack_api_url_file.is_some();
+                let app = s.app_token.is_some()
+                    || s.app_token_file.is_some()
+                    || raw.global.slack_app_token.is_some();
+                if !webhook && !app {
+                    return Err(ConfigError(format!(
+                        "receivers: {}: slack_configs[{i}]: set api_url (incoming webhook) or app_token (bot token)",
+                        r.name
+                    )));
+                }
+                if app && !webhook && s.channel.is_none() {
+                    return Err(ConfigError(format!(
+                        "receivers: {}: slack_configs[{i}]: chat.postMessage needs a channel",
+                        r.name
+                    )));
+                }
+            }
+            for (i, e) in r.email_configs.iter().enumerate() {
+                if e.smarthost.is_none() && raw.global.smtp_smarthost.is_none() {
+                    return Err(ConfigError(format!(
+                        "receivers: {}: email_configs[{i}]: no smarthost here nor in global.smtp_smarthost",
+                        r.name
+                    )));
+                }
+                if e.from.is_none() && raw.global.smtp_from.is_none() {
+                    return Err(ConfigError(format!(
+                        "receivers: {}: email_configs[{i}]: no from here nor in global.smtp_from",
+                        r.name
+                    )));
+                }
+            }
+            if receivers.insert(r.name.clone(), r.clone()).is_some() {
+                return Err(ConfigError(format!(
+                    "receivers: {} is defined twice",
+                    r.name
+                )));
+            }
+        }
+        let mut time_intervals = BTreeMap::new();
+        for t in raw
+            .time_intervals
+            .into_iter()
+            .chain(raw.mute_time_intervals)
+        {
+            for i in &t.time_intervals {
+                i.check()
+                    .map_err(|e| ConfigError(format!("time_intervals: {}: {e}", t.name)))?;
+            }
+            time_intervals.insert(t.name, t.time_intervals);
+        }
+        let root = raw
+            .route
+            .ok_or_else(|| ConfigError("route: a root route is required".into()))?;
+        if root.receiver.is_none() {
+            return Err(ConfigError("route: the root route needs a receiver".into()));
+        }
+        if !root.matchers.is_empty() || !root.match_.is_empty() || !root.match_re.is_empty() {
+            return Err(ConfigError(
+                "route: the root route matches every alert; it cannot have matchers".into(),
+            ));
+        }
+        let defaults = Route {
+            receiver: String::new(),
+            group_by: Some(Vec::new()),
+            continue_: false,
+            matchers: Vec::new(),
+            group_wait: Duration::from_secs(30),
+            group_interval: Duration::from_secs(300),
+            repeat_interval: Duration::from_secs(4 * 3600),
+            mute_time_intervals: Vec::new(),
+            active_time_intervals: Vec::new(),
+            routes: Vec::new(),
+        };
+        let route = resolve(&root, &defaults, &receivers, &time_intervals, "route")?;
+        let mut inhibit_rules = Vec::new();
+        for (i, r) in raw.inhibit_rules.iter().enumerate() {
+            let parse = |list: &[String]| -> Result<Vec<Matcher>, ConfigError> {
+                let mut out = Vec::new();
+                for m in list {
+                    out.extend(
+                        parse_matchers(m)
+                            .map_err(|e| ConfigError(format!("inhibit_rules[{i}]: {e}")))?,
+                    );
+                }
+                Ok(out)
+            };
+            inhibit_rules.push(InhibitRule {
+                source: parse(&r.source_matchers)?,
+                target: parse(&r.target_matchers)?,
+                equal: r.equal.clone(),
+            });
+        }
+        Ok(NotifyConfig {
+            global: raw.global,
+            route,
+            receivers,
+            inhibit_rules,
+            time_intervals,
+        })
+    }
+}
+
+fn resolve(
+    raw: &RawRoute,
+    parent: &Route,
+    receivers: &BTreeMap<String, Receiver>,
+    intervals: &BTreeMap<String, Vec<TimeInterval>>,
+    path: &str,
+) -> Result<Route, ConfigError> {
+    let receiver = raw.receiver.clone().unwrap_or(parent.receiver.clone());
+    if !receivers.contains_key(&receiver) {
+        return Err(ConfigError(format!(
+            "{path}: receiver {receiver:?} is not in receivers"
+        )));
+    }
+    let group_by = match &raw.group_by {
+        None => parent.group_by.clone(),
+        Some(g) if g.iter().any(|l| l == "...") => {
+            if g.len() > 1 {
+                return Err(ConfigError(format!(
+                    "{path}: group_by: `...` groups by every label and cannot be combined"
+                )));
+            }
+            None
+        }
+        Some(g) => Some(g.clone()),
+    };
+    let mut matchers = Vec::new();
+    for m in &raw.matchers {
+        matchers.extend(parse_matchers(m).map_err(|e| ConfigError(format!("{path}: {e}")))?);
+    }
+    for (k, v) in &raw.match_ {
+        matchers.push(Matcher::equal(k, v));
+    }
+    for (k, v) in &raw.match_re {
+        matchers
+            .push(Matcher::regex(k, v, false).map_err(|e| ConfigError(format!("{path}: {e}")))?);
+    }
+    for name in raw
+        .mute_time_intervals
+        .iter()
+        .chain(&raw.active_time_intervals)
+    {
+        if !intervals.contains_key(name) {
+            return Err(ConfigError(format!(
+                "{path}: time interval {name:?} is not in time_intervals"
+            )));
+        }
+    }
+    let nonzero = |d: Option<Duration>, inherited: Duration, what: &str| {
+        let d = d.unwrap_or(inherited);
+        if d.is_zero() && what != "group_wait" {
+            Err(ConfigError(format!("{path}: {what} must be more than 0")))
+        } else {
+            Ok(d)
+        }
+    };
+    let mut route = Route {
+        receiver,
+        group_by,
+        continue_: raw.continue_,
+        matchers,
+        group_wait: nonzero(raw.group_wait, parent.group_wait, "group_wait")?,
+        group_interval: nonzero(raw.group_interval, parent.group_interval, "group_interval")?,
+        repeat_interval: nonzero(
+            raw.repeat_interval,
+            parent.repeat_interval,
+            "repeat_interval",
+        )?,
+        mute_time_intervals: raw.mute_time_intervals.clone(),
+        active_time_intervals: raw.active_time_intervals.clone(),
+        routes: Vec::new(),
+    };
+    for (i, child) in raw.routes.iter().enumerate() {
+        let c = resolve(
+            child,
+            &route,
+            receivers,
+            intervals,
+            &format!("{path}.routes[{i}]"),
+        )?;
+        route.routes.push(c);
+    }
+    Ok(route)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_alertmanager_config_loads_and_inherits() {
+        let c = NotifyConfig::from_yaml(
+            r#"
+global:
+  smtp_smarthost: localhost:25
+  smtp_from: am@example.com
+route:
+  receiver: team
+  group_by: [alertname, cluster]
+  group_wait: 10s
+  routes:
+    - matchers: ['severity="critical"', 'category=~"availability|durability"']
+      receiver: pager
+      group_by: ['...']
+      continue: true
+      routes:
+        - match: {cluster: prod}
+          repeat_interval: 1h
+    - match_re: {service: "kafka.*"}
+      mute_time_intervals: [weekends]
+receivers:
+  - name: team
+    email_configs: [{to: team@example.com}]
+  - name: pager
+    webhook_configs: [{url: "http://127.0.0.1:9/hook", send_resolved: false}]
+inhibit_rules:
+  - source_matchers: ['severity="critical"']
+    target_matchers: ['severity="warning"']
+    equal: [cluster]
+time_intervals:
+  - name: weekends
+    time_intervals:
+      - weekdays: ['saturday', 'sunday']
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.route.group_wait, Duration::from_secs(10));
+        let pager = &c.route.routes[0];
+        assert_eq!(pager.group_by, None);
+        assert!(pager.continue_);
+        assert_eq!(pager.group_wait, Duration::from_secs(10), "inherited");
+        assert_eq!(pager.routes[0].receiver, "pager", "inherited");
+        assert_eq!(pager.routes[0].repeat_interval, Duration::from_secs(3600));
+        assert_eq!(c.route.routes[1].receiver, "team");
+        assert_eq!(c.inhibit_rules[0].equal, vec!["cluster".to_string()]);
+    }
+
+    #[test]
+    fn an_unsupported_field_is_named() {
+        let e = NotifyConfig::from_yaml(
+            "route: {receiver: a}\nreceivers:\n  - name: a\n    pagerduty_configs: [{}]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("pagerduty_configs"), "{e}");
+        let e = NotifyConfig::from_yaml("route: {receiver: b}\nreceivers: [{name: a}]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"b\" is not in receivers"), "{e}");
+        let e = NotifyConfig::from_yaml(
+            "route: {receiver: a, routes: [{matchers: ['sev=~\"(\"']}]}\nreceivers: [{name: a}]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("route.routes[0]"), "{e}");
+    }
+
+    #[test]
+    fn durations_read_as_prometheus_writes_them() {
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

@@ -1,0 +1,152 @@
+//! What a person reads: the title, text and HTML of a group notification, and its Slack
+//! blocks, with what an on-call engineer needs first (severity, category, cluster,
+//! summary, description, runbook, and the brokers, topics and groups affected).
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use crate::payload::{WebhookAlert, WebhookMessage};
+
+/// `[FIRING:2] KafkaUnderReplicated (cluster prod-eu)`.
+pub fn title(msg: &WebhookMessage) -> String {
+    let firing = msg.alerts.iter().filter(|a| a.status == "firing").count();
+    let status = if firing > 0 {
+        format!("FIRING:{firing}")
+    } else {
+        "RESOLVED".to_string()
+    };
+    let name = msg
+        .common_labels
+        .get("alertname")
+        .or_else(|| msg.group_labels.get("alertname"))
+        .cloned()
+        .unwrap_or_else(|| format!("{} alerts", msg.alerts.len()));
+    match msg.common_labels.get("cluster") {
+        Some(c) => format!("[{status}] {name} (cluster {c})"),
+        None => format!("[{status}] {name}"),
+    }
+}
+
+fn field<'a>(a: &'a WebhookAlert, key: &str) -> Option<&'a str> {
+    a.annotations
+        .get(key)
+        .or_else(|| a.labels.get(key))
+        .map(String::as_str)
+}
+
+/// The values of `label` across the alerts, as a list for the reader.
+fn affected(msg: &WebhookMessage, label: &str) -> Option<String> {
+    let v: BTreeSet<&str> = msg
+        .alerts
+        .iter()
+        .filter_map(|a| a.labels.get(label).map(String::as_str))
+        .collect();
+    if v.is_empty() {
+        return None;
+    }
+    let shown: Vec<&str> = v.iter().take(10).copied().collect();
+    let more = v.len().saturating_sub(shown.len());
+    Some(if more > 0 {
+        format!("{} and {more} more", shown.join(", "))
+    } else {
+        shown.join(", ")
+    })
+}
+
+/// Lines of `label: value` for what the group is about.
+pub fn facts(msg: &WebhookMessage) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for key in ["severity", "category", "cluster"] {
+        if let Some(v) = msg.common_labels.get(key) {
+            out.push((key.to_string(), v.clone()));
+        }
+    }
+    for (label, name) in [
+        ("broker", "brokers"),
+        ("topic", "topics"),
+        ("consumergroup", "consumer groups"),
+    ] {
+        if let Some(v) = affected(msg, label) {
+            out.push((name.to_string(), v));
+        }
+    }
+    out
+}
+
+/// The plain-text body.
+pub fn text(msg: &WebhookMessage) -> String {
+    let mut s = title(msg);
+    s.push_str("\n\n");
+    for (k, v) in facts(msg) {
+        let _ = writeln!(s, "{k}: {v}");
+    }
+    for a in &msg.alerts {
+        let _ = write!(s, "\n[{}] ", a.status.to_uppercase());
+        s.push_str(field(a, "summary").unwrap_or(&a.labels["alertname"].clone()));
+        s.push('\n');
+        if let Some(d) = field(a, "description") {
+            let _ = writeln!(s, "{d}");
+        }
+        if let Some(r) = a.annotations.get("runbook_url") {
+            let _ = writeln!(s, "Runbook: {r}");
+        }
+        let _ = writeln!(s, "Since: {}", a.starts_at);
+    }
+    if !msg.external_url.is_empty() {
+        let _ = write!(s, "\n{}\n", msg.external_url);
+    }
+    s
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The HTML body.
+pub fn html(msg: &WebhookMessage) -> String {
+    let mut s = format!("<html><body><h2>{}</h2><table>", escape(&title(msg)));
+    for (k, v) in facts(msg) {
+        let _ = write!(
+            s,
+            "<tr><th align=\"left\">{}</th><td>{}</td></tr>",
+            escape(&k),
+            escape(&v)
+        );
+    }
+    s.push_str("</table>");
+    for a in &msg.alerts {
+        let _ = write!(
+            s,
+            "<h3>[{}] {}</h3>",
+            escape(&a.status.to_uppercase()),
+            escape(field(a, "summary").unwrap_or(""))
+        );
+        if let Some(d) = field(a, "description") {
+            let _ = write!(s, "<p>{}</p>", escape(d));
+        }
+        if let Some(r) = a.annotations.get("runbook_url") {
+            let _ = write!(s, "<p><a href=\"{0}\">Runbook</a></p>", escape(r));
+        }
+    }
+    s.push_str("</body></html>");
+    s
+}
+
+/// Slack mrkdwn for one alert.
+pub fn slack_alert(a: &WebhookAlert) -> String {
+    let icon = if a.status == "firing" { "🔥" } else { "✅" };
+    let mut s = format!(
+        "{icon} *{}*",
+        field(a, "summary").unwrap_or(a.labels.get("alertname").map_or("", String::as_str))
+    );
+    if let Some(d) = field(a, "description") {
+        let _ = write!(s, "\n{d}");
+    }
+    if let Some(r) = a.annotations.get("runbook_url") {
+        let _ = write!(s, "\n<{r}|Runbook>");
+    }
+    s
+}

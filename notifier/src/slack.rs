@@ -1,0 +1,201 @@
+//! The Slack receiver, through slack-morphism: `chat.postMessage` with a bot token
+//! (resolved notifications answer the firing message in its thread), or an incoming
+//! webhook. Messages are Block Kit: a header, the facts an engineer needs first, and one
+//! section per alert.
+
+use std::sync::Arc;
+
+use slack_morphism::errors::SlackClientError;
+use slack_morphism::prelude::*;
+
+use crate::DeliveryError;
+use crate::config::{Global, SlackConfig};
+use crate::payload::WebhookMessage;
+use crate::render;
+
+type Connector = SlackClientHyperConnector<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+>;
+
+enum Target {
+    Bot {
+        token: SlackApiToken,
+        channel: SlackChannelId,
+    },
+    Webhook(url::Url),
+}
+
+/// A configured Slack integration.
+pub struct SlackReceiver {
+    name: String,
+    client: Arc<SlackClient<Connector>>,
+    target: Target,
+    config: SlackConfig,
+}
+
+/// What a delivery left behind: the message's `ts`, to thread later messages of the
+/// same group under it.
+pub type ThreadTs = Option<String>;
+
+fn read_file(name: &str, what: &str, path: &str) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| format!("{name}: {what} {path}: {e}"))
+}
+
+impl SlackReceiver {
+    /// Builds the client for `config` with `global`'s defaults; `tls` is the rustls
+    /// client configuration (the system's roots).
+    ///
+    /// # Errors
+    /// A message naming what is missing or unreadable.
+    pub fn new(
+        name: &str,
+        config: &SlackConfig,
+        global: &Global,
+        tls: rustls::ClientConfig,
+    ) -> Result<Self, String> {
+        let token = match (&config.app_token, &config.app_token_file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(f)) => Some(read_file(name, "app_token_file", f)?),
+            (None, None) => global.slack_app_token.clone(),
+        };
+        let webhook = match (&config.api_url, &config.api_url_file) {
+            (Some(u), _) => Some(u.clone()),
+            (None, Some(f)) => Some(read_file(name, "api_url_file", f)?),
+            (None, None) => match &global.slack_api_url_file {
+                Some(f) => Some(read_file(name, "global.slack_api_url_file", f)?),
+                None => global.slack_api_url.clone(),
+            },
+        };
+        let api_url = config
+            .app_url
+            .clone()
+            .or_else(|| global.slack_app_url.clone())
+            .unwrap_or_else(|| "https://slack.com/api/".to_string());
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let connector = SlackClientHyperConnector::with_connector(https)
+            .with_slack_api_url(api_url.trim_end_matches('/'));
+        let target = match (token, webhook) {
+            (Some(token), _) if config.channel.is_some() => Target::Bot {
+                token: SlackApiToken::new(token.into()),
+                channel: SlackChannelId::new(config.channel.clone().unwrap_or_default()),
+            },
+            (_, Some(url)) => Target::Webhook(
+                url.parse()
+                    .map_err(|e| format!("{name}: api_url {url:?}: {e}"))?,
+            ),
+            _ => return Err(format!("{name}: set api_url, or app_token and channel")),
+        };
+        Ok(SlackReceiver {
+            name: name.to_string(),
+            client: Arc::new(SlackClient::new(connector)),
+            target,
+            config: config.clone(),
+        })
+    }
+
+    fn content(&self, msg: &WebhookMessage) -> SlackMessageContent {
+        let title = render::title(msg);
+        let mut blocks: Vec<SlackBlock> = vec![
+            SlackHeaderBlock::new(SlackBlockPlainTextOnly::from(
+                self.config.title.clone().unwrap_or_else(|| title.clone()),
+            ))
+            .into(),
+        ];
+        let facts: Vec<String> = render::facts(msg)
+            .into_iter()
+            .map(|(k, v)| format!("*{k}:* {v}"))
+            .collect();
+        if !facts.is_empty() {
+            blocks.push(
+                SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(
+                    SlackBlockMarkDownText::new(facts.join("   ")),
+                )])
+                .into(),
+            );
+        }
+        for a in msg.alerts.iter().take(20) {
+            blocks.push(
+                SlackSectionBlock::new()
+                    .with_text(SlackBlockText::MarkDown(SlackBlockMarkDownText::new(
+                        render::slack_alert(a),
+                    )))
+                    .into(),
+            );
+        }
+        if msg.alerts.len() > 20 {
+            blocks.push(
+                SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(
+                    SlackBlockMarkDownText::new(format!(
+                        "…and {} more alerts",
+                        msg.alerts.len() - 20
+                    )),
+                )])
+                .into(),
+            );
+        }
+        SlackMessageContent::new()
+            .with_text(self.config.text.clone().unwrap_or(title))
+            .with_blocks(blocks)
+    }
+
+    /// Sends `msg`; a resolved-only message goes in the thread of `thread` when given.
+    /// Returns the new message's `ts` (bot tokens only).
+    ///
+    /// # Errors
+    /// [`DeliveryError`]: Slack's rate limit and server errors are retryable.
+    pub async fn send(
+        &self,
+        msg: &WebhookMessage,
+        thread: Option<&str>,
+    ) -> Result<ThreadTs, DeliveryError> {
+        let content = self.content(msg);
+        let fail = |e: SlackClientError| match &e {
+            SlackClientError::RateLimitError(_) => DeliveryError::Status {
+                receiver: self.name.clone(),
+                status: 429,
+                body: e.to_string(),
+            },
+            SlackClientError::ApiError(_) => DeliveryError::Status {
+                receiver: self.name.clone(),
+                status: 400,
+                body: e.to_string(),
+            },
+            SlackClientError::HttpError(h) if h.status_code.as_u16() < 500 => {
+                DeliveryError::Status {
+                    receiver: self.name.clone(),
+                    status: h.status_code.as_u16(),
+                    body: e.to_string(),
+                }
+            }
+            _ => DeliveryError::Unreachable {
+                receiver: self.name.clone(),
+                message: e.to_string(),
+            },
+        };
+        match &self.target {
+            Target::Bot { token, channel } => {
+                let session = self.client.open_session(token);
+                let mut req = SlackApiChatPostMessageRequest::new(channel.clone(), content);
+                req.username = self.config.username.clone();
+                req.icon_url = self.config.icon_url.clone();
+                req.icon_emoji = self.config.icon_emoji.clone();
+                req.thread_ts = thread.map(|t| SlackTs::new(t.to_string()));
+                let resp = session.chat_post_message(&req).await.map_err(fail)?;
+                Ok(Some(resp.ts.to_string()))
+            }
+            Target::Webhook(url) => {
+                self.client
+                    .post_webhook_message(url, &SlackApiPostWebhookMessageRequest::new(content))
+                    .await
+                    .map_err(fail)?;
+                Ok(None)
+            }
+        }
+    }
+}
