@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need and is not a Cargo dependency: the C toolchain pieces
-# librdkafka builds with, promtool (Debian's prometheus package) for the rule pack, and
-# the Kafka-compatible `tansu` broker for end-to-end tests.
+# librdkafka builds with, promtool (Debian's prometheus package) for the rule pack, the
+# aiosmtpd SMTP server for the email tests, and the Kafka-compatible `tansu` broker for
+# end-to-end tests.
 # Idempotent and quick when everything is present.
 set -euo pipefail
 
@@ -19,6 +20,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+
+# A real SMTP server for the email receiver's tests.
+if ! python3 -c "import aiosmtpd" 2>/dev/null; then
+  echo "test-deps: installing aiosmtpd (SMTP server for the email tests)"
+  python3 -m pip install --quiet --user "aiosmtpd==1.4.6" 2>/dev/null \
+    || python3 -m pip install --quiet "aiosmtpd==1.4.6"
 fi
 
 TANSU_VERSION=0.6.0

@@ -39,7 +39,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -77,11 +77,22 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/v1/telemetry", post(telemetry))
+        .route(
+            "/api/v2/silences",
+            get(crate::silences::list).post(crate::silences::post),
+        )
+        .route(
+            "/api/v2/silence/{id}",
+            get(crate::silences::get_one).delete(crate::silences::expire),
+        )
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
 
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(i64, String), ApiError> {
+pub(crate) async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<(i64, String), ApiError> {
     let key = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())

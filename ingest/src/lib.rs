@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod pipeline;
+pub mod silences;
 pub mod store;
 pub mod tls;
 

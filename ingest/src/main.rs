@@ -36,6 +36,18 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Create, list and expire silences (also at `/api/v2/silences`, where `amtool`
+    /// can manage them).
+    Silences {
+        #[command(subcommand)]
+        command: SilencesCommand,
+        /// Configuration file, for its data_dir.
+        #[arg(long, short, env = "FORESIGHT_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// Override `data_dir`.
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
     /// Check and test rule files.
     Rules {
         #[command(subcommand)]
@@ -66,6 +78,43 @@ enum KeysCommand {
         /// Override `data_dir`.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SilencesCommand {
+    /// Silence alerts matching every matcher (`alertname="KafkaDiskFull"`,
+    /// `cluster=~"prod-.*"`), from now for `--duration`; prints the id.
+    Add {
+        /// Tenant whose alerts to silence.
+        #[arg(long)]
+        tenant: String,
+        /// Matchers, Alertmanager syntax; at least one.
+        #[arg(required = true)]
+        matchers: Vec<String>,
+        /// How long, for example `2h` or `30m`.
+        #[arg(long, default_value = "1h")]
+        duration: String,
+        /// Who (default: $USER).
+        #[arg(long)]
+        created_by: Option<String>,
+        /// Why.
+        #[arg(long, required = true)]
+        comment: String,
+    },
+    /// List a tenant's silences with their state.
+    List {
+        /// Tenant.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// End a silence now.
+    Expire {
+        /// Tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Silence id.
+        id: String,
     },
 }
 
@@ -165,6 +214,17 @@ async fn main() -> anyhow::Result<()> {
             let store = Store::open(&cfg.data_dir)?;
             println!("{}", store.create_key(&tenant)?);
         }
+        Command::Silences {
+            command,
+            config,
+            data_dir,
+        } => {
+            let cfg = load_config(config.as_ref(), data_dir)?;
+            std::fs::create_dir_all(&cfg.data_dir)
+                .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
+            let store = Store::open(&cfg.data_dir)?;
+            silences_command(&store, command)?;
+        }
         Command::Rules {
             command: RulesCommand::Check { files },
         } => {
@@ -215,6 +275,71 @@ async fn main() -> anyhow::Result<()> {
                 ..demo::DemoOptions::default()
             };
             demo::run(opts, shutdown_signal()).await?;
+        }
+    }
+    Ok(())
+}
+
+fn silences_command(store: &Store, command: SilencesCommand) -> anyhow::Result<()> {
+    use foresight_notifier::matchers::parse_matchers;
+    use foresight_notifier::silence::Silence;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    match command {
+        SilencesCommand::Add {
+            tenant,
+            matchers,
+            duration,
+            created_by,
+            comment,
+        } => {
+            let mut parsed = Vec::new();
+            for m in &matchers {
+                parsed.extend(parse_matchers(m).map_err(anyhow::Error::msg)?);
+            }
+            if parsed.iter().all(|m| m.matches(&Default::default())) {
+                anyhow::bail!(
+                    "at least one matcher must not match the empty string, or the silence mutes every alert"
+                );
+            }
+            let d = foresight_notifier::config::parse_duration(&duration)
+                .map_err(anyhow::Error::msg)?;
+            let id = store.put_silence(
+                &tenant,
+                &Silence {
+                    id: String::new(),
+                    matchers: parsed,
+                    starts_at_ms: now,
+                    ends_at_ms: now + d.as_millis() as i64,
+                    created_by: created_by
+                        .or_else(|| std::env::var("USER").ok())
+                        .unwrap_or_else(|| "foresight".into()),
+                    comment,
+                    updated_at_ms: now,
+                },
+            )?;
+            println!("{id}");
+        }
+        SilencesCommand::List { tenant } => {
+            println!("ID\tSTATE\tMATCHERS\tENDS\tCREATED BY\tCOMMENT");
+            for s in store.list_silences(&tenant)? {
+                let matchers: Vec<String> = s.matchers.iter().map(ToString::to_string).collect();
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    s.id,
+                    s.state(now),
+                    matchers.join(","),
+                    foresight_notifier::payload::rfc3339_ms(s.ends_at_ms),
+                    s.created_by,
+                    s.comment
+                );
+            }
+        }
+        SilencesCommand::Expire { tenant, id } => {
+            store.expire_silence(&tenant, &id)?;
+            println!("expired {id}");
         }
     }
     Ok(())

@@ -281,7 +281,47 @@ fn with_matchers((mut s, json): (Silence, String)) -> Silence {
     s
 }
 
+/// One outbox entry as the API and CLI show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// Outbox id.
+    pub id: i64,
+    /// Integration (`receiver/kind/index`).
+    pub receiver: String,
+    /// `pending`, `delivered` or `dead`.
+    pub status: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last failure, empty when none.
+    pub last_error: String,
+    /// Unix ms.
+    pub created_at_ms: i64,
+}
+
 impl Store {
+    /// The notifications of `tenant` that ran out of attempts, newest first.
+    ///
+    /// # Errors
+    /// [`Error::Sqlite`].
+    pub fn dead_notifications(&self, tenant: &str) -> Result<Vec<Delivery>, Error> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, receiver, status, attempts, COALESCE(last_error, ''), created_at_ms FROM outbox
+             WHERE tenant = ?1 AND status = 'dead' ORDER BY id DESC",
+        )?;
+        let rows = stmt.query_map(params![tenant], |r| {
+            Ok(Delivery {
+                id: r.get(0)?,
+                receiver: r.get(1)?,
+                status: r.get(2)?,
+                attempts: r.get(3)?,
+                last_error: r.get(4)?,
+                created_at_ms: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Creates a silence or, with the id of an existing one of the tenant, replaces it
     /// (Alertmanager's update). Returns the id.
     ///

@@ -1,0 +1,188 @@
+//! Silences through Alertmanager's API v2 (`/api/v2/silences`, `/api/v2/silence/{id}`),
+//! scoped to the caller's tenant, so that `amtool silence add|query|expire` works
+//! against Foresight; the CLI's `foresight silences` uses the same store calls.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use foresight_notifier::payload::rfc3339_ms;
+use foresight_notifier::silence::{ApiMatcher, Silence};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::http::{ApiError, AppState, authenticate};
+use crate::store;
+
+/// A silence as `POST /api/v2/silences` receives it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PostableSilence {
+    /// Present to update an existing silence.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// At least one.
+    pub matchers: Vec<ApiMatcher>,
+    /// RFC 3339.
+    pub starts_at: String,
+    /// RFC 3339.
+    pub ends_at: String,
+    /// Who.
+    pub created_by: String,
+    /// Why.
+    pub comment: String,
+}
+
+/// A silence as `GET /api/v2/silences` answers it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GettableSilence {
+    id: String,
+    status: Value,
+    updated_at: String,
+    matchers: Vec<ApiMatcher>,
+    starts_at: String,
+    ends_at: String,
+    created_by: String,
+    comment: String,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_silence", message)
+}
+
+fn time(field: &str, s: &str) -> Result<i64, ApiError> {
+    s.parse::<jiff::Timestamp>()
+        .map(|t| t.as_millisecond())
+        .map_err(|e| bad(format!("{field}: {s:?} is not an RFC 3339 time: {e}")))
+}
+
+/// Checks `p` and turns it into a silence.
+///
+/// # Errors
+/// An [`ApiError`] 400 naming the problem.
+pub fn to_silence(p: PostableSilence) -> Result<Silence, ApiError> {
+    if p.matchers.is_empty() {
+        return Err(bad("matchers: at least one is required"));
+    }
+    let matchers = p
+        .matchers
+        .iter()
+        .map(|m| m.to_matcher().map_err(|e| bad(format!("matchers: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    if matchers.iter().all(|m| m.matches(&Default::default())) {
+        return Err(bad(
+            "matchers: at least one must not match the empty string, or the silence mutes every alert",
+        ));
+    }
+    let (starts, ends) = (time("startsAt", &p.starts_at)?, time("endsAt", &p.ends_at)?);
+    if ends <= starts {
+        return Err(bad("endsAt must be after startsAt"));
+    }
+    if ends <= now_ms() {
+        return Err(bad("endsAt is in the past"));
+    }
+    Ok(Silence {
+        id: p.id.unwrap_or_default(),
+        matchers,
+        starts_at_ms: starts,
+        ends_at_ms: ends,
+        created_by: p.created_by,
+        comment: p.comment,
+        updated_at_ms: 0,
+    })
+}
+
+/// The API form of `s` at `now_ms`.
+pub fn gettable(s: &Silence, now_ms: i64) -> GettableSilence {
+    GettableSilence {
+        id: s.id.clone(),
+        status: json!({"state": s.state(now_ms)}),
+        updated_at: rfc3339_ms(s.updated_at_ms),
+        matchers: s.matchers.iter().map(ApiMatcher::from_matcher).collect(),
+        starts_at: rfc3339_ms(s.starts_at_ms),
+        ends_at: rfc3339_ms(s.ends_at_ms),
+        created_by: s.created_by.clone(),
+        comment: s.comment.clone(),
+    }
+}
+
+fn store_error(e: store::Error) -> ApiError {
+    match e {
+        store::Error::NotFound(what) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        ),
+        other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store", other.to_string()),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, store::Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(store_error)
+}
+
+/// `POST /api/v2/silences`.
+pub async fn post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let (_, tenant) = authenticate(&state, &headers).await?;
+    let p: PostableSilence =
+        serde_json::from_slice(&body).map_err(|e| bad(format!("not a silence: {e}")))?;
+    let silence = to_silence(p)?;
+    let store = state.store.clone();
+    let id = blocking(move || store.put_silence(&tenant, &silence)).await?;
+    Ok(Json(json!({"silenceID": id})))
+}
+
+/// `GET /api/v2/silences`.
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<GettableSilence>>, ApiError> {
+    let (_, tenant) = authenticate(&state, &headers).await?;
+    let store = state.store.clone();
+    let all = blocking(move || store.list_silences(&tenant)).await?;
+    let now = now_ms();
+    Ok(Json(all.iter().map(|s| gettable(s, now)).collect()))
+}
+
+/// `GET /api/v2/silence/{id}`.
+pub async fn get_one(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<GettableSilence>, ApiError> {
+    let (_, tenant) = authenticate(&state, &headers).await?;
+    let store = state.store.clone();
+    let all = blocking(move || store.list_silences(&tenant)).await?;
+    all.iter()
+        .find(|s| s.id == id)
+        .map(|s| Json(gettable(s, now_ms())))
+        .ok_or_else(|| store_error(store::Error::NotFound(format!("silence {id}"))))
+}
+
+/// `DELETE /api/v2/silence/{id}`: expires it.
+pub async fn expire(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let (_, tenant) = authenticate(&state, &headers).await?;
+    let store = state.store.clone();
+    blocking(move || store.expire_silence(&tenant, &id)).await?;
+    Ok(StatusCode::OK)
+}
