@@ -30,7 +30,10 @@ fn the_sample_alertmanager_config_loads_and_routes() {
             .collect()
     };
     assert_eq!(
-        grouper.receivers_of(&labels(&[("severity", "critical"), ("category", "availability")])),
+        grouper.receivers_of(&labels(&[
+            ("severity", "critical"),
+            ("category", "availability")
+        ])),
         ["pager", "kafka-team"]
     );
     assert_eq!(
