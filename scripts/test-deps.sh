@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need and is not a Cargo dependency: the C toolchain pieces
-# librdkafka builds with, promtool (Debian's prometheus package) for the rule pack, the
+# librdkafka builds with, promtool (Debian's prometheus package) for the rule pack,
+# amtool (prometheus-alertmanager) for the Alertmanager API, the
 # aiosmtpd SMTP server for the email tests, and the Kafka-compatible `tansu` broker for
 # end-to-end tests.
 # Idempotent and quick when everything is present.
@@ -15,6 +16,8 @@ dpkg -s libssl-dev >/dev/null 2>&1 || need_apt+=(libssl-dev)
 dpkg -s zlib1g-dev >/dev/null 2>&1 || need_apt+=(zlib1g-dev)
 # promtool, to check that the rule pack and its tests pass in Prometheus too.
 command -v promtool >/dev/null || need_apt+=(prometheus)
+# amtool and Alertmanager, to check Foresight's Alertmanager API against them.
+command -v amtool >/dev/null || need_apt+=(prometheus-alertmanager)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test-deps: installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::config::Limits;
-use crate::pipeline::Accepted;
+use crate::pipeline::{Accepted, Input};
 use crate::store::{BatchOutcome, Store};
 
 /// Shared by every request.
@@ -24,7 +24,15 @@ pub struct AppState {
     /// The store.
     pub store: Arc<Store>,
     /// Towards the evaluator.
-    pub tx: mpsc::Sender<Accepted>,
+    pub tx: mpsc::Sender<Input>,
+    /// Each tenant's alerts as the evaluator last published them.
+    pub alerts: crate::amapi::AlertsView,
+    /// Alertmanager's `resolve_timeout`: the end of a posted alert without one.
+    pub resolve_timeout_ms: i64,
+    /// The notification configuration as text, for `/api/v2/status`.
+    pub notify_config_text: Arc<str>,
+    /// When the service started, Unix ms.
+    pub started_at_ms: i64,
     /// Request limits.
     pub limits: Limits,
 }
@@ -77,6 +85,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/v1/telemetry", post(telemetry))
+        .route(
+            "/api/v2/alerts",
+            get(crate::amapi::list).post(crate::amapi::post),
+        )
+        .route("/api/v2/status", get(crate::amapi::status))
         .route(
             "/api/v2/silences",
             get(crate::silences::list).post(crate::silences::post),
@@ -273,7 +286,7 @@ async fn telemetry(
     let series = batch.series.len();
     let duplicate = outcome == BatchOutcome::Duplicate;
     if !duplicate {
-        permit.send(Accepted { tenant, batch });
+        permit.send(Input::Batch(Box::new(Accepted { tenant, batch })));
     }
     Ok((
         StatusCode::ACCEPTED,

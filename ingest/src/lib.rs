@@ -9,6 +9,7 @@
 //! - [`demo`]: the whole pipeline in one process against librdkafka's mock cluster.
 #![warn(missing_docs)]
 
+pub mod amapi;
 pub mod config;
 pub mod demo;
 pub mod http;
@@ -143,20 +144,37 @@ impl Server {
         tasks.spawn(worker.run(cancel.clone()));
 
         let (tx, rx) = mpsc::channel(config.limits.queue_capacity);
+        let resolve_timeout_ms = notify
+            .global
+            .resolve_timeout
+            .map_or(5 * 60 * 1000, |d| d.as_millis() as i64);
+        let notify_config_text: Arc<str> = match &config.alertmanager_config {
+            Some(p) => std::fs::read_to_string(p).unwrap_or_default().into(),
+            None => "# webhooks shorthand of the service config\n".into(),
+        };
         let dispatcher = Dispatcher::new(store.clone(), notify, config.external_url.clone());
+        let alerts_view = amapi::AlertsView::default();
         let pipeline = pipeline::Pipeline::new(
             groups,
             config.external_labels.clone(),
             dispatcher,
             wake,
             config.evaluation_interval(),
-        );
+        )
+        .with_view(alerts_view.clone());
         tasks.spawn(pipeline.run(rx, cancel.clone()));
 
         let app = http::router(http::AppState {
             store: store.clone(),
             tx,
             limits: config.limits.clone(),
+            alerts: alerts_view,
+            resolve_timeout_ms,
+            notify_config_text,
+            started_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(identity.config.clone());
         tasks.spawn(serve_tls(listener, acceptor, app, cancel.clone()));

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use foresight_notifier::Dispatcher;
+use foresight_notifier::group::GroupAlert;
 use foresight_proto::derive;
 use foresight_proto::v1::TelemetryBatch;
 use foresight_rules::store::METRIC_NAME;
@@ -14,7 +15,22 @@ use foresight_rules::{Group, Labels, RuleEngine, SeriesStore};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::amapi::{AlertView, AlertsView};
 use crate::store::Store;
+
+/// What reaches the evaluator.
+#[derive(Debug)]
+pub enum Input {
+    /// A stored telemetry batch.
+    Batch(Box<Accepted>),
+    /// Alerts posted to the Alertmanager API.
+    Alerts {
+        /// Tenant name.
+        tenant: String,
+        /// The alerts.
+        alerts: Vec<GroupAlert>,
+    },
+}
 
 /// A batch that is stored and ready for the evaluator.
 #[derive(Debug)]
@@ -38,6 +54,7 @@ pub struct Pipeline {
     dispatcher: Dispatcher<Store>,
     wake_outbox: Arc<Notify>,
     interval: Duration,
+    view: AlertsView,
 }
 
 fn now_ms() -> i64 {
@@ -63,7 +80,48 @@ impl Pipeline {
             dispatcher,
             wake_outbox,
             interval,
+            view: AlertsView::default(),
         }
+    }
+
+    /// Publishes each tenant's alerts to `view` after every change, for the API.
+    pub fn with_view(mut self, view: AlertsView) -> Self {
+        self.view = view;
+        self
+    }
+
+    fn publish(&self, now_ms: i64) {
+        let mut all = std::collections::HashMap::new();
+        for (tenant, grouper) in self.dispatcher.tenants() {
+            let mut seen = std::collections::HashSet::new();
+            let mut list = Vec::new();
+            for (_, _, alerts) in grouper.groups() {
+                for a in alerts {
+                    if seen.insert(a.fingerprint.clone()) {
+                        list.push(AlertView {
+                            receivers: grouper.receivers_of(&a.labels),
+                            inhibited: grouper.is_inhibited(a, now_ms),
+                            alert: a.clone(),
+                        });
+                    }
+                }
+            }
+            list.sort_by(|a, b| a.alert.labels.cmp(&b.alert.labels));
+            all.insert(tenant.to_string(), list);
+        }
+        if let Ok(mut v) = self.view.write() {
+            *v = all;
+        }
+    }
+
+    /// Adds alerts posted to the Alertmanager API; they are notified at the next flush.
+    pub fn alerts(&mut self, tenant: &str, alerts: Vec<GroupAlert>) {
+        let now = now_ms();
+        if let Err(e) = tokio::task::block_in_place(|| self.dispatcher.insert(tenant, alerts, now))
+        {
+            tracing::error!(error = %e, "Could not read the notification log; alerts dropped.");
+        }
+        self.publish(now);
     }
 
     fn tenant(&mut self, name: &str) -> &mut Tenant {
@@ -155,17 +213,19 @@ impl Pipeline {
                 tracing::error!(error = %e, "Could not queue notifications; will retry next evaluation.")
             }
         }
+        self.publish(ts_ms);
     }
 
     /// Runs until `cancel` fires or every sender is gone.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Accepted>, cancel: CancellationToken) {
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Input>, cancel: CancellationToken) {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 msg = rx.recv() => match msg {
-                    Some(a) => self.ingest(a),
+                    Some(Input::Batch(a)) => self.ingest(*a),
+                    Some(Input::Alerts { tenant, alerts }) => self.alerts(&tenant, alerts),
                     None => return,
                 },
                 _ = ticker.tick() => self.evaluate(now_ms()),

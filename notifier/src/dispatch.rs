@@ -165,6 +165,11 @@ impl<S: OutboxStore> Dispatcher<S> {
         &self.config
     }
 
+    /// Every tenant's grouping state.
+    pub fn tenants(&self) -> impl Iterator<Item = (&str, &Grouper)> {
+        self.tenants.iter().map(|(t, g)| (t.as_str(), g))
+    }
+
     /// A tenant's grouping state, for the API.
     pub fn tenant(&self, tenant: &str) -> Option<&Grouper> {
         self.tenants.get(tenant)

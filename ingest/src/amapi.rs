@@ -1,0 +1,266 @@
+//! Alertmanager's API v2 for alerts and status, scoped to the caller's tenant, so that
+//! a Prometheus can use Foresight as its Alertmanager (`POST /api/v2/alerts`) and
+//! `amtool alert query` lists what Foresight holds (`GET /api/v2/alerts`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use foresight_notifier::group::GroupAlert;
+use foresight_notifier::matchers::parse_matchers;
+use foresight_notifier::payload::rfc3339_ms;
+use foresight_notifier::silence::Silence;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::http::{ApiError, AppState, authenticate};
+use crate::pipeline::Input;
+
+/// An alert as the pipeline last saw it, for the API.
+#[derive(Debug, Clone)]
+pub struct AlertView {
+    /// The alert.
+    pub alert: GroupAlert,
+    /// Receivers its routes lead to.
+    pub receivers: Vec<String>,
+    /// Whether a firing alert inhibits it.
+    pub inhibited: bool,
+}
+
+/// Each tenant's alerts, published by the pipeline after each flush.
+pub type AlertsView = Arc<RwLock<HashMap<String, Vec<AlertView>>>>;
+
+/// One alert of `POST /api/v2/alerts`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PostableAlert {
+    /// Identity; `alertname` is expected.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// RFC 3339; now when absent.
+    #[serde(default)]
+    pub starts_at: Option<String>,
+    /// RFC 3339; now plus the resolve timeout when absent; in the past means resolved.
+    #[serde(default)]
+    pub ends_at: Option<String>,
+    /// Link to the source.
+    #[serde(default, rename = "generatorURL")]
+    pub generator_url: String,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_alert", message)
+}
+
+fn time(field: &str, s: &str) -> Result<i64, ApiError> {
+    s.parse::<jiff::Timestamp>()
+        .map(|t| t.as_millisecond())
+        .map_err(|e| bad(format!("{field}: {s:?} is not an RFC 3339 time: {e}")))
+}
+
+/// Checks posted alerts and turns them into the notifier's, as Alertmanager does: a
+/// missing start is now, a missing end is now plus `resolve_timeout_ms`.
+///
+/// # Errors
+/// An [`ApiError`] 400 naming the alert and the problem.
+pub fn to_group_alerts(
+    posted: Vec<PostableAlert>,
+    now: i64,
+    resolve_timeout_ms: i64,
+) -> Result<Vec<GroupAlert>, ApiError> {
+    let mut out = Vec::with_capacity(posted.len());
+    for (i, a) in posted.into_iter().enumerate() {
+        let labels: BTreeMap<String, String> = a
+            .labels
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        if labels.is_empty() {
+            return Err(bad(format!("alerts[{i}]: labels must not be empty")));
+        }
+        for name in labels.keys() {
+            let mut chars = name.chars();
+            let valid = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(bad(format!("alerts[{i}]: invalid label name {name:?}")));
+            }
+        }
+        let starts = match a.starts_at.as_deref().filter(|s| !s.is_empty()) {
+            Some(s) => time(&format!("alerts[{i}].startsAt"), s)?,
+            None => now,
+        };
+        let ends = match a.ends_at.as_deref().filter(|s| !s.is_empty()) {
+            Some(s) => time(&format!("alerts[{i}].endsAt"), s)?,
+            None => now + resolve_timeout_ms,
+        };
+        if ends < starts {
+            return Err(bad(format!("alerts[{i}]: endsAt is before startsAt")));
+        }
+        let fingerprint = foresight_proto::v1::Alert::fingerprint_of(&labels);
+        out.push(GroupAlert {
+            labels,
+            annotations: a.annotations,
+            starts_at_ms: starts,
+            ends_at_ms: ends,
+            generator_url: a.generator_url,
+            fingerprint,
+        });
+    }
+    Ok(out)
+}
+
+/// `POST /api/v2/alerts`.
+pub async fn post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    let (_, tenant) = authenticate(&state, &headers).await?;
+    let posted: Vec<PostableAlert> =
+        serde_json::from_slice(&body).map_err(|e| bad(format!("not a list of alerts: {e}")))?;
+    let alerts = to_group_alerts(posted, now_ms(), state.resolve_timeout_ms)?;
+    state
+        .tx
+        .try_send(Input::Alerts { tenant, alerts })
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "the evaluator is behind; retry shortly",
+            )
+        })?;
+    Ok(StatusCode::OK)
+}
+
+/// Query of `GET /api/v2/alerts`.
+#[derive(Debug, Deserialize, Default)]
+pub struct AlertsQuery {
+    active: Option<bool>,
+    silenced: Option<bool>,
+    inhibited: Option<bool>,
+    #[serde(default)]
+    filter: Vec<String>,
+    receiver: Option<String>,
+}
+
+/// `GET /api/v2/alerts`.
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let (_, tenant) = authenticate(&state, &headers).await?;
+    let mut query = AlertsQuery::default();
+    for (k, v) in q {
+        let flag = || v != "false";
+        match k.as_str() {
+            "active" => query.active = Some(flag()),
+            "silenced" => query.silenced = Some(flag()),
+            "inhibited" => query.inhibited = Some(flag()),
+            "filter" => query.filter.push(v),
+            "receiver" => query.receiver = Some(v),
+            _ => {}
+        }
+    }
+    let mut filters = Vec::new();
+    for f in &query.filter {
+        filters.extend(parse_matchers(f).map_err(|e| bad(format!("filter: {e}")))?);
+    }
+    let receiver = query
+        .receiver
+        .as_deref()
+        .map(|r| regex::Regex::new(&format!("^(?:{r})$")))
+        .transpose()
+        .map_err(|e| bad(format!("receiver: {e}")))?;
+    let store = state.store.clone();
+    let t = tenant.clone();
+    let silences: Vec<Silence> =
+        tokio::task::spawn_blocking(move || foresight_notifier::OutboxStore::silences(&*store, &t))
+            .await
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })?
+            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string()))?;
+    let now = now_ms();
+    let views = state
+        .alerts
+        .read()
+        .map(|m| m.get(&tenant).cloned().unwrap_or_default())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for v in views {
+        if v.alert.resolved_at(now) || !filters.iter().all(|m| m.matches(&v.alert.labels)) {
+            continue;
+        }
+        if let Some(r) = &receiver
+            && !v.receivers.iter().any(|n| r.is_match(n))
+        {
+            continue;
+        }
+        let silenced_by: Vec<&str> = silences
+            .iter()
+            .filter(|s| s.mutes(&v.alert.labels, now))
+            .map(|s| s.id.as_str())
+            .collect();
+        let silenced = !silenced_by.is_empty();
+        let active = !silenced && !v.inhibited;
+        if query.active == Some(false) && active
+            || query.silenced == Some(false) && silenced
+            || query.inhibited == Some(false) && v.inhibited
+        {
+            continue;
+        }
+        out.push(json!({
+            "labels": v.alert.labels,
+            "annotations": v.alert.annotations,
+            "startsAt": rfc3339_ms(v.alert.starts_at_ms),
+            "endsAt": rfc3339_ms(v.alert.ends_at_ms),
+            "updatedAt": rfc3339_ms(now),
+            "generatorURL": v.alert.generator_url,
+            "fingerprint": v.alert.fingerprint,
+            "receivers": v.receivers.iter().map(|r| json!({"name": r})).collect::<Vec<_>>(),
+            "status": {
+                "state": if active { "active" } else { "suppressed" },
+                "silencedBy": silenced_by,
+                "inhibitedBy": if v.inhibited { vec!["inhibit_rule"] } else { Vec::new() },
+                "mutedBy": [],
+            },
+        }));
+    }
+    Ok(Json(out))
+}
+
+/// `GET /api/v2/status`.
+pub async fn status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authenticate(&state, &headers).await?;
+    Ok(Json(json!({
+        "cluster": {"name": "foresight", "status": "ready", "peers": []},
+        "versionInfo": {
+            "version": env!("CARGO_PKG_VERSION"),
+            "revision": "",
+            "branch": "",
+            "buildUser": "",
+            "buildDate": "",
+            "goVersion": "none (Foresight, Rust)"
+        },
+        "config": {"original": &*state.notify_config_text},
+        "uptime": rfc3339_ms(state.started_at_ms),
+    })))
+}
