@@ -137,7 +137,8 @@ impl Server {
             receivers,
             RetryPolicy::default(),
             wake.clone(),
-        );
+        )
+        .with_rate_limits(&notify);
         if let Some(hook) = on_delivered {
             worker = worker.on_delivered(move |p| hook(p));
         }

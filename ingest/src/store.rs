@@ -397,6 +397,16 @@ impl Store {
 }
 
 impl OutboxStore for Store {
+    fn postpone(&self, id: i64, next_attempt_ms: i64) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE outbox SET next_attempt_at_ms = ?2 WHERE id = ?1",
+                params![id, next_attempt_ms],
+            )
+            .map_err(store_err)?;
+        Ok(())
+    }
+
     fn enqueue_notified(
         &self,
         n: &NewNotification,

@@ -62,6 +62,15 @@ struct Setup {
     worker: DeliveryWorker<Store>,
 }
 
+impl Setup {
+    /// The worker with the receivers' send rates of `yaml`.
+    fn worker_with_limits(mut self, yaml: &str) -> Self {
+        let config = NotifyConfig::from_yaml(yaml).unwrap();
+        self.worker = self.worker.with_rate_limits(&config);
+        self
+    }
+}
+
 fn setup(yaml: &str, policy: RetryPolicy) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path()).unwrap());
@@ -488,4 +497,29 @@ async fn a_stored_silence_holds_the_alert_until_it_is_expired() {
     );
     s.worker.deliver_due().await.unwrap();
     assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_over_its_send_rate_waits_instead_of_flooding() {
+    let (addr, seen) = flaky_webhook(vec![]).await;
+    let yaml = format!(
+        "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 0s\nreceivers:\n  - name: hook\n    max_per_minute: 2\n    webhook_configs:\n      - url: http://{addr}/hook\n"
+    );
+    let mut s = setup(&yaml, fast_retries(3)).worker_with_limits(&yaml);
+    let alerts: Vec<Alert> = ["A", "B", "C", "D"]
+        .iter()
+        .map(|n| alert(n, AlertState::Firing, &[]))
+        .collect();
+    assert_eq!(
+        s.dispatcher.dispatch(&alerts, now_ms()).unwrap(),
+        4,
+        "four groups"
+    );
+    s.worker.deliver_due().await.unwrap();
+    s.worker.deliver_due().await.unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 2, "two a minute");
+    assert!(
+        s.store.dead_notifications("acme").unwrap().is_empty(),
+        "waiting is not failing"
+    );
 }

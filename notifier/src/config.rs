@@ -152,6 +152,11 @@ pub struct Receiver {
     /// HTTP POSTs.
     #[serde(default)]
     pub webhook_configs: Vec<WebhookConfig>,
+    /// Foresight: at most this many notifications a minute to this receiver (all its
+    /// integrations together); the rest wait in the outbox, in order. Unlimited when
+    /// absent.
+    #[serde(default)]
+    pub max_per_minute: Option<std::num::NonZeroU32>,
 }
 
 /// `slack_configs` entry: an incoming webhook (`api_url`) or `chat.postMessage` with a

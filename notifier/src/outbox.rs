@@ -68,6 +68,12 @@ pub trait OutboxStore: Send + Sync + 'static {
         error: &str,
         next_attempt_ms: Option<i64>,
     ) -> Result<(), StoreError>;
+    /// Moves the next attempt of `id` to `next_attempt_ms` without counting an attempt
+    /// (a receiver over its send rate).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails.
+    fn postpone(&self, id: i64, next_attempt_ms: i64) -> Result<(), StoreError>;
     /// Stores `n` and the notification log entry `(group_key, integration) -> log` in one
     /// transaction, so that a crash can neither send a change twice nor lose it.
     ///
@@ -162,7 +168,11 @@ pub struct DeliveryWorker<S> {
     wake: Arc<Notify>,
     /// Called with each body the receiver acknowledged (the demo prints them).
     on_delivered: Option<DeliveredCallback>,
+    /// Send rate per receiver name.
+    limits: HashMap<String, Limiter>,
 }
+
+type Limiter = governor::DefaultDirectRateLimiter;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -186,7 +196,21 @@ impl<S: OutboxStore> DeliveryWorker<S> {
             policy,
             wake,
             on_delivered: None,
+            limits: HashMap::new(),
         }
+    }
+
+    /// Caps each receiver's send rate, from its `max_per_minute`.
+    pub fn with_rate_limits(mut self, config: &crate::NotifyConfig) -> Self {
+        for (name, r) in &config.receivers {
+            if let Some(n) = r.max_per_minute {
+                self.limits.insert(
+                    name.clone(),
+                    governor::RateLimiter::direct(governor::Quota::per_minute(n)),
+                );
+            }
+        }
+        self
     }
 
     /// Calls `f` after each acknowledged delivery.
@@ -223,6 +247,26 @@ impl<S: OutboxStore> DeliveryWorker<S> {
             .map_err(|e| StoreError(e.to_string()))??;
         let n = due.len();
         for p in due {
+            let receiver_name = p
+                .notification
+                .receiver
+                .rsplitn(3, '/')
+                .nth(2)
+                .unwrap_or(&p.notification.receiver);
+            if let Some(limit) = self.limits.get(receiver_name)
+                && let Err(not_until) = limit.check()
+            {
+                let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                    &governor::clock::DefaultClock::default(),
+                ));
+                let (store, id) = (self.store.clone(), p.id);
+                let next = now_ms() + wait.as_millis() as i64 + 1;
+                tracing::debug!(receiver = receiver_name, "Over the send rate; postponed.");
+                tokio::task::spawn_blocking(move || store.postpone(id, next))
+                    .await
+                    .map_err(|e| StoreError(e.to_string()))??;
+                continue;
+            }
             let result = match self.receivers.get(&p.notification.receiver) {
                 Some(r) => self.send(r, &p).await,
                 None => Err(crate::DeliveryError::UnknownReceiver(
