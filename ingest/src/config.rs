@@ -42,6 +42,9 @@ pub struct ServeConfig {
     /// An Alertmanager configuration file (route tree, Slack, email and webhook
     /// receivers, inhibition, time intervals) for grouped, routed notifications.
     pub alertmanager_config: Option<PathBuf>,
+    /// Let webhook subscriptions point at loopback, private and link-local addresses
+    /// (default false: a tenant must not reach into the service's own network).
+    pub allow_private_webhook_urls: bool,
     /// Request limits.
     pub limits: Limits,
 }
@@ -95,6 +98,7 @@ impl Default for ServeConfig {
             external_url: String::new(),
             webhooks: Vec::new(),
             alertmanager_config: None,
+            allow_private_webhook_urls: false,
             limits: Limits::default(),
         }
     }

@@ -33,6 +33,10 @@ pub struct AppState {
     pub notify_config_text: Arc<str>,
     /// When the service started, Unix ms.
     pub started_at_ms: i64,
+    /// Whether subscriptions may point at loopback, private or link-local addresses.
+    pub allow_private_webhook_urls: bool,
+    /// For subscription test pings.
+    pub client: reqwest::Client,
     /// Request limits.
     pub limits: Limits,
 }
@@ -90,6 +94,22 @@ pub fn router(state: AppState) -> Router {
             get(crate::amapi::list).post(crate::amapi::post),
         )
         .route("/api/v2/status", get(crate::amapi::status))
+        .route(
+            "/api/v1/subscriptions",
+            get(crate::subscriptions::list).post(crate::subscriptions::create),
+        )
+        .route(
+            "/api/v1/subscriptions/{id}",
+            axum::routing::delete(crate::subscriptions::delete),
+        )
+        .route(
+            "/api/v1/subscriptions/{id}/test",
+            post(crate::subscriptions::test),
+        )
+        .route(
+            "/api/v1/subscriptions/{id}/deliveries",
+            get(crate::subscriptions::deliveries),
+        )
         .route(
             "/api/v2/silences",
             get(crate::silences::list).post(crate::silences::post),

@@ -16,6 +16,7 @@ pub mod http;
 pub mod pipeline;
 pub mod silences;
 pub mod store;
+pub mod subscriptions;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -138,7 +139,8 @@ impl Server {
             RetryPolicy::default(),
             wake.clone(),
         )
-        .with_rate_limits(&notify);
+        .with_rate_limits(&notify)
+        .with_client(client.clone());
         if let Some(hook) = on_delivered {
             worker = worker.on_delivered(move |p| hook(p));
         }
@@ -172,6 +174,8 @@ impl Server {
             alerts: alerts_view,
             resolve_timeout_ms,
             notify_config_text,
+            allow_private_webhook_urls: config.allow_private_webhook_urls,
+            client: client.clone(),
             started_at_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)

@@ -11,6 +11,7 @@ use foresight_notifier::StoreError;
 use foresight_notifier::group::LogEntry;
 use foresight_notifier::outbox::{NewNotification, OutboxStore, PendingNotification};
 use foresight_notifier::silence::{ApiMatcher, Silence};
+use foresight_notifier::subscription::Subscription;
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
@@ -89,6 +90,17 @@ CREATE TABLE IF NOT EXISTS silences (
     updated_at_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS silences_tenant ON silences (tenant, ends_at_ms);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    url TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    filters TEXT NOT NULL,
+    failing_since_ms INTEGER,
+    disabled_reason TEXT,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS subscriptions_tenant ON subscriptions (tenant);
 CREATE TABLE IF NOT EXISTS slack_threads (
     tenant TEXT NOT NULL,
     integration TEXT NOT NULL,
@@ -298,7 +310,94 @@ pub struct Delivery {
     pub created_at_ms: i64,
 }
 
+fn subscription_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Subscription> {
+    let filters: String = r.get(4)?;
+    let f: serde_json::Value = serde_json::from_str(&filters).unwrap_or_default();
+    let list = |k: &str| -> Vec<String> {
+        f[k].as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Ok(Subscription {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        url: r.get(2)?,
+        secret: r.get(3)?,
+        categories: list("category"),
+        severities: list("severity"),
+        clusters: list("cluster"),
+        failing_since_ms: r.get(5)?,
+        disabled_reason: r.get(6)?,
+        created_at_ms: r.get(7)?,
+    })
+}
+
+const SUBSCRIPTION_COLUMNS: &str =
+    "id, tenant, url, secret, filters, failing_since_ms, disabled_reason, created_at_ms";
+
 impl Store {
+    /// Stores a new subscription (its id and secret already generated).
+    ///
+    /// # Errors
+    /// [`Error::Sqlite`].
+    pub fn create_subscription(&self, s: &Subscription) -> Result<(), Error> {
+        let filters = serde_json::json!({
+            "category": s.categories, "severity": s.severities, "cluster": s.clusters,
+        });
+        self.conn().execute(
+            "INSERT INTO subscriptions (id, tenant, url, secret, filters, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![s.id, s.tenant, s.url, s.secret, filters.to_string(), s.created_at_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes a subscription of `tenant`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an id of another tenant or none.
+    pub fn delete_subscription(&self, tenant: &str, id: &str) -> Result<(), Error> {
+        let n = self.conn().execute(
+            "DELETE FROM subscriptions WHERE id = ?1 AND tenant = ?2",
+            params![id, tenant],
+        )?;
+        if n == 0 {
+            return Err(Error::NotFound(format!("subscription {id}")));
+        }
+        Ok(())
+    }
+
+    /// The latest `limit` deliveries to a subscription (or any integration) of `tenant`.
+    ///
+    /// # Errors
+    /// [`Error::Sqlite`].
+    pub fn deliveries(
+        &self,
+        tenant: &str,
+        receiver: &str,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, Error> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, receiver, status, attempts, COALESCE(last_error, ''), created_at_ms FROM outbox
+             WHERE tenant = ?1 AND receiver = ?2 ORDER BY id DESC LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![tenant, receiver, limit as i64], |r| {
+            Ok(Delivery {
+                id: r.get(0)?,
+                receiver: r.get(1)?,
+                status: r.get(2)?,
+                attempts: r.get(3)?,
+                last_error: r.get(4)?,
+                created_at_ms: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The notifications of `tenant` that ran out of attempts, newest first.
     ///
     /// # Errors
@@ -397,6 +496,64 @@ impl Store {
 }
 
 impl OutboxStore for Store {
+    fn subscriptions(&self, tenant: &str) -> Result<Vec<Subscription>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE tenant = ?1 ORDER BY created_at_ms"
+            ))
+            .map_err(store_err)?;
+        let rows = stmt
+            .query_map(params![tenant], subscription_from_row)
+            .map_err(store_err)?;
+        rows.collect::<Result<_, _>>().map_err(store_err)
+    }
+
+    fn subscription(&self, tenant: &str, id: &str) -> Result<Option<Subscription>, StoreError> {
+        self.conn()
+            .query_row(
+                &format!(
+                    "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE tenant = ?1 AND id = ?2"
+                ),
+                params![tenant, id],
+                subscription_from_row,
+            )
+            .optional()
+            .map_err(store_err)
+    }
+
+    fn subscription_result(
+        &self,
+        tenant: &str,
+        id: &str,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn();
+        match error {
+            None => conn.execute(
+                "UPDATE subscriptions SET failing_since_ms = NULL WHERE id = ?1 AND tenant = ?2",
+                params![id, tenant],
+            ),
+            Some(e) => conn.execute(
+                "UPDATE subscriptions SET
+                   failing_since_ms = COALESCE(failing_since_ms, ?3),
+                   disabled_reason = CASE WHEN COALESCE(failing_since_ms, ?3) <= ?3 - ?4
+                       THEN 'failing for a day; last error: ' || ?5 ELSE disabled_reason END
+                 WHERE id = ?1 AND tenant = ?2",
+                params![
+                    id,
+                    tenant,
+                    now_ms,
+                    foresight_notifier::subscription::DISABLE_AFTER_MS,
+                    e
+                ],
+            ),
+        }
+        .map_err(store_err)?;
+        Ok(())
+    }
+
     fn postpone(&self, id: i64, next_attempt_ms: i64) -> Result<(), StoreError> {
         self.conn()
             .execute(

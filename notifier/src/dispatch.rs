@@ -20,6 +20,9 @@ pub struct Dispatcher<S> {
     external_url: String,
     tenants: HashMap<String, Grouper>,
     resolve_timeout_ms: i64,
+    /// Subscription notifications already stored, so that each evaluation does not
+    /// write them again (the outbox's key would drop them anyway).
+    sent: std::collections::HashSet<String>,
 }
 
 fn integration_from(s: &str) -> Option<IntegrationId> {
@@ -51,6 +54,7 @@ impl<S: OutboxStore> Dispatcher<S> {
             external_url,
             tenants: HashMap::new(),
             resolve_timeout_ms,
+            sent: std::collections::HashSet::new(),
         }
     }
 
@@ -70,7 +74,8 @@ impl<S: OutboxStore> Dispatcher<S> {
         Ok(self.tenants.get_mut(tenant).expect("inserted above"))
     }
 
-    /// Adds `alerts` of `tenant` as the Alertmanager API receives them.
+    /// Adds `alerts` of `tenant` as the Alertmanager API receives them; subscriptions
+    /// get theirs at once, groups at their next flush.
     ///
     /// # Errors
     /// [`StoreError`] reading the notification log.
@@ -80,6 +85,7 @@ impl<S: OutboxStore> Dispatcher<S> {
         alerts: Vec<GroupAlert>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        self.notify_subscriptions(tenant, &alerts, now_ms)?;
         self.grouper(tenant)?.insert(alerts, now_ms);
         Ok(())
     }
@@ -107,10 +113,64 @@ impl<S: OutboxStore> Dispatcher<S> {
                 fingerprint: a.fingerprint.clone(),
             });
         }
+        let mut new = 0;
         for (tenant, list) in by_tenant {
+            new += self.notify_subscriptions(tenant, &list, now_ms)?;
             self.grouper(tenant)?.insert(list, now_ms);
         }
-        self.flush(now_ms)
+        Ok(new + self.flush(now_ms)?)
+    }
+
+    /// One notification per alert state change to each subscription that wants it.
+    fn notify_subscriptions(
+        &mut self,
+        tenant: &str,
+        alerts: &[GroupAlert],
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let subs = self.store.subscriptions(tenant)?;
+        let mut new = 0;
+        for sub in subs.iter().filter(|s| s.disabled_reason.is_none()) {
+            for a in alerts.iter().filter(|a| sub.wants(&a.labels)) {
+                let state = if a.resolved_at(now_ms) {
+                    "resolved"
+                } else {
+                    "firing"
+                };
+                let key = format!(
+                    "{tenant}/sub/{}/{}/{}/{state}",
+                    sub.id, a.fingerprint, a.starts_at_ms
+                );
+                if self.sent.contains(&key) {
+                    continue;
+                }
+                let n = crate::group::GroupNotification {
+                    integration: IntegrationId {
+                        receiver: sub.receiver(),
+                        kind: "webhook",
+                        index: 0,
+                    },
+                    group_key: format!("sub/{}:{}", sub.id, a.fingerprint),
+                    group_labels: a.labels.clone(),
+                    alerts: vec![a.clone()],
+                    firing: state == "firing",
+                    log: Default::default(),
+                };
+                let mut msg = WebhookMessage::from_group(&n, now_ms, &self.external_url);
+                msg.receiver = sub.receiver();
+                if self.store.enqueue(&NewNotification {
+                    tenant: tenant.to_string(),
+                    receiver: sub.receiver(),
+                    idempotency_key: key.clone(),
+                    body: serde_json::to_vec(&msg).expect("webhook messages serialize"),
+                    created_at_ms: now_ms,
+                })? {
+                    new += 1;
+                }
+                self.sent.insert(key);
+            }
+        }
+        Ok(new)
     }
 
     /// Flushes every tenant's due groups into the outbox. Blocking.

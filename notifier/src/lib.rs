@@ -25,6 +25,7 @@ pub mod payload;
 pub mod render;
 pub mod silence;
 pub mod slack;
+pub mod subscription;
 pub mod timeinterval;
 pub mod webhook;
 

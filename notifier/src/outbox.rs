@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::group::LogEntry;
 use crate::silence::Silence;
+use crate::subscription::Subscription;
 use crate::{Integration, StoreError};
 
 /// A notification to store.
@@ -67,6 +68,28 @@ pub trait OutboxStore: Send + Sync + 'static {
         id: i64,
         error: &str,
         next_attempt_ms: Option<i64>,
+    ) -> Result<(), StoreError>;
+    /// The enabled and disabled subscriptions of `tenant`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails.
+    fn subscriptions(&self, tenant: &str) -> Result<Vec<Subscription>, StoreError>;
+    /// One subscription of `tenant` by id.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails.
+    fn subscription(&self, tenant: &str, id: &str) -> Result<Option<Subscription>, StoreError>;
+    /// Records a delivery outcome: success clears the failure clock; a failure starts
+    /// it, and disables the subscription with `error` once it has run a day.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails.
+    fn subscription_result(
+        &self,
+        tenant: &str,
+        id: &str,
+        error: Option<&str>,
+        now_ms: i64,
     ) -> Result<(), StoreError>;
     /// Moves the next attempt of `id` to `next_attempt_ms` without counting an attempt
     /// (a receiver over its send rate).
@@ -170,6 +193,8 @@ pub struct DeliveryWorker<S> {
     on_delivered: Option<DeliveredCallback>,
     /// Send rate per receiver name.
     limits: HashMap<String, Limiter>,
+    /// For subscriptions' webhooks; they fail without one.
+    client: Option<reqwest::Client>,
 }
 
 type Limiter = governor::DefaultDirectRateLimiter;
@@ -197,7 +222,14 @@ impl<S: OutboxStore> DeliveryWorker<S> {
             wake,
             on_delivered: None,
             limits: HashMap::new(),
+            client: None,
         }
+    }
+
+    /// The HTTP client (and its TLS) for subscriptions' webhooks.
+    pub fn with_client(mut self, client: reqwest::Client) -> Self {
+        self.client = Some(client);
+        self
     }
 
     /// Caps each receiver's send rate, from its `max_per_minute`.
@@ -267,11 +299,15 @@ impl<S: OutboxStore> DeliveryWorker<S> {
                     .map_err(|e| StoreError(e.to_string()))??;
                 continue;
             }
-            let result = match self.receivers.get(&p.notification.receiver) {
-                Some(r) => self.send(r, &p).await,
-                None => Err(crate::DeliveryError::UnknownReceiver(
-                    p.notification.receiver.clone(),
-                )),
+            let result = if let Some(id) = p.notification.receiver.strip_prefix("sub/") {
+                self.send_subscription(id, &p).await
+            } else {
+                match self.receivers.get(&p.notification.receiver) {
+                    Some(r) => self.send(r, &p).await,
+                    None => Err(crate::DeliveryError::UnknownReceiver(
+                        p.notification.receiver.clone(),
+                    )),
+                }
             };
             let store = self.store.clone();
             match result {
@@ -307,6 +343,56 @@ impl<S: OutboxStore> DeliveryWorker<S> {
 }
 
 impl<S: OutboxStore> DeliveryWorker<S> {
+    async fn send_subscription(
+        &self,
+        id: &str,
+        p: &PendingNotification,
+    ) -> Result<(), crate::DeliveryError> {
+        let n = &p.notification;
+        let (store, tenant, sid) = (self.store.clone(), n.tenant.clone(), id.to_string());
+        let sub = tokio::task::spawn_blocking(move || store.subscription(&tenant, &sid))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
+        let Some(sub) = sub else {
+            return Err(crate::DeliveryError::UnknownReceiver(n.receiver.clone()));
+        };
+        if let Some(reason) = &sub.disabled_reason {
+            return Err(crate::DeliveryError::Status {
+                receiver: n.receiver.clone(),
+                status: 410,
+                body: format!("subscription disabled: {reason}"),
+            });
+        }
+        let Some(client) = &self.client else {
+            return Err(crate::DeliveryError::UnknownReceiver(format!(
+                "{} (no HTTP client for subscriptions)",
+                n.receiver
+            )));
+        };
+        let receiver = crate::WebhookReceiver::new(
+            crate::WebhookConfig {
+                name: n.receiver.clone(),
+                url: sub.url.clone(),
+                secret: Some(sub.secret.clone()),
+                send_resolved: true,
+                timeout_secs: 10,
+            },
+            client.clone(),
+        );
+        let result = receiver
+            .send(&n.body, &n.idempotency_key, now_ms() / 1000)
+            .await;
+        let error = result.as_ref().err().map(ToString::to_string);
+        let (store, tenant, sid) = (self.store.clone(), n.tenant.clone(), id.to_string());
+        let _ = tokio::task::spawn_blocking(move || {
+            store.subscription_result(&tenant, &sid, error.as_deref(), now_ms())
+        })
+        .await;
+        result
+    }
+
     async fn send(
         &self,
         integration: &Integration,
