@@ -107,6 +107,10 @@ pub fn router(state: AppState) -> Router {
             post(crate::subscriptions::test),
         )
         .route(
+            "/api/v1/deliveries",
+            get(crate::subscriptions::all_deliveries),
+        )
+        .route(
             "/api/v1/subscriptions/{id}/deliveries",
             get(crate::subscriptions::deliveries),
         )

@@ -403,12 +403,25 @@ impl Store {
     /// # Errors
     /// [`Error::Sqlite`].
     pub fn dead_notifications(&self, tenant: &str) -> Result<Vec<Delivery>, Error> {
+        self.deliveries_by_status(tenant, "dead", usize::MAX >> 1)
+    }
+
+    /// The latest `limit` notifications of `tenant` in `status`, newest first.
+    ///
+    /// # Errors
+    /// [`Error::Sqlite`].
+    pub fn deliveries_by_status(
+        &self,
+        tenant: &str,
+        status: &str,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, Error> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT id, receiver, status, attempts, COALESCE(last_error, ''), created_at_ms FROM outbox
-             WHERE tenant = ?1 AND status = 'dead' ORDER BY id DESC",
+             WHERE tenant = ?1 AND status = ?2 ORDER BY id DESC LIMIT ?3",
         )?;
-        let rows = stmt.query_map(params![tenant], |r| {
+        let rows = stmt.query_map(params![tenant, status, limit as i64], |r| {
             Ok(Delivery {
                 id: r.get(0)?,
                 receiver: r.get(1)?,

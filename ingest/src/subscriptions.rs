@@ -264,3 +264,30 @@ pub async fn deliveries(
             .collect(),
     ))
 }
+
+/// `GET /api/v1/deliveries?status=dead|pending|delivered`: the tenant's latest 100
+/// notifications in that state (default dead), with their last error.
+pub async fn all_deliveries(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let (_, tenant) = authenticate(&state, &headers).await?;
+    let status = q.get("status").cloned().unwrap_or_else(|| "dead".into());
+    if !matches!(status.as_str(), "dead" | "pending" | "delivered") {
+        return Err(bad("status: one of dead, pending, delivered"));
+    }
+    let store = state.store.clone();
+    let list = blocking(move || store.deliveries_by_status(&tenant, &status, 100)).await?;
+    Ok(Json(
+        list.iter()
+            .map(|d| {
+                json!({
+                    "id": d.id, "receiver": d.receiver, "status": d.status, "attempts": d.attempts,
+                    "last_error": if d.last_error.is_empty() { Value::Null } else { json!(d.last_error) },
+                    "created_at": rfc3339_ms(d.created_at_ms),
+                })
+            })
+            .collect(),
+    ))
+}

@@ -177,6 +177,33 @@ async fn a_subscription_gets_signed_matching_alerts_of_its_tenant_only() {
         .unwrap();
     assert_eq!(deliveries.len(), 1);
     assert_eq!(deliveries[0]["status"], "delivered");
+    let delivered: Vec<Value> = client
+        .get(format!(
+            "https://{}/api/v1/deliveries?status=delivered",
+            server.addr
+        ))
+        .bearer_auth(&acme)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        delivered
+            .iter()
+            .any(|d| d["receiver"] == format!("sub/{id}"))
+    );
+    let dead: Vec<Value> = client
+        .get(format!("https://{}/api/v1/deliveries", server.addr))
+        .bearer_auth(&acme)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(dead.is_empty(), "{dead:?}");
     server.shutdown(Duration::from_secs(5)).await;
 }
 
