@@ -407,7 +407,21 @@ impl NotifyConfig {
                     )));
                 }
             }
+            let templated = |field: &str, v: &Option<String>| -> Result<(), ConfigError> {
+                match v {
+                    Some(t) if t.contains("{{") => Err(ConfigError(format!(
+                        "receivers: {}: {field}: Go templates are not supported yet; \
+                         remove it to use Foresight's message, or give plain text",
+                        r.name
+                    ))),
+                    _ => Ok(()),
+                }
+            };
             for (i, s) in r.slack_configs.iter().enumerate() {
+                templated(&format!("slack_configs[{i}].title"), &s.title)?;
+                templated(&format!("slack_configs[{i}].text"), &s.text)?;
+                templated(&format!("slack_configs[{i}].title_link"), &s.title_link)?;
+                templated(&format!("slack_configs[{i}].color"), &s.color)?;
                 let webhook = s.api_url.is_some()
                     || s.api_url_file.is_some()
                     || raw.global.slack_api_url.is_some()
@@ -429,6 +443,11 @@ impl NotifyConfig {
                 }
             }
             for (i, e) in r.email_configs.iter().enumerate() {
+                templated(&format!("email_configs[{i}].html"), &e.html)?;
+                templated(&format!("email_configs[{i}].text"), &e.text)?;
+                for (h, v) in &e.headers {
+                    templated(&format!("email_configs[{i}].headers.{h}"), &Some(v.clone()))?;
+                }
                 if e.smarthost.is_none() && raw.global.smtp_smarthost.is_none() {
                     return Err(ConfigError(format!(
                         "receivers: {}: email_configs[{i}]: no smarthost here nor in global.smtp_smarthost",
@@ -657,6 +676,15 @@ time_intervals:
         .unwrap_err()
         .to_string();
         assert!(e.contains("pagerduty_configs"), "{e}");
+        let e = NotifyConfig::from_yaml(
+            "route: {receiver: a}\nreceivers:\n  - name: a\n    slack_configs: [{api_url: 'http://x', title: '{{ .CommonLabels.alertname }}'}]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("slack_configs[0].title") && e.contains("templates"),
+            "{e}"
+        );
         let e = NotifyConfig::from_yaml("route: {receiver: b}\nreceivers: [{name: a}]\n")
             .unwrap_err()
             .to_string();

@@ -123,8 +123,17 @@ impl EmailReceiver {
             .get("Subject")
             .cloned()
             .unwrap_or_else(|| render::title(msg));
-        let text = render::text(msg);
-        let html = render::html(msg);
+        // Plain-text overrides only: templated ones are refused when the config loads.
+        let text = self
+            .config
+            .text
+            .clone()
+            .unwrap_or_else(|| render::text(msg));
+        let html = self
+            .config
+            .html
+            .clone()
+            .unwrap_or_else(|| render::html(msg));
         let mut builder = Message::builder()
             .from(self.from.clone())
             .subject(subject)
