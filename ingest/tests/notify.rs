@@ -110,6 +110,11 @@ impl Drop for Smtp {
 }
 
 fn start_smtp() -> Smtp {
+    start_smtp_with(&[])
+}
+
+/// aiosmtpd with extra arguments (for example `--tlscert` and `--tlskey` for STARTTLS).
+fn start_smtp_with(extra: &[&std::ffi::OsStr]) -> Smtp {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -121,6 +126,7 @@ fn start_smtp() -> Smtp {
         .arg(format!("127.0.0.1:{port}"))
         .args(["-c", "aiosmtpd.handlers.Mailbox"])
         .arg(maildir.path().join("mail"))
+        .args(extra)
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("python3 -m aiosmtpd (run scripts/test-deps.sh to install it)");
@@ -212,6 +218,70 @@ receivers:
     assert_eq!(s.dispatcher.dispatch(&[], now + 1000).unwrap(), 0);
     assert_eq!(s.worker.deliver_due().await.unwrap(), 0);
     drop(s.store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_goes_over_starttls_verified_against_a_private_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let smtp = start_smtp_with(&[
+        "--tlscert".as_ref(),
+        cert.as_os_str(),
+        "--tlskey".as_ref(),
+        key.as_os_str(),
+    ]);
+    let yaml = format!(
+        r#"
+route:
+  receiver: oncall
+  group_wait: 0s
+receivers:
+  - name: oncall
+    email_configs:
+      - to: oncall@example.com
+        from: foresight@example.com
+        smarthost: 127.0.0.1:{}
+        tls_config:
+          ca_file: {}
+          server_name: localhost
+"#,
+        smtp.port,
+        cert.display()
+    );
+    let mut s = setup(&yaml, fast_retries(1));
+    s.dispatcher
+        .dispatch(
+            &[alert("KafkaBrokerDown", AlertState::Firing, &[])],
+            now_ms(),
+        )
+        .unwrap();
+    s.worker.deliver_due().await.unwrap();
+    assert!(s.store.dead_notifications("acme").unwrap().is_empty());
+    let got = mails(smtp.maildir.path());
+    assert_eq!(got.len(), 1, "delivered over STARTTLS");
+    assert!(got[0].contains("KafkaBrokerDown"));
+
+    // The same server with a CA that did not sign its certificate: refused, not sent.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let wrong = certs.path().join("wrong.pem");
+    std::fs::write(&wrong, other.cert.pem()).unwrap();
+    let mut s = setup(
+        &yaml.replace(&cert.display().to_string(), &wrong.display().to_string()),
+        fast_retries(1),
+    );
+    s.dispatcher
+        .dispatch(&[alert("KafkaDiskFull", AlertState::Firing, &[])], now_ms())
+        .unwrap();
+    s.worker.deliver_due().await.unwrap();
+    assert_eq!(s.store.dead_notifications("acme").unwrap().len(), 1);
+    assert_eq!(
+        mails(smtp.maildir.path()).len(),
+        1,
+        "nothing sent to an unverified server"
+    );
 }
 
 /// A Slack Web API stand-in: checks the bot token, records each chat.postMessage.
