@@ -364,22 +364,6 @@ pub struct NotifyConfig {
     pub time_intervals: BTreeMap<String, Vec<TimeInterval>>,
 }
 
-/// Routes by `severity` and `category` as design.md describes, to the receivers
-/// `critical`, `warning` and `info` that the ingest config fills.
-pub const DEFAULT_CONFIG: &str = r#"
-route:
-  receiver: default
-  group_by: [cluster, alertname]
-  group_wait: 30s
-  group_interval: 5m
-  repeat_interval: 4h
-receivers:
-  - name: default
-inhibit_rules:
-  - source_matchers: [severity="critical"]
-    target_matchers: [severity="warning"]
-    equal: [cluster, alertname]
-"#;
 
 impl NotifyConfig {
     /// Parses and checks `yaml`.
