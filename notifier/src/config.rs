@@ -364,7 +364,6 @@ pub struct NotifyConfig {
     pub time_intervals: BTreeMap<String, Vec<TimeInterval>>,
 }
 
-
 impl NotifyConfig {
     /// Parses and checks `yaml`.
     ///
