@@ -244,6 +244,8 @@ receivers:
       - to: oncall@example.com
         from: foresight@example.com
         smarthost: 127.0.0.1:{}
+        headers:
+          Subject: '{{{{ .Alerts.Firing | len }}}} firing: {{{{ .CommonLabels.alertname }}}}'
         tls_config:
           ca_file: {}
           server_name: localhost
@@ -262,7 +264,11 @@ receivers:
     assert!(s.store.dead_notifications("acme").unwrap().is_empty());
     let got = mails(smtp.maildir.path());
     assert_eq!(got.len(), 1, "delivered over STARTTLS");
-    assert!(got[0].contains("KafkaBrokerDown"));
+    assert!(
+        got[0].contains("Subject: 1 firing: KafkaBrokerDown"),
+        "{}",
+        got[0]
+    );
 
     // The same server with a CA that did not sign its certificate: refused, not sent.
     let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
@@ -346,6 +352,8 @@ receivers:
         app_url: http://{addr}/api/
         channel: "#kafka-oncall"
         send_resolved: true
+        title: '[{{{{ .Status | toUpper }}}}] {{{{ .CommonLabels.alertname }}}} in {{{{ .CommonLabels.cluster }}}}'
+
 "##
     );
     let mut s = setup(&yaml, RetryPolicy::default());
@@ -374,11 +382,9 @@ receivers:
     assert_eq!(first["channel"], "#kafka-oncall");
     let blocks = first["blocks"].as_array().expect("Block Kit blocks");
     assert_eq!(blocks[0]["type"], "header");
-    assert!(
-        blocks[0]["text"]["text"]
-            .as_str()
-            .unwrap()
-            .contains("KafkaOfflinePartitions")
+    assert_eq!(
+        blocks[0]["text"]["text"], "[FIRING] KafkaOfflinePartitions in prod-eu",
+        "the title template, rendered over Alertmanager's data"
     );
     let text = serde_json::to_string(blocks).unwrap();
     for needle in [
@@ -396,11 +402,9 @@ receivers:
         second["thread_ts"], "1700000000.000101",
         "the resolution answers in the thread"
     );
-    assert!(
-        second["blocks"][0]["text"]["text"]
-            .as_str()
-            .unwrap()
-            .contains("RESOLVED")
+    assert_eq!(
+        second["blocks"][0]["text"]["text"],
+        "[RESOLVED] KafkaOfflinePartitions in prod-eu"
     );
 }
 

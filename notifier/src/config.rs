@@ -390,14 +390,15 @@ impl NotifyConfig {
                     )));
                 }
             }
+            // Go templates over Alertmanager's data (`.CommonLabels.alertname`, …): a
+            // malformed one, or one using what the engine lacks (`template`, `define`),
+            // is a load error naming the field.
             let templated = |field: &str, v: &Option<String>| -> Result<(), ConfigError> {
                 match v {
-                    Some(t) if t.contains("{{") => Err(ConfigError(format!(
-                        "receivers: {}: {field}: Go templates are not supported yet; \
-                         remove it to use Foresight's message, or give plain text",
-                        r.name
-                    ))),
-                    _ => Ok(()),
+                    Some(t) => foresight_template::Template::parse(t)
+                        .map(|_| ())
+                        .map_err(|e| ConfigError(format!("receivers: {}: {field}: {e}", r.name))),
+                    None => Ok(()),
                 }
             };
             for (i, s) in r.slack_configs.iter().enumerate() {
@@ -660,7 +661,7 @@ time_intervals:
         .to_string();
         assert!(e.contains("pagerduty_configs"), "{e}");
         let e = NotifyConfig::from_yaml(
-            "route: {receiver: a}\nreceivers:\n  - name: a\n    slack_configs: [{api_url: 'http://x', title: '{{ .CommonLabels.alertname }}'}]\n",
+            "route: {receiver: a}\nreceivers:\n  - name: a\n    slack_configs: [{api_url: 'http://x', title: '{{ template \"slack.default.title\" . }}'}]\n",
         )
         .unwrap_err()
         .to_string();

@@ -121,8 +121,7 @@ impl EmailReceiver {
             .config
             .headers
             .get("Subject")
-            .cloned()
-            .unwrap_or_else(|| render::title(msg));
+            .map_or_else(|| render::title(msg), |t| render::expand(t, msg));
         // Plain-text overrides only: templated ones are refused when the config loads.
         let text = self
             .config

@@ -150,3 +150,40 @@ pub fn slack_alert(a: &WebhookAlert) -> String {
     }
     s
 }
+
+/// Alertmanager's template data for `msg`: `.Receiver`, `.Status`, `.Alerts` (each with
+/// `.Status`, `.Labels`, `.Annotations`, `.StartsAt`, `.EndsAt`, `.GeneratorURL`,
+/// `.Fingerprint`; `.Alerts.Firing` and `.Alerts.Resolved`), `.GroupLabels`,
+/// `.CommonLabels`, `.CommonAnnotations`, `.ExternalURL`.
+pub fn data(msg: &WebhookMessage) -> serde_json::Value {
+    serde_json::json!({
+        "Receiver": msg.receiver,
+        "Status": msg.status,
+        "Alerts": msg.alerts.iter().map(|a| serde_json::json!({
+            "Status": a.status,
+            "Labels": a.labels,
+            "Annotations": a.annotations,
+            "StartsAt": a.starts_at,
+            "EndsAt": a.ends_at,
+            "GeneratorURL": a.generator_url,
+            "Fingerprint": a.fingerprint,
+        })).collect::<Vec<_>>(),
+        "GroupLabels": msg.group_labels,
+        "CommonLabels": msg.common_labels,
+        "CommonAnnotations": msg.common_annotations,
+        "ExternalURL": msg.external_url,
+        "GroupKey": msg.group_key,
+    })
+}
+
+/// Renders the configured template `text` over `msg` (checked when the config loaded).
+pub fn expand(text: &str, msg: &WebhookMessage) -> String {
+    match foresight_template::Template::parse(text) {
+        Ok(t) => {
+            let d = data(msg);
+            let empty = std::collections::BTreeMap::new();
+            t.render(&foresight_template::Context::with_data(&d, &empty))
+        }
+        Err(e) => format!("<error expanding template: {e}>"),
+    }
+}

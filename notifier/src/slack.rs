@@ -103,7 +103,10 @@ impl SlackReceiver {
         let title = render::title(msg);
         let mut blocks: Vec<SlackBlock> = vec![
             SlackHeaderBlock::new(SlackBlockPlainTextOnly::from(
-                self.config.title.clone().unwrap_or_else(|| title.clone()),
+                self.config
+                    .title
+                    .as_deref()
+                    .map_or_else(|| title.clone(), |t| render::expand(t, msg)),
             ))
             .into(),
         ];
@@ -140,7 +143,12 @@ impl SlackReceiver {
             );
         }
         SlackMessageContent::new()
-            .with_text(self.config.text.clone().unwrap_or(title))
+            .with_text(
+                self.config
+                    .text
+                    .as_deref()
+                    .map_or(title, |t| render::expand(t, msg)),
+            )
             .with_blocks(blocks)
     }
 

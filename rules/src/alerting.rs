@@ -201,6 +201,7 @@ impl RuleEngine {
                                     external_labels: &self.external_labels,
                                     value: s.value,
                                     query: None,
+                                    data: None,
                                 }),
                             );
                         }
@@ -292,6 +293,7 @@ fn update_alerts(
             external_labels,
             value: s.value,
             query: Some(&query),
+            data: None,
         };
         let mut labels = base.clone();
         for (k, t) in &rule.labels {

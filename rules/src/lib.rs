@@ -17,7 +17,7 @@ pub mod packs;
 pub mod promql;
 pub mod rulefile;
 pub mod store;
-pub mod template;
+pub use foresight_template as template;
 pub mod unittest;
 
 pub use alerting::{Evaluation, RuleEngine};

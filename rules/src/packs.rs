@@ -179,6 +179,7 @@ mod tests {
             external_labels: &BTreeMap::new(),
             value: 0.0,
             query: None,
+            data: None,
         };
         let get = |list: &[(String, Template)], k: &str| {
             list.iter()

@@ -115,22 +115,7 @@ impl Group {
     }
 }
 
-/// Parses a Prometheus duration such as `5m`, `1h30m` or `20s`.
-///
-/// # Errors
-/// A message naming the bad duration.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    // Prometheus accepts a zero duration (`0`, `0s`, `0m`); promql-parser does not.
-    if s.trim()
-        .trim_end_matches(|c: char| c.is_ascii_alphabetic())
-        .bytes()
-        .all(|b| b == b'0')
-        && s.trim().starts_with('0')
-    {
-        return Ok(Duration::ZERO);
-    }
-    promql_parser::util::parse_duration(s).map_err(|e| format!("bad duration {s:?}: {e}"))
-}
+pub use foresight_template::parse_duration;
 
 /// Loads and validates one rule file from disk.
 ///

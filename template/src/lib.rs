@@ -8,6 +8,9 @@
 //! built-in functions and Prometheus' template functions. An unknown function or keyword
 //! is an error when the rule loads; an error while rendering becomes the text
 //! `<error expanding template: …>`, as in Prometheus.
+//!
+//! The same engine renders notification messages with Alertmanager's data (`.Status`,
+//! `.Alerts`, `.Alerts.Firing`, `.CommonLabels`, …) given as JSON in [`Context::data`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -36,6 +39,22 @@ pub struct Context<'a> {
     pub value: f64,
     /// The `query` function; `None` where no store is at hand (it then fails).
     pub query: Option<QueryFn<'a>>,
+    /// Data for `.` instead of the alert's: a JSON object whose fields the template
+    /// reads (`.CommonLabels.alertname`), as Alertmanager's notification templates do.
+    pub data: Option<&'a serde_json::Value>,
+}
+
+impl<'a> Context<'a> {
+    /// A context whose `.` is `data`, for notification templates.
+    pub fn with_data(data: &'a serde_json::Value, empty: &'a BTreeMap<String, String>) -> Self {
+        Context {
+            labels: empty,
+            external_labels: empty,
+            value: 0.0,
+            query: None,
+            data: Some(data),
+        }
+    }
 }
 
 /// A parsed template.
@@ -92,8 +111,55 @@ enum Val {
     Map(BTreeMap<String, String>),
     Sample(QuerySample),
     List(Vec<QuerySample>),
+    /// A JSON object or array from [`Context::data`].
+    Json(serde_json::Value),
     /// The data passed to the template: `.Labels`, `.ExternalLabels`, `.Value`.
     Root,
+}
+
+/// Parses a Prometheus duration such as `5m`, `1h30m` or `20s`.
+///
+/// # Errors
+/// A message naming the bad duration.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    // Prometheus accepts a zero duration (`0`, `0s`, `0m`); promql-parser does not.
+    if s.trim()
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+        .bytes()
+        .all(|b| b == b'0')
+        && s.trim().starts_with('0')
+    {
+        return Ok(std::time::Duration::ZERO);
+    }
+    promql_parser::util::parse_duration(s).map_err(|e| format!("bad duration {s:?}: {e}"))
+}
+
+/// Howard Hinnant's days-to-civil: `(year, month, day)` of a day number since 1970-01-01.
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// A JSON value as a template value: containers stay JSON, scalars become Go's.
+fn from_json(v: &serde_json::Value) -> Val {
+    use serde_json::Value as J;
+    match v {
+        J::Null => Val::Nil,
+        J::Bool(b) => Val::Bool(*b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => Val::Int(i),
+            None => Val::Float(n.as_f64().unwrap_or(0.0)),
+        },
+        J::String(s) => Val::Str(s.clone()),
+        other => Val::Json(other.clone()),
+    }
 }
 
 const BUILTINS: &[&str] = &[
@@ -144,10 +210,11 @@ impl Template {
     /// Renders with `ctx`; an error while rendering is reported in the text, as
     /// Prometheus does, so that an alert still goes out.
     pub fn render(&self, ctx: &Context<'_>) -> String {
+        let root = ctx.data.map_or(Val::Root, from_json);
         let mut exec = Exec {
             ctx,
             vars: vec![
-                ("$".into(), Val::Root),
+                ("$".into(), root.clone()),
                 ("$labels".into(), Val::Map(ctx.labels.clone())),
                 (
                     "$externalLabels".into(),
@@ -159,7 +226,7 @@ impl Template {
             out: String::new(),
             steps: 0,
         };
-        match exec.nodes(&self.nodes, &Val::Root) {
+        match exec.nodes(&self.nodes, &root) {
             Ok(()) => exec.out,
             Err(e) => format!("<error expanding template: {e}>"),
         }
@@ -671,6 +738,15 @@ impl Exec<'_, '_> {
                             .map(|(k, v)| (Val::Str(k), Val::Str(v)))
                             .collect(),
                         Val::Int(n) => (0..n.max(0)).map(|i| (Val::Int(i), Val::Int(i))).collect(),
+                        Val::Json(serde_json::Value::Array(a)) => a
+                            .iter()
+                            .enumerate()
+                            .map(|(i, x)| (Val::Int(i as i64), from_json(x)))
+                            .collect(),
+                        Val::Json(serde_json::Value::Object(m)) => m
+                            .iter()
+                            .map(|(k, x)| (Val::Str(k.clone()), from_json(x)))
+                            .collect(),
                         Val::Nil => Vec::new(),
                         other => {
                             return Err(format!("range can't iterate over {}", type_name(&other)));
@@ -774,6 +850,18 @@ impl Exec<'_, '_> {
     fn fields(&self, mut v: Val, chain: &[String]) -> Result<Val, String> {
         for f in chain {
             v = match (v, f.as_str()) {
+                (Val::Json(serde_json::Value::Object(m)), k) => {
+                    m.get(k).map_or(Val::Nil, from_json)
+                }
+                // Alertmanager's `.Alerts.Firing` and `.Alerts.Resolved`.
+                (Val::Json(serde_json::Value::Array(a)), k @ ("Firing" | "Resolved")) => {
+                    let want = k.to_lowercase();
+                    Val::Json(serde_json::Value::Array(
+                        a.into_iter()
+                            .filter(|x| x["Status"] == want.as_str())
+                            .collect(),
+                    ))
+                }
                 (Val::Root, "Labels") => Val::Map(self.ctx.labels.clone()),
                 (Val::Root, "ExternalLabels") => Val::Map(self.ctx.external_labels.clone()),
                 (Val::Root, "Value") => Val::Float(self.ctx.value),
@@ -814,6 +902,8 @@ impl Exec<'_, '_> {
                     Val::Str(s) => s.len(),
                     Val::Map(m) => m.len(),
                     Val::List(l) => l.len(),
+                    Val::Json(serde_json::Value::Array(a)) => a.len(),
+                    Val::Json(serde_json::Value::Object(m)) => m.len(),
                     other => return Err(format!("len of type {}", type_name(other))),
                 } as i64)
             }
@@ -826,6 +916,16 @@ impl Exec<'_, '_> {
                     v = match (v, k) {
                         (Val::Map(m), Val::Str(k)) => {
                             Val::Str(m.get(k).cloned().unwrap_or_default())
+                        }
+                        (Val::Json(serde_json::Value::Object(m)), Val::Str(k)) => {
+                            m.get(k).map_or(Val::Nil, from_json)
+                        }
+                        (Val::Json(serde_json::Value::Array(a)), Val::Int(i)) => {
+                            usize::try_from(*i)
+                                .ok()
+                                .and_then(|i| a.get(i))
+                                .map(from_json)
+                                .ok_or_else(|| format!("index out of range: {i}"))?
                         }
                         (Val::List(l), Val::Int(i)) => Val::Sample(
                             usize::try_from(*i)
@@ -1009,7 +1109,7 @@ impl Exec<'_, '_> {
             }
             "parseDuration" => {
                 want(1)?;
-                let d = crate::rulefile::parse_duration(&as_str(&args[0], name)?)?;
+                let d = parse_duration(&as_str(&args[0], name)?)?;
                 Val::Float(d.as_secs_f64())
             }
             "externalURL" | "pathPrefix" => {
@@ -1052,7 +1152,9 @@ fn truthy(v: &Val) -> bool {
         Val::Str(s) => !s.is_empty(),
         Val::Map(m) => !m.is_empty(),
         Val::List(l) => !l.is_empty(),
-        Val::Sample(_) | Val::Root => true,
+        Val::Json(serde_json::Value::Array(a)) => !a.is_empty(),
+        Val::Json(serde_json::Value::Object(m)) => !m.is_empty(),
+        Val::Json(_) | Val::Sample(_) | Val::Root => true,
     }
 }
 
@@ -1066,6 +1168,8 @@ fn type_name(v: &Val) -> &'static str {
         Val::Map(_) => "map[string]string",
         Val::Sample(_) => "*template.sample",
         Val::List(_) => "template.queryResult",
+        Val::Json(serde_json::Value::Array(_)) => "[]interface {}",
+        Val::Json(_) => "map[string]interface {}",
         Val::Root => "struct",
     }
 }
@@ -1119,6 +1223,21 @@ fn print_value(v: &Val, action: bool) -> String {
                 .collect();
             format!("[{}]", inner.join(" "))
         }
+        Val::Json(serde_json::Value::Array(a)) => {
+            let inner: Vec<String> = a
+                .iter()
+                .map(|x| print_value(&from_json(x), false))
+                .collect();
+            format!("[{}]", inner.join(" "))
+        }
+        Val::Json(serde_json::Value::Object(m)) => {
+            let inner: Vec<String> = m
+                .iter()
+                .map(|(k, x)| format!("{k}:{}", print_value(&from_json(x), false)))
+                .collect();
+            format!("map[{}]", inner.join(" "))
+        }
+        Val::Json(other) => other.to_string(),
         Val::Root => "{}".into(),
     }
 }
@@ -1399,7 +1518,7 @@ fn humanize_timestamp(v: f64) -> String {
     let nanos = ((v - v.floor()) * 1e9).round() as i64;
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = crate::promql::civil_from_days(days);
+    let (y, m, d) = civil_from_days(days);
     let frac = if nanos == 0 {
         String::new()
     } else {
@@ -1495,8 +1614,40 @@ mod tests {
             external_labels: &ext,
             value,
             query,
+            data: None,
         };
         Template::parse(text).unwrap().render(&ctx)
+    }
+
+    #[test]
+    fn alertmanager_data_renders_like_a_notification_template() {
+        let data = serde_json::json!({
+            "Status": "firing",
+            "CommonLabels": {"alertname": "KafkaBrokerDown", "cluster": "prod"},
+            "Alerts": [
+                {"Status": "firing", "Labels": {"broker": "1"}, "Annotations": {"summary": "b1 down"}},
+                {"Status": "resolved", "Labels": {"broker": "2"}, "Annotations": {"summary": "b2 back"}},
+            ],
+        });
+        let empty = BTreeMap::new();
+        let ctx = Context::with_data(&data, &empty);
+        let t = |s: &str| Template::parse(s).unwrap().render(&ctx);
+        assert_eq!(
+            t(
+                "[{{ .Status | toUpper }}:{{ .Alerts.Firing | len }}] {{ .CommonLabels.alertname }} ({{ .CommonLabels.cluster }})"
+            ),
+            "[FIRING:1] KafkaBrokerDown (prod)"
+        );
+        assert_eq!(
+            t("{{ range .Alerts }}{{ .Labels.broker }}={{ .Annotations.summary }};{{ end }}"),
+            "1=b1 down;2=b2 back;"
+        );
+        assert_eq!(
+            t(
+                "{{ range .Alerts.Resolved }}{{ .Labels.broker }}{{ end }}|{{ .Missing }}|{{ index .CommonLabels \"cluster\" }}"
+            ),
+            "2|<no value>|prod"
+        );
     }
 
     fn render(text: &str, value: f64) -> String {
