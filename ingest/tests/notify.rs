@@ -597,3 +597,63 @@ async fn a_receiver_over_its_send_rate_waits_instead_of_flooding() {
         "waiting is not failing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_payload_template_shapes_the_body_for_other_receivers() {
+    let bodies: Arc<Mutex<Vec<String>>> = Arc::default();
+    let b = bodies.clone();
+    let app = axum::Router::new().route(
+        "/chat",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let b = b.clone();
+            async move {
+                b.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&body).into());
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let yaml = format!(
+        r#"
+route:
+  receiver: chat
+  group_by: [alertname]
+  group_wait: 0s
+receivers:
+  - name: chat
+    webhook_configs:
+      - url: http://{addr}/chat
+        payload: '{{"text": "{{{{ .CommonLabels.alertname }}}}: {{{{ len .Alerts.Firing }}}} firing{{{{ range .Alerts }}}} {{{{ .Labels.topic }}}}{{{{ end }}}}"}}'
+"#
+    );
+    let mut s = setup(&yaml, fast_retries(2));
+    s.dispatcher
+        .dispatch(
+            &[
+                alert(
+                    "KafkaOfflinePartitions",
+                    AlertState::Firing,
+                    &[("topic", "orders")],
+                ),
+                alert(
+                    "KafkaOfflinePartitions",
+                    AlertState::Firing,
+                    &[("topic", "payments")],
+                ),
+            ],
+            now_ms(),
+        )
+        .unwrap();
+    s.worker.deliver_due().await.unwrap();
+    let got = bodies.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    let body: serde_json::Value = serde_json::from_str(&got[0]).expect("the template made JSON");
+    assert_eq!(
+        body["text"],
+        "KafkaOfflinePartitions: 2 firing orders payments"
+    );
+}

@@ -260,6 +260,10 @@ pub struct WebhookConfig {
     pub timeout: Option<Duration>,
     /// Foresight: HMAC-SHA256 signing secret (header `X-Foresight-Signature`).
     pub secret: Option<String>,
+    /// A template for the body instead of the webhook JSON, for receivers that expect
+    /// another shape (as Alertmanager 0.32's `payload`), rendered over Alertmanager's
+    /// data.
+    pub payload: Option<String>,
 }
 
 fn yes() -> bool {
@@ -382,14 +386,6 @@ impl NotifyConfig {
     pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
         let mut receivers = BTreeMap::new();
         for r in raw.receivers {
-            for (i, w) in r.webhook_configs.iter().enumerate() {
-                if w.url.is_none() && w.url_file.is_none() {
-                    return Err(ConfigError(format!(
-                        "receivers: {}: webhook_configs[{i}]: one of url or url_file is required",
-                        r.name
-                    )));
-                }
-            }
             // Go templates over Alertmanager's data (`.CommonLabels.alertname`, …): a
             // malformed one, or one using what the engine lacks (`template`, `define`),
             // is a load error naming the field.
@@ -401,6 +397,15 @@ impl NotifyConfig {
                     None => Ok(()),
                 }
             };
+            for (i, w) in r.webhook_configs.iter().enumerate() {
+                templated(&format!("webhook_configs[{i}].payload"), &w.payload)?;
+                if w.url.is_none() && w.url_file.is_none() {
+                    return Err(ConfigError(format!(
+                        "receivers: {}: webhook_configs[{i}]: one of url or url_file is required",
+                        r.name
+                    )));
+                }
+            }
             for (i, s) in r.slack_configs.iter().enumerate() {
                 templated(&format!("slack_configs[{i}].title"), &s.title)?;
                 templated(&format!("slack_configs[{i}].text"), &s.text)?;

@@ -44,6 +44,8 @@ pub enum Integration {
         receiver: WebhookReceiver,
         /// Alerts per message.
         max_alerts: usize,
+        /// A body template instead of the webhook JSON.
+        payload: Option<String>,
     },
     /// Slack.
     Slack(slack::SlackReceiver),
@@ -100,6 +102,7 @@ pub fn build_integrations(
                         client.clone(),
                     ),
                     max_alerts: w.max_alerts,
+                    payload: w.payload.clone(),
                 },
             );
         }

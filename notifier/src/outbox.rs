@@ -412,11 +412,15 @@ impl<S: OutboxStore> DeliveryWorker<S> {
             Integration::Webhook {
                 receiver,
                 max_alerts,
+                payload,
             } => {
-                if *max_alerts > 0 {
+                if *max_alerts > 0 || payload.is_some() {
                     let mut msg = parse()?;
                     msg.truncate(*max_alerts);
-                    let body = serde_json::to_vec(&msg).expect("webhook messages serialize");
+                    let body = match payload {
+                        Some(t) => crate::render::expand(t, &msg).into_bytes(),
+                        None => serde_json::to_vec(&msg).expect("webhook messages serialize"),
+                    };
                     receiver
                         .send(&body, &n.idempotency_key, now_ms() / 1000)
                         .await
