@@ -617,8 +617,16 @@ async fn a_webhook_payload_template_shapes_the_body_for_other_receivers() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // The body comes from a `define` in a templates file, as Alertmanager users keep them.
+    let tmpl = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmpl.path().join("chat.tmpl"),
+        r#"{{ define "chat.body" }}{"text": "{{ .CommonLabels.alertname }}: {{ len .Alerts.Firing }} firing{{ range .Alerts }} {{ .Labels.topic }}{{ end }}"}{{ end }}"#,
+    )
+    .unwrap();
     let yaml = format!(
         r#"
+templates: ['{}/*.tmpl']
 route:
   receiver: chat
   group_by: [alertname]
@@ -627,8 +635,9 @@ receivers:
   - name: chat
     webhook_configs:
       - url: http://{addr}/chat
-        payload: '{{"text": "{{{{ .CommonLabels.alertname }}}}: {{{{ len .Alerts.Firing }}}} firing{{{{ range .Alerts }}}} {{{{ .Labels.topic }}}}{{{{ end }}}}"}}'
-"#
+        payload: '{{{{ template "chat.body" . }}}}'
+"#,
+        tmpl.path().display()
     );
     let mut s = setup(&yaml, fast_retries(2));
     s.dispatcher

@@ -39,6 +39,10 @@ pub struct RawConfig {
     /// Alertmanager's older name for `time_intervals`.
     #[serde(default)]
     pub mute_time_intervals: Vec<NamedTimeInterval>,
+    /// Template files (`*` allowed in the file name) whose `define`d templates receiver
+    /// fields can use with `{{ template "name" . }}`.
+    #[serde(default)]
+    pub templates: Vec<String>,
 }
 
 /// Receiver defaults.
@@ -366,6 +370,50 @@ pub struct NotifyConfig {
     pub inhibit_rules: Vec<InhibitRule>,
     /// Time intervals by name.
     pub time_intervals: BTreeMap<String, Vec<TimeInterval>>,
+    /// The `define`d templates of `templates` files, over Foresight's defaults.
+    pub library: foresight_template::Template,
+}
+
+/// Foresight's definitions under Alertmanager's usual template names, so that receiver
+/// fields written as `{{ template "slack.default.title" . }}` work; a `templates` file
+/// may redefine any of them.
+const DEFAULT_TEMPLATES: &str = r#"{{ define "__subject" }}[{{ .Status | toUpper }}{{ if eq .Status "firing" }}:{{ .Alerts.Firing | len }}{{ end }}] {{ .CommonLabels.alertname }}{{ with .CommonLabels.cluster }} (cluster {{ . }}){{ end }}{{ end }}
+{{ define "__alert_list" }}{{ range .Alerts }}[{{ .Status }}] {{ or .Annotations.summary .Labels.alertname }}{{ with .Annotations.description }}: {{ . }}{{ end }}
+{{ end }}{{ end }}
+{{ define "slack.default.title" }}{{ template "__subject" . }}{{ end }}
+{{ define "slack.default.text" }}{{ template "__alert_list" . }}{{ end }}
+{{ define "email.default.subject" }}{{ template "__subject" . }}{{ end }}
+{{ define "email.default.html" }}<pre>{{ template "__alert_list" . }}</pre>{{ end }}
+{{ define "webhook.default.message" }}{{ template "__subject" . }}{{ end }}"#;
+
+/// The files `pattern` names: a path whose file name may contain `*`.
+fn template_files(pattern: &str) -> Result<Vec<std::path::PathBuf>, String> {
+    let path = std::path::Path::new(pattern);
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("templates: {pattern:?} names no file"))?;
+    if !name.contains('*') {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let re = regex::Regex::new(&format!("^{}$", regex::escape(name).replace("\\*", ".*")))
+        .map_err(|e| format!("templates: {pattern:?}: {e}"))?;
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("templates: {}: {e}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| re.is_match(n))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
 }
 
 impl NotifyConfig {
@@ -384,18 +432,37 @@ impl NotifyConfig {
     /// # Errors
     /// See [`from_yaml`](Self::from_yaml).
     pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let mut library = foresight_template::Template::parse(DEFAULT_TEMPLATES)
+            .map_err(|e| ConfigError(format!("built-in templates: {e}")))?;
+        for pattern in &raw.templates {
+            for file in template_files(pattern).map_err(ConfigError)? {
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| ConfigError(format!("templates: {}: {e}", file.display())))?;
+                let t = foresight_template::Template::parse(&text)
+                    .map_err(|e| ConfigError(format!("templates: {}: {e}", file.display())))?;
+                library = t.with_library(&library);
+            }
+        }
         let mut receivers = BTreeMap::new();
         for r in raw.receivers {
             // Go templates over Alertmanager's data (`.CommonLabels.alertname`, …): a
             // malformed one, or one using what the engine lacks (`template`, `define`),
             // is a load error naming the field.
             let templated = |field: &str, v: &Option<String>| -> Result<(), ConfigError> {
-                match v {
-                    Some(t) => foresight_template::Template::parse(t)
-                        .map(|_| ())
-                        .map_err(|e| ConfigError(format!("receivers: {}: {field}: {e}", r.name))),
-                    None => Ok(()),
+                let Some(t) = v else { return Ok(()) };
+                let parsed = foresight_template::Template::parse(t)
+                    .map_err(|e| ConfigError(format!("receivers: {}: {field}: {e}", r.name)))?;
+                // A `template` call must name something defined.
+                for name in calls(t) {
+                    if !library.defined().any(|d| d == name) && !parsed.defined().any(|d| d == name)
+                    {
+                        return Err(ConfigError(format!(
+                            "receivers: {}: {field}: template {name:?} is not defined (add it in a templates file)",
+                            r.name
+                        )));
+                    }
                 }
+                Ok(())
             };
             for (i, w) in r.webhook_configs.iter().enumerate() {
                 templated(&format!("webhook_configs[{i}].payload"), &w.payload)?;
@@ -517,8 +584,38 @@ impl NotifyConfig {
             receivers,
             inhibit_rules,
             time_intervals,
+            library,
         })
     }
+
+    /// Parses a receiver field's template with the library (checked when loading).
+    pub fn template(&self, text: &str) -> foresight_template::Template {
+        foresight_template::Template::parse(text)
+            .unwrap_or_else(|e| {
+                foresight_template::Template::parse(&format!("<error expanding template: {e}>"))
+                    .unwrap_or_else(|_| self.library.clone())
+            })
+            .with_library(&self.library)
+    }
+}
+
+/// Names in `{{ template "name" … }}` actions of `text`.
+fn calls(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("{{") {
+        rest = &rest[i + 2..];
+        let action = rest.trim_start_matches('-').trim_start();
+        if let Some(after) = action.strip_prefix("template") {
+            let after = after.trim_start();
+            if let Some(q) = after.chars().next().filter(|c| *c == '"' || *c == '`')
+                && let Some(end) = after[1..].find(q)
+            {
+                out.push(&after[1..1 + end]);
+            }
+        }
+    }
+    out
 }
 
 fn resolve(
@@ -665,15 +762,21 @@ time_intervals:
         .unwrap_err()
         .to_string();
         assert!(e.contains("pagerduty_configs"), "{e}");
-        let e = NotifyConfig::from_yaml(
-            "route: {receiver: a}\nreceivers:\n  - name: a\n    slack_configs: [{api_url: 'http://x', title: '{{ template \"slack.default.title\" . }}'}]\n",
-        )
-        .unwrap_err()
-        .to_string();
+        let slack = |title: &str| {
+            NotifyConfig::from_yaml(&format!(
+                "route: {{receiver: a}}\nreceivers:\n  - name: a\n    slack_configs: [{{api_url: 'http://x', title: '{title}'}}]\n"
+            ))
+        };
+        let e = slack("{{ template \"mine.title\" . }}")
+            .unwrap_err()
+            .to_string();
         assert!(
-            e.contains("slack_configs[0].title") && e.contains("templates"),
+            e.contains("slack_configs[0].title") && e.contains("\"mine.title\" is not defined"),
             "{e}"
         );
+        // Alertmanager's usual names are defined by Foresight.
+        assert!(slack("{{ template \"slack.default.title\" . }}").is_ok());
+        assert!(slack("{{ if }}").is_err());
         let e = NotifyConfig::from_yaml("route: {receiver: b}\nreceivers: [{name: a}]\n")
             .unwrap_err()
             .to_string();

@@ -19,6 +19,7 @@ pub struct EmailReceiver {
     from: Mailbox,
     to: Vec<Mailbox>,
     config: EmailConfig,
+    library: foresight_template::Template,
 }
 
 impl EmailReceiver {
@@ -26,7 +27,12 @@ impl EmailReceiver {
     ///
     /// # Errors
     /// A message naming the bad address, host or CA file.
-    pub fn new(name: &str, config: &EmailConfig, global: &Global) -> Result<Self, String> {
+    pub fn new(
+        name: &str,
+        config: &EmailConfig,
+        global: &Global,
+        library: &foresight_template::Template,
+    ) -> Result<Self, String> {
         let smarthost = config
             .smarthost
             .clone()
@@ -108,6 +114,7 @@ impl EmailReceiver {
             from,
             to,
             config: config.clone(),
+            library: library.clone(),
         })
     }
 
@@ -117,11 +124,10 @@ impl EmailReceiver {
     /// [`DeliveryError`]: a refused or unreachable server is retryable; a permanent SMTP
     /// rejection (5xx) is not.
     pub async fn send(&self, msg: &WebhookMessage) -> Result<(), DeliveryError> {
-        let subject = self
-            .config
-            .headers
-            .get("Subject")
-            .map_or_else(|| render::title(msg), |t| render::expand(t, msg));
+        let subject = self.config.headers.get("Subject").map_or_else(
+            || render::title(msg),
+            |t| render::expand(t, msg, &self.library),
+        );
         // Plain-text overrides only: templated ones are refused when the config loads.
         let text = self
             .config

@@ -44,8 +44,8 @@ pub enum Integration {
         receiver: WebhookReceiver,
         /// Alerts per message.
         max_alerts: usize,
-        /// A body template instead of the webhook JSON.
-        payload: Option<String>,
+        /// A body template instead of the webhook JSON, with the config's library.
+        payload: Option<foresight_template::Template>,
     },
     /// Slack.
     Slack(slack::SlackReceiver),
@@ -102,12 +102,12 @@ pub fn build_integrations(
                         client.clone(),
                     ),
                     max_alerts: w.max_alerts,
-                    payload: w.payload.clone(),
+                    payload: w.payload.as_deref().map(|t| config.template(t)),
                 },
             );
         }
         for (i, c) in r.slack_configs.iter().enumerate() {
-            match slack::SlackReceiver::new(name, c, &config.global, tls.clone()) {
+            match slack::SlackReceiver::new(name, c, &config.global, tls.clone(), &config.library) {
                 Ok(s) => {
                     out.insert(id("slack", i), Integration::Slack(s));
                 }
@@ -115,7 +115,7 @@ pub fn build_integrations(
             }
         }
         for (i, c) in r.email_configs.iter().enumerate() {
-            match email::EmailReceiver::new(name, c, &config.global) {
+            match email::EmailReceiver::new(name, c, &config.global, &config.library) {
                 Ok(e) => {
                     out.insert(id("email", i), Integration::Email(e));
                 }

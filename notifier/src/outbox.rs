@@ -418,7 +418,12 @@ impl<S: OutboxStore> DeliveryWorker<S> {
                     let mut msg = parse()?;
                     msg.truncate(*max_alerts);
                     let body = match payload {
-                        Some(t) => crate::render::expand(t, &msg).into_bytes(),
+                        Some(t) => {
+                            let d = crate::render::data(&msg);
+                            let empty = std::collections::BTreeMap::new();
+                            t.render(&foresight_template::Context::with_data(&d, &empty))
+                                .into_bytes()
+                        }
                         None => serde_json::to_vec(&msg).expect("webhook messages serialize"),
                     };
                     receiver

@@ -176,13 +176,15 @@ pub fn data(msg: &WebhookMessage) -> serde_json::Value {
     })
 }
 
-/// Renders the configured template `text` over `msg` (checked when the config loaded).
-pub fn expand(text: &str, msg: &WebhookMessage) -> String {
+/// Renders the configured template `text` over `msg` (checked when the config loaded),
+/// with the `define`d templates of `library`.
+pub fn expand(text: &str, msg: &WebhookMessage, library: &foresight_template::Template) -> String {
     match foresight_template::Template::parse(text) {
         Ok(t) => {
             let d = data(msg);
             let empty = std::collections::BTreeMap::new();
-            t.render(&foresight_template::Context::with_data(&d, &empty))
+            t.with_library(library)
+                .render(&foresight_template::Context::with_data(&d, &empty))
         }
         Err(e) => format!("<error expanding template: {e}>"),
     }

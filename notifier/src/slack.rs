@@ -31,6 +31,7 @@ pub struct SlackReceiver {
     client: Arc<SlackClient<Connector>>,
     target: Target,
     config: SlackConfig,
+    library: foresight_template::Template,
 }
 
 /// What a delivery left behind: the message's `ts`, to thread later messages of the
@@ -54,6 +55,7 @@ impl SlackReceiver {
         config: &SlackConfig,
         global: &Global,
         tls: rustls::ClientConfig,
+        library: &foresight_template::Template,
     ) -> Result<Self, String> {
         let token = match (&config.app_token, &config.app_token_file) {
             (Some(t), _) => Some(t.clone()),
@@ -96,6 +98,7 @@ impl SlackReceiver {
             client: Arc::new(SlackClient::new(connector)),
             target,
             config: config.clone(),
+            library: library.clone(),
         })
     }
 
@@ -106,7 +109,7 @@ impl SlackReceiver {
                 self.config
                     .title
                     .as_deref()
-                    .map_or_else(|| title.clone(), |t| render::expand(t, msg)),
+                    .map_or_else(|| title.clone(), |t| render::expand(t, msg, &self.library)),
             ))
             .into(),
         ];
@@ -147,7 +150,7 @@ impl SlackReceiver {
                 self.config
                     .text
                     .as_deref()
-                    .map_or(title, |t| render::expand(t, msg)),
+                    .map_or(title, |t| render::expand(t, msg, &self.library)),
             )
             .with_blocks(blocks)
     }

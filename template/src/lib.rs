@@ -4,7 +4,7 @@
 //! `printf` verbs, number formatting), and rule authors copy annotations between
 //! Prometheus and Foresight, so this module implements the language itself: actions and
 //! pipelines, variables (`$labels`, `$value`, `$externalLabels`, `$externalURL`, `$`,
-//! and `:=`/`=`), `if`/`else if`/`else`, `with`, `range`, comments, trim markers, Go's
+//! and `:=`/`=`), `if`/`else if`/`else`, `with`, `range`, `define`/`template`, comments, trim markers, Go's
 //! built-in functions and Prometheus' template functions. An unknown function or keyword
 //! is an error when the rule loads; an error while rendering becomes the text
 //! `<error expanding template: …>`, as in Prometheus.
@@ -61,6 +61,8 @@ impl<'a> Context<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
     nodes: Vec<Node>,
+    /// `{{define "name"}}` bodies, for `{{template "name" .}}`.
+    defines: BTreeMap<String, Vec<Node>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +79,16 @@ enum Node {
         pipe: Pipeline,
         body: Vec<Node>,
         otherwise: Vec<Node>,
+    },
+    /// `{{define "name"}}…{{end}}`, taken out of the tree when parsing.
+    Define {
+        name: String,
+        body: Vec<Node>,
+    },
+    /// `{{template "name" pipeline}}`.
+    Call {
+        name: String,
+        pipe: Option<Pipeline>,
     },
 }
 
@@ -204,7 +216,34 @@ impl Template {
         if let Some(k) = end {
             return Err(format!("unexpected {{{{{k}}}}}"));
         }
-        Ok(Template { nodes })
+        let mut defines = BTreeMap::new();
+        let nodes = nodes
+            .into_iter()
+            .filter_map(|n| match n {
+                Node::Define { name, body } => {
+                    defines.insert(name, body);
+                    None
+                }
+                other => Some(other),
+            })
+            .collect();
+        Ok(Template { nodes, defines })
+    }
+
+    /// Adds the `define`d templates of `library` that this one does not define itself,
+    /// as Go's template sets share definitions.
+    pub fn with_library(mut self, library: &Template) -> Template {
+        for (name, body) in &library.defines {
+            self.defines
+                .entry(name.clone())
+                .or_insert_with(|| body.clone());
+        }
+        self
+    }
+
+    /// Names of the templates this one defines.
+    pub fn defined(&self) -> impl Iterator<Item = &str> {
+        self.defines.keys().map(String::as_str)
     }
 
     /// Renders with `ctx`; an error while rendering is reported in the text, as
@@ -213,6 +252,7 @@ impl Template {
         let root = ctx.data.map_or(Val::Root, from_json);
         let mut exec = Exec {
             ctx,
+            defines: &self.defines,
             vars: vec![
                 ("$".into(), root.clone()),
                 ("$labels".into(), Val::Map(ctx.labels.clone())),
@@ -507,7 +547,24 @@ fn parse_list(items: &[Item], pos: &mut usize) -> Result<(Vec<Node>, Option<Stri
                             otherwise,
                         });
                     }
-                    "define" | "template" | "block" | "break" | "continue" => {
+                    "define" => {
+                        let (name, tail) = leading_string(rest)?;
+                        if !tail.trim().is_empty() {
+                            return Err(format!("unexpected {tail:?} in {{{{define}}}}"));
+                        }
+                        let body = expect_end(items, pos)?;
+                        nodes.push(Node::Define { name, body });
+                    }
+                    "template" => {
+                        let (name, tail) = leading_string(rest)?;
+                        let pipe = if tail.trim().is_empty() {
+                            None
+                        } else {
+                            Some(parse_pipeline(tail, false)?)
+                        };
+                        nodes.push(Node::Call { name, pipe });
+                    }
+                    "block" | "break" | "continue" => {
                         return Err(format!("{{{{{kw}}}}} is not supported in rule templates"));
                     }
                     _ => nodes.push(Node::Action(parse_pipeline(a, true)?)),
@@ -516,6 +573,20 @@ fn parse_list(items: &[Item], pos: &mut usize) -> Result<(Vec<Node>, Option<Stri
         }
     }
     Ok((nodes, None))
+}
+
+/// The quoted name that starts `rest` (`"name"` or a raw string), and what follows.
+fn leading_string(rest: &str) -> Result<(String, &str), String> {
+    let r = rest.trim_start();
+    let quote = r
+        .chars()
+        .next()
+        .filter(|c| *c == '"' || *c == '`')
+        .ok_or_else(|| format!("expected a quoted template name, got {rest:?}"))?;
+    let end = r[1..]
+        .find(quote)
+        .ok_or_else(|| format!("unterminated template name in {rest:?}"))?;
+    Ok((r[1..1 + end].to_string(), &r[end + 2..]))
 }
 
 fn expect_end(items: &[Item], pos: &mut usize) -> Result<Vec<Node>, String> {
@@ -676,6 +747,7 @@ const MAX_STEPS: usize = 100_000;
 
 struct Exec<'c, 'a> {
     ctx: &'c Context<'a>,
+    defines: &'c BTreeMap<String, Vec<Node>>,
     vars: Vec<(String, Val)>,
     out: String,
     steps: usize,
@@ -690,6 +762,21 @@ impl Exec<'_, '_> {
             }
             match n {
                 Node::Text(t) => self.out.push_str(t),
+                Node::Define { .. } => {}
+                Node::Call { name, pipe } => {
+                    let body = self
+                        .defines
+                        .get(name)
+                        .ok_or_else(|| format!("no such template {name:?}"))?;
+                    let d = match pipe {
+                        Some(p) => self.pipeline(p, dot)?,
+                        None => Val::Nil,
+                    };
+                    let saved = std::mem::replace(&mut self.vars, vec![("$".into(), d.clone())]);
+                    let r = self.nodes(body, &d);
+                    self.vars = saved;
+                    r?;
+                }
                 Node::Action(p) => {
                     let v = self.pipeline(p, dot)?;
                     if p.vars.is_empty() {
@@ -1817,11 +1904,8 @@ mod tests {
         );
         assert!(Template::parse("{{ if 1 }}x").unwrap_err().contains("end"));
         assert!(Template::parse("{{ end }}").is_err());
-        assert!(
-            Template::parse("{{ template \"x\" }}")
-                .unwrap_err()
-                .contains("template")
-        );
+        assert!(render("{{ template \"x\" }}", 0.0).contains("no such template"));
+        assert!(Template::parse("{{ block \"x\" . }}{{ end }}").is_err());
         assert!(Template::parse("{{ $labels.x").is_err());
         assert!(render("{{ $nope }}", 0.0).contains("undefined variable"));
         assert!(render("{{ first 3 }}", 0.0).contains("error expanding"));
