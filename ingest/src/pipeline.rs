@@ -164,6 +164,38 @@ impl Pipeline {
                 })
                 .filter(|c| !c.is_empty())
                 .unwrap_or_else(|| snap.cluster_id.clone());
+            let offline = {
+                let live: std::collections::HashSet<i32> =
+                    snap.brokers.iter().map(|b| b.id).collect();
+                snap.topics
+                    .iter()
+                    .flat_map(|t| &t.partitions)
+                    .filter(|p| p.leader < 0 || !live.contains(&p.leader))
+                    .count()
+            };
+            let facts = BTreeMap::from([
+                ("brokers".to_string(), snap.brokers.len().to_string()),
+                (
+                    "controller".to_string(),
+                    if snap.controller_id >= 0 {
+                        snap.controller_id.to_string()
+                    } else {
+                        "none".to_string()
+                    },
+                ),
+                ("topics".to_string(), snap.topics.len().to_string()),
+                (
+                    "partitions".to_string(),
+                    snap.topics
+                        .iter()
+                        .map(|t| t.partitions.len())
+                        .sum::<usize>()
+                        .to_string(),
+                ),
+                ("offline partitions".to_string(), offline.to_string()),
+            ]);
+            self.dispatcher
+                .set_cluster_context(&accepted.tenant, &cluster, facts);
             BTreeMap::insert(&mut base, "cluster".to_string(), cluster);
             let excluded: std::collections::HashSet<&str> =
                 batch.excluded_metrics.iter().map(String::as_str).collect();

@@ -78,6 +78,10 @@ async fn leaderless_partitions_fire_then_resolve() {
         "1 offline partitions in topic payments"
     );
     assert_eq!(firing["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+    // The cluster's shape from its latest snapshot rides along.
+    let context = &firing["foresightClusterContext"];
+    assert_eq!(context["brokers"], "3", "{firing}");
+    assert_eq!(context["offline partitions"], "1", "{firing}");
 
     cluster.partition_leader("payments", 2, Some(1)).unwrap();
     let resolved = common::wait_for(

@@ -23,6 +23,8 @@ pub struct Dispatcher<S> {
     /// Subscription notifications already stored, so that each evaluation does not
     /// write them again (the outbox's key would drop them anyway).
     sent: std::collections::HashSet<String>,
+    /// Latest cluster facts per `(tenant, cluster)`, added to notifications.
+    contexts: HashMap<(String, String), std::collections::BTreeMap<String, String>>,
 }
 
 fn integration_from(s: &str) -> Option<IntegrationId> {
@@ -55,6 +57,7 @@ impl<S: OutboxStore> Dispatcher<S> {
             tenants: HashMap::new(),
             resolve_timeout_ms,
             sent: std::collections::HashSet::new(),
+            contexts: HashMap::new(),
         }
     }
 
@@ -72,6 +75,17 @@ impl<S: OutboxStore> Dispatcher<S> {
                 .insert(tenant.to_string(), Grouper::new(self.config.clone(), log));
         }
         Ok(self.tenants.get_mut(tenant).expect("inserted above"))
+    }
+
+    /// Records what the latest snapshot of `cluster` says, for its notifications.
+    pub fn set_cluster_context(
+        &mut self,
+        tenant: &str,
+        cluster: &str,
+        facts: std::collections::BTreeMap<String, String>,
+    ) {
+        self.contexts
+            .insert((tenant.to_string(), cluster.to_string()), facts);
     }
 
     /// Adds `alerts` of `tenant` as the Alertmanager API receives them; subscriptions
@@ -185,7 +199,11 @@ impl<S: OutboxStore> Dispatcher<S> {
             }
             let silences = self.store.silences(tenant)?;
             for n in grouper.flush_due(now_ms, &silences) {
-                let msg = WebhookMessage::from_group(&n, now_ms, &self.external_url);
+                let mut msg = WebhookMessage::from_group(&n, now_ms, &self.external_url);
+                msg.cluster_context = msg
+                    .common_labels
+                    .get("cluster")
+                    .and_then(|c| self.contexts.get(&(tenant.clone(), c.clone())).cloned());
                 let mut fingerprints: Vec<&str> = n.log.firing.iter().map(String::as_str).collect();
                 fingerprints.push("|");
                 fingerprints.extend(n.log.resolved.iter().map(String::as_str));

@@ -30,6 +30,15 @@ pub struct WebhookMessage {
     pub external_url: String,
     /// The alerts.
     pub alerts: Vec<WebhookAlert>,
+    /// Foresight: what the latest snapshot of the group's cluster says (brokers,
+    /// controller, topics, partitions, offline partitions), so that the first message
+    /// already tells the on-call engineer the shape of the cluster.
+    #[serde(
+        default,
+        rename = "foresightClusterContext",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cluster_context: Option<BTreeMap<String, String>>,
 }
 
 /// One alert in a [`WebhookMessage`].
@@ -125,6 +134,7 @@ impl WebhookMessage {
             common_labels: common(&labels),
             common_annotations: common(&annotations),
             external_url: external_url.into(),
+            cluster_context: None,
             alerts: alerts
                 .iter()
                 .map(|a| {
@@ -167,6 +177,7 @@ impl WebhookMessage {
             common_labels: common(&labels),
             common_annotations: common(&annotations),
             external_url: external_url.into(),
+            cluster_context: None,
             alerts: n
                 .alerts
                 .iter()

@@ -61,6 +61,9 @@ pub fn facts(msg: &WebhookMessage) -> Vec<(String, String)> {
             out.push((key.to_string(), v.clone()));
         }
     }
+    if let Some(ctx) = &msg.cluster_context {
+        out.extend(ctx.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
     for (label, name) in [
         ("broker", "brokers"),
         ("topic", "topics"),
