@@ -253,6 +253,12 @@ impl Pipeline {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Group timers (group_wait, group_interval) fire on time, not only at the
+            // next evaluation (at least 50 ms apart, should the store be failing).
+            let flush_in = self
+                .dispatcher
+                .next_due_ms()
+                .map(|t| Duration::from_millis((t - now_ms()).max(50) as u64));
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 msg = rx.recv() => match msg {
@@ -261,7 +267,28 @@ impl Pipeline {
                     None => return,
                 },
                 _ = ticker.tick() => self.evaluate(now_ms()),
+                _ = async {
+                    match flush_in {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => std::future::pending::<()>().await,
+                    }
+                } => self.flush(now_ms()),
             }
         }
+    }
+
+    /// Flushes the groups that are due between evaluations.
+    fn flush(&mut self, ts_ms: i64) {
+        match tokio::task::block_in_place(|| self.dispatcher.flush(ts_ms)) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(notifications = n, "Notifications queued.");
+                self.wake_outbox.notify_one();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Could not queue notifications; will retry.");
+            }
+        }
+        self.publish(ts_ms);
     }
 }
