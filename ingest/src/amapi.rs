@@ -15,7 +15,7 @@ use foresight_notifier::silence::Silence;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::http::{ApiError, AppState, authenticate};
+use crate::http::{ApiError, AppState, authenticate, now_ms};
 use crate::pipeline::Input;
 
 /// An alert as the pipeline last saw it, for the API.
@@ -52,21 +52,8 @@ pub struct PostableAlert {
     pub generator_url: String,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad_alert", message)
-}
-
-fn time(field: &str, s: &str) -> Result<i64, ApiError> {
-    s.parse::<jiff::Timestamp>()
-        .map(|t| t.as_millisecond())
-        .map_err(|e| bad(format!("{field}: {s:?} is not an RFC 3339 time: {e}")))
 }
 
 /// Checks posted alerts and turns them into the notifier's, as Alertmanager does: a
@@ -100,11 +87,13 @@ pub fn to_group_alerts(
             }
         }
         let starts = match a.starts_at.as_deref().filter(|s| !s.is_empty()) {
-            Some(s) => time(&format!("alerts[{i}].startsAt"), s)?,
+            Some(s) => {
+                crate::http::rfc3339_field("bad_alert", &format!("alerts[{i}].startsAt"), s)?
+            }
             None => now,
         };
         let ends = match a.ends_at.as_deref().filter(|s| !s.is_empty()) {
-            Some(s) => time(&format!("alerts[{i}].endsAt"), s)?,
+            Some(s) => crate::http::rfc3339_field("bad_alert", &format!("alerts[{i}].endsAt"), s)?,
             None => now + resolve_timeout_ms,
         };
         if ends < starts {

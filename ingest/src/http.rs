@@ -83,6 +83,50 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Unix milliseconds now.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// An RFC 3339 time of a request field, or a 400 naming the field (with `code`).
+pub(crate) fn rfc3339_field(code: &'static str, field: &str, s: &str) -> Result<i64, ApiError> {
+    s.parse::<jiff::Timestamp>()
+        .map(|t| t.as_millisecond())
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                code,
+                format!("{field}: {s:?} is not an RFC 3339 time: {e}"),
+            )
+        })
+}
+
+/// A store error as the API answers it: 404 for what does not exist (or is another
+/// tenant's), 503 otherwise.
+pub(crate) fn store_error(e: crate::store::Error) -> ApiError {
+    match e {
+        crate::store::Error::NotFound(what) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        ),
+        other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store", other.to_string()),
+    }
+}
+
+/// Runs blocking store work off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::store::Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(store_error)
+}
+
 /// The router.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.limits.max_body_bytes;

@@ -10,7 +10,7 @@ use foresight_notifier::silence::{ApiMatcher, Silence};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::http::{ApiError, AppState, authenticate};
+use crate::http::{ApiError, AppState, authenticate, blocking, now_ms, store_error};
 use crate::store;
 
 /// A silence as `POST /api/v2/silences` receives it.
@@ -46,21 +46,8 @@ pub struct GettableSilence {
     comment: String,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad_silence", message)
-}
-
-fn time(field: &str, s: &str) -> Result<i64, ApiError> {
-    s.parse::<jiff::Timestamp>()
-        .map(|t| t.as_millisecond())
-        .map_err(|e| bad(format!("{field}: {s:?} is not an RFC 3339 time: {e}")))
 }
 
 /// Checks `p` and turns it into a silence.
@@ -81,7 +68,10 @@ pub fn to_silence(p: PostableSilence) -> Result<Silence, ApiError> {
             "matchers: at least one must not match the empty string, or the silence mutes every alert",
         ));
     }
-    let (starts, ends) = (time("startsAt", &p.starts_at)?, time("endsAt", &p.ends_at)?);
+    let (starts, ends) = (
+        crate::http::rfc3339_field("bad_silence", "startsAt", &p.starts_at)?,
+        crate::http::rfc3339_field("bad_silence", "endsAt", &p.ends_at)?,
+    );
     if ends <= starts {
         return Err(bad("endsAt must be after startsAt"));
     }
@@ -111,26 +101,6 @@ pub fn gettable(s: &Silence, now_ms: i64) -> GettableSilence {
         created_by: s.created_by.clone(),
         comment: s.comment.clone(),
     }
-}
-
-fn store_error(e: store::Error) -> ApiError {
-    match e {
-        store::Error::NotFound(what) => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{what} not found"),
-        ),
-        other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store", other.to_string()),
-    }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, store::Error> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(store_error)
 }
 
 /// `POST /api/v2/silences`.

@@ -25,6 +25,9 @@ pub enum Error {
     /// A named thing does not exist.
     #[error("{0} not found")]
     NotFound(String),
+    /// The outbox side of the store failed.
+    #[error("store: {0}")]
+    Outbox(String),
 }
 
 /// The SQLite store.
@@ -380,22 +383,7 @@ impl Store {
         receiver: &str,
         limit: usize,
     ) -> Result<Vec<Delivery>, Error> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id, receiver, status, attempts, COALESCE(last_error, ''), created_at_ms FROM outbox
-             WHERE tenant = ?1 AND receiver = ?2 ORDER BY id DESC LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(params![tenant, receiver, limit as i64], |r| {
-            Ok(Delivery {
-                id: r.get(0)?,
-                receiver: r.get(1)?,
-                status: r.get(2)?,
-                attempts: r.get(3)?,
-                last_error: r.get(4)?,
-                created_at_ms: r.get(5)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.outbox_rows("receiver", tenant, receiver, limit)
     }
 
     /// The notifications of `tenant` that ran out of attempts, newest first.
@@ -416,12 +404,23 @@ impl Store {
         status: &str,
         limit: usize,
     ) -> Result<Vec<Delivery>, Error> {
+        self.outbox_rows("status", tenant, status, limit)
+    }
+
+    /// Outbox rows of `tenant` whose `column` (`receiver` or `status`) is `value`.
+    fn outbox_rows(
+        &self,
+        column: &'static str,
+        tenant: &str,
+        value: &str,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, Error> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare(&format!(
             "SELECT id, receiver, status, attempts, COALESCE(last_error, ''), created_at_ms FROM outbox
-             WHERE tenant = ?1 AND status = ?2 ORDER BY id DESC LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(params![tenant, status, limit as i64], |r| {
+             WHERE tenant = ?1 AND {column} = ?2 ORDER BY id DESC LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(params![tenant, value, limit as i64], |r| {
             Ok(Delivery {
                 id: r.get(0)?,
                 receiver: r.get(1)?,

@@ -14,7 +14,7 @@ use foresight_notifier::subscription::Subscription;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::http::{ApiError, AppState, authenticate};
+use crate::http::{ApiError, AppState, authenticate, blocking, now_ms};
 use crate::store;
 
 /// Filters of a new subscription; an empty list lets every value through.
@@ -40,13 +40,6 @@ pub struct NewSubscription {
 
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad_subscription", message)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Whether `ip` is loopback, private, link-local, shared (CGNAT) or unspecified.
@@ -119,31 +112,11 @@ fn view(s: &Subscription) -> Value {
     })
 }
 
-fn store_error(e: store::Error) -> ApiError {
-    match e {
-        store::Error::NotFound(what) => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{what} not found"),
-        ),
-        other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store", other.to_string()),
-    }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, store::Error> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(store_error)
-}
-
 async fn find(state: &AppState, tenant: &str, id: &str) -> Result<Subscription, ApiError> {
     let (store, t, i) = (state.store.clone(), tenant.to_string(), id.to_string());
     blocking(move || {
         foresight_notifier::OutboxStore::subscription(&*store, &t, &i)
-            .map_err(|e| store::Error::NotFound(e.to_string()))?
+            .map_err(|e| store::Error::Outbox(e.0))?
             .ok_or_else(|| store::Error::NotFound(format!("subscription {i}")))
     })
     .await
@@ -190,7 +163,7 @@ pub async fn list(
     let store = state.store.clone();
     let subs = blocking(move || {
         foresight_notifier::OutboxStore::subscriptions(&*store, &tenant)
-            .map_err(|e| store::Error::NotFound(e.to_string()))
+            .map_err(|e| store::Error::Outbox(e.0))
     })
     .await?;
     Ok(Json(subs.iter().map(view).collect()))
