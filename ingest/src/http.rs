@@ -37,6 +37,8 @@ pub struct AppState {
     pub allow_private_webhook_urls: bool,
     /// For subscription test pings.
     pub client: reqwest::Client,
+    /// The service's own counters.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Request limits.
     pub limits: Limits,
 }
@@ -133,6 +135,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/v1/telemetry", post(telemetry))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route(
             "/api/v2/alerts",
             get(crate::amapi::list).post(crate::amapi::post),
@@ -303,6 +307,73 @@ async fn telemetry(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let metrics = state.metrics.clone();
+    let result = store_telemetry(state, headers, body).await;
+    match &result {
+        Ok((series, duplicate)) => metrics.accepted(*series, *duplicate),
+        Err(e) => metrics.rejected(e.code),
+    }
+    let (series, duplicate) = result?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"accepted": true, "duplicate": duplicate, "series": series})),
+    )
+        .into_response())
+}
+
+/// `GET /readyz`: 200 when the store answers and the evaluator runs, else 503.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let store = state.store.clone();
+    let store_ok = tokio::task::spawn_blocking(move || store.ping().is_ok())
+        .await
+        .unwrap_or(false);
+    let evaluator_ok = !state.tx.is_closed();
+    let status = if store_ok && evaluator_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"ready": status == StatusCode::OK, "store": store_ok, "evaluator": evaluator_ok})),
+    )
+        .into_response()
+}
+
+/// `GET /metrics`: the service's own metrics (no tenant data).
+async fn metrics(State(state): State<AppState>) -> Response {
+    let store = state.store.clone();
+    let counts = tokio::task::spawn_blocking(move || store.outbox_counts().unwrap_or_default())
+        .await
+        .unwrap_or_default();
+    let get = |k: &str| counts.get(k).copied().unwrap_or(0) as f64;
+    let body = state.metrics.render(&[
+        (
+            "foresight_outbox_pending",
+            "Notifications waiting for delivery.",
+            get("pending"),
+        ),
+        (
+            "foresight_outbox_dead",
+            "Notifications that ran out of attempts.",
+            get("dead"),
+        ),
+        (
+            "foresight_outbox_delivered",
+            "Notifications delivered.",
+            get("delivered"),
+        ),
+    ]);
+    ([("content-type", "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Decodes, stores and hands on a telemetry batch; returns its series count and whether
+/// it was a duplicate.
+async fn store_telemetry(
+    state: AppState,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(usize, bool), ApiError> {
     let (tenant_id, tenant) = authenticate(&state, &headers).await?;
     let encoding = headers
         .get("content-encoding")
@@ -356,11 +427,7 @@ async fn telemetry(
     if !duplicate {
         permit.send(Input::Batch(Box::new(Accepted { tenant, batch })));
     }
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"accepted": true, "duplicate": duplicate, "series": series})),
-    )
-        .into_response())
+    Ok((series, duplicate))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod amapi;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod metrics;
 pub mod pipeline;
 pub mod silences;
 pub mod store;
@@ -176,6 +177,7 @@ impl Server {
             notify_config_text,
             allow_private_webhook_urls: config.allow_private_webhook_urls,
             client: client.clone(),
+            metrics: Arc::default(),
             started_at_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)

@@ -386,6 +386,26 @@ impl Store {
         self.outbox_rows("receiver", tenant, receiver, limit)
     }
 
+    /// Whether the database answers.
+    ///
+    /// # Errors
+    /// [`Error::Sqlite`].
+    pub fn ping(&self) -> Result<(), Error> {
+        self.conn().query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// Outbox entries by status, all tenants.
+    ///
+    /// # Errors
+    /// [`Error::Sqlite`].
+    pub fn outbox_counts(&self) -> Result<std::collections::HashMap<String, i64>, Error> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT status, COUNT(*) FROM outbox GROUP BY status")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The notifications of `tenant` that ran out of attempts, newest first.
     ///
     /// # Errors

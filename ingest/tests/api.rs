@@ -123,5 +123,29 @@ async fn wrong_key_truncated_body_and_retries_are_handled() {
         assert_eq!(ack["duplicate"], expect_duplicate);
     }
     assert_eq!(server.store.batch_count(tenant).unwrap(), 1);
+
+    // Ready, and the service's own metrics count what happened above.
+    let ready = client
+        .get(format!("https://{}/readyz", server.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let metrics = client
+        .get(format!("https://{}/metrics", server.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "foresight_batches_accepted_total 1",
+        "foresight_batches_duplicate_total 1",
+        "foresight_requests_rejected_total{reason=\"unauthorized\"} 2",
+        "# TYPE foresight_outbox_pending gauge",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
     server.shutdown(std::time::Duration::from_secs(5)).await;
 }
