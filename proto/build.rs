@@ -1,7 +1,11 @@
 //! Compiles `foresight/v1/*.proto` with protox, so no `protoc` is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["foresight/v1/telemetry.proto", "foresight/v1/alert.proto"];
+    let files = [
+        "foresight/v1/telemetry.proto",
+        "foresight/v1/alert.proto",
+        "prometheus/remote.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }

@@ -135,6 +135,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/v1/telemetry", post(telemetry))
+        .route("/api/v1/write", post(remote_write))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route(
@@ -321,6 +322,149 @@ async fn telemetry(
         .into_response())
 }
 
+/// `POST /api/v1/write`: Prometheus remote-write 1.0 (snappy-compressed protobuf), so that
+/// a Prometheus that already scrapes the jmx_exporter can forward to Foresight with one
+/// `remote_write` block. Samples join the tenant's series like the agent's.
+async fn remote_write(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let metrics = state.metrics.clone();
+    let result = store_remote_write(state, headers, body).await;
+    match &result {
+        Ok(series) => metrics.accepted(*series, false),
+        Err(e) => metrics.rejected(e.code),
+    }
+    result.map(|_| StatusCode::NO_CONTENT)
+}
+
+async fn store_remote_write(
+    state: AppState,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<usize, ApiError> {
+    let (tenant_id, tenant) = authenticate(&state, &headers).await?;
+    let encoding = headers
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if encoding != "snappy" {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "bad_encoding",
+            "remote write bodies are snappy-compressed (Content-Encoding: snappy)",
+        ));
+    }
+    let limits = state.limits.clone();
+    let batch = tokio::task::spawn_blocking(move || decode_remote_write(&body, &limits))
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
+    let raw = batch.encode_to_vec();
+    let body_zstd = zstd::bulk::compress(&raw, 3)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let (series, _) = store_batch(&state, tenant_id, tenant, batch, body_zstd).await?;
+    Ok(series)
+}
+
+/// Decodes a remote-write body into a batch of its own (remote write has no sequence:
+/// each request is stored once, as it comes).
+///
+/// # Errors
+/// 400 for bodies that are not snappy or not a write request, 413 past the limits.
+pub fn decode_remote_write(body: &[u8], limits: &Limits) -> Result<TelemetryBatch, ApiError> {
+    let len = snap::raw::decompress_len(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_encoding",
+            format!("snappy: {e}"),
+        )
+    })?;
+    if len > limits.max_decompressed_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "decompressed_too_large",
+            format!(
+                "body decompresses to more than {} bytes",
+                limits.max_decompressed_bytes
+            ),
+        ));
+    }
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_encoding",
+                format!("snappy: {e}"),
+            )
+        })?;
+    let req = foresight_proto::prometheus::WriteRequest::decode(raw.as_slice()).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_protobuf",
+            format!("not a remote-write request: {e}"),
+        )
+    })?;
+    if req.timeseries.len() > limits.max_series_per_batch {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_series",
+            format!(
+                "{} series; at most {} per request",
+                req.timeseries.len(),
+                limits.max_series_per_batch
+            ),
+        ));
+    }
+    let id: [u8; 8] = rand::random();
+    let series = req
+        .timeseries
+        .into_iter()
+        .filter_map(|ts| {
+            let mut name = None;
+            let labels = ts
+                .labels
+                .into_iter()
+                .filter_map(|l| {
+                    if l.name == "__name__" {
+                        name = Some(l.value);
+                        None
+                    } else {
+                        Some(foresight_proto::v1::Label {
+                            name: l.name,
+                            value: l.value,
+                        })
+                    }
+                })
+                .collect();
+            Some(foresight_proto::v1::Series {
+                name: name?,
+                labels,
+                samples: ts
+                    .samples
+                    .into_iter()
+                    .map(|s| foresight_proto::v1::Sample {
+                        timestamp_ms: s.timestamp,
+                        value: s.value,
+                    })
+                    .collect(),
+            })
+        })
+        .collect();
+    Ok(TelemetryBatch {
+        resource: Some(foresight_proto::v1::Resource {
+            agent_instance_id: format!("prometheus-remote-write/{}", hex::encode(id)),
+            ..Default::default()
+        }),
+        sequence: 1,
+        series,
+        ..Default::default()
+    })
+}
+
 /// `GET /readyz`: 200 when the store answers and the evaluator runs, else 503.
 async fn readyz(State(state): State<AppState>) -> Response {
     let store = state.store.clone();
@@ -394,6 +538,18 @@ async fn store_telemetry(
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
 
+    store_batch(&state, tenant_id, tenant, batch, body_zstd).await
+}
+
+/// Stores an accepted batch and hands it to the evaluator; returns its series count and
+/// whether it was a duplicate.
+async fn store_batch(
+    state: &AppState,
+    tenant_id: i64,
+    tenant: String,
+    batch: TelemetryBatch,
+    body_zstd: Vec<u8>,
+) -> Result<(usize, bool), ApiError> {
     // Reserve room towards the evaluator before storing, so that an acknowledged batch
     // always reaches it.
     let permit = state.tx.try_reserve().map_err(|_| ApiError {

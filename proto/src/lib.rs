@@ -10,6 +10,11 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/foresight.v1.rs"));
 }
 
+/// Prometheus' remote-write request, as far as Foresight reads it.
+pub mod prometheus {
+    include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
+}
+
 pub mod derive;
 
 pub use prost::Message;
