@@ -119,21 +119,16 @@ impl Server {
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let wake = Arc::new(Notify::new());
+        // The system's roots are read once, for webhooks and Slack alike.
+        let tls = foresight_reporter::tls::client_config(None, None)
+            .map_err(|e| Error::Io(e.to_string()))?;
         let client = reqwest::Client::builder()
-            .use_preconfigured_tls(
-                foresight_reporter::tls::client_config(None, None)
-                    .map_err(|e| Error::Io(e.to_string()))?,
-            )
+            .use_preconfigured_tls(tls.clone())
             .build()
             .map_err(|e| Error::Io(e.to_string()))?;
         let notify = config.notify_config().map_err(|e| Error::Config(vec![e]))?;
-        let receivers = foresight_notifier::build_integrations(
-            &notify,
-            &client,
-            &foresight_reporter::tls::client_config(None, None)
-                .map_err(|e| Error::Io(e.to_string()))?,
-        )
-        .map_err(Error::Config)?;
+        let receivers = foresight_notifier::build_integrations(&notify, &client, &tls)
+            .map_err(Error::Config)?;
         let mut worker = DeliveryWorker::new(
             store.clone(),
             receivers,
@@ -148,13 +143,11 @@ impl Server {
         tasks.spawn(worker.run(cancel.clone()));
 
         let (tx, rx) = mpsc::channel(config.limits.queue_capacity);
-        let resolve_timeout_ms = notify
-            .global
-            .resolve_timeout
-            .map_or(5 * 60 * 1000, |d| d.as_millis() as i64);
-        let notify_config_text: Arc<str> = match &config.alertmanager_config {
-            Some(p) => std::fs::read_to_string(p).unwrap_or_default().into(),
-            None => "# webhooks shorthand of the service config\n".into(),
+        let resolve_timeout_ms = notify.resolve_timeout_ms();
+        let notify_config_text: Arc<str> = if notify.original.is_empty() {
+            "# webhooks shorthand of the service config\n".into()
+        } else {
+            notify.original.as_str().into()
         };
         let dispatcher = Dispatcher::new(store.clone(), notify, config.external_url.clone());
         let alerts_view = amapi::AlertsView::default();

@@ -93,6 +93,7 @@ impl Pipeline {
     fn publish(&self, now_ms: i64) {
         let mut all = std::collections::HashMap::new();
         for (tenant, grouper) in self.dispatcher.tenants() {
+            let inhibited = grouper.inhibited(now_ms);
             let mut seen = std::collections::HashSet::new();
             let mut list = Vec::new();
             for (_, _, alerts) in grouper.groups() {
@@ -100,7 +101,7 @@ impl Pipeline {
                     if seen.insert(a.fingerprint.clone()) {
                         list.push(AlertView {
                             receivers: grouper.receivers_of(&a.labels),
-                            inhibited: grouper.is_inhibited(a, now_ms),
+                            inhibited: inhibited.contains(&a.fingerprint),
                             alert: a.clone(),
                         });
                     }

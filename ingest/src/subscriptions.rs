@@ -190,16 +190,7 @@ pub async fn test(
 ) -> Result<Json<Value>, ApiError> {
     let (_, tenant) = authenticate(&state, &headers).await?;
     let sub = find(&state, &tenant, &id).await?;
-    let receiver = foresight_notifier::WebhookReceiver::new(
-        foresight_notifier::WebhookConfig {
-            name: sub.receiver(),
-            url: sub.url.clone(),
-            secret: Some(sub.secret.clone()),
-            send_resolved: true,
-            timeout_secs: 10,
-        },
-        state.client.clone(),
-    );
+    let receiver = sub.sender(state.client.clone());
     let body = json!({
         "version": "4", "status": "test", "receiver": sub.receiver(), "alerts": [],
         "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
@@ -225,17 +216,16 @@ pub async fn deliveries(
     let sub = find(&state, &tenant, &id).await?;
     let store = state.store.clone();
     let list = blocking(move || store.deliveries(&tenant, &sub.receiver(), 50)).await?;
-    Ok(Json(
-        list.iter()
-            .map(|d| {
-                json!({
-                    "id": d.id, "status": d.status, "attempts": d.attempts,
-                    "last_error": if d.last_error.is_empty() { Value::Null } else { json!(d.last_error) },
-                    "created_at": rfc3339_ms(d.created_at_ms),
-                })
-            })
-            .collect(),
-    ))
+    Ok(Json(list.iter().map(delivery).collect()))
+}
+
+/// A delivery as the API shows it.
+fn delivery(d: &store::Delivery) -> Value {
+    json!({
+        "id": d.id, "status": d.status, "attempts": d.attempts,
+        "last_error": if d.last_error.is_empty() { Value::Null } else { json!(d.last_error) },
+        "created_at": rfc3339_ms(d.created_at_ms),
+    })
 }
 
 /// `GET /api/v1/deliveries?status=dead|pending|delivered`: the tenant's latest 100
@@ -255,11 +245,9 @@ pub async fn all_deliveries(
     Ok(Json(
         list.iter()
             .map(|d| {
-                json!({
-                    "id": d.id, "receiver": d.receiver, "status": d.status, "attempts": d.attempts,
-                    "last_error": if d.last_error.is_empty() { Value::Null } else { json!(d.last_error) },
-                    "created_at": rfc3339_ms(d.created_at_ms),
-                })
+                let mut v = delivery(d);
+                v["receiver"] = json!(d.receiver);
+                v
             })
             .collect(),
     ))

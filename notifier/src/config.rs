@@ -286,40 +286,8 @@ mod opt_duration {
     }
 }
 
-/// A Prometheus-style duration: `30s`, `5m`, `4h`, `1d`, `1w`, `1h30m`.
-///
-/// # Errors
-/// A message naming the bad duration.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not a duration like 30s, 5m, 4h or 1h30m");
-    let mut total = Duration::ZERO;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(1),
-            "s" => Duration::from_secs(1),
-            "m" => Duration::from_secs(60),
-            "h" => Duration::from_secs(3600),
-            "d" => Duration::from_secs(86_400),
-            "w" => Duration::from_secs(7 * 86_400),
-            "y" => Duration::from_secs(365 * 86_400),
-            _ => return Err(bad()),
-        };
-        total += unit.checked_mul(n as u32).ok_or_else(bad)?;
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
-}
+/// A Prometheus duration (`30s`, `5m`, `1h30m`), read as Prometheus and the rules read it.
+pub use foresight_template::parse_duration;
 
 /// A route with everything inherited resolved and matchers parsed.
 #[derive(Debug, Clone)]
@@ -372,6 +340,8 @@ pub struct NotifyConfig {
     pub time_intervals: BTreeMap<String, Vec<TimeInterval>>,
     /// The `define`d templates of `templates` files, over Foresight's defaults.
     pub library: foresight_template::Template,
+    /// The YAML it was loaded from (empty when built in code), for `/api/v2/status`.
+    pub original: String,
 }
 
 /// Foresight's definitions under Alertmanager's usual template names, so that receiver
@@ -424,7 +394,10 @@ impl NotifyConfig {
     pub fn from_yaml(yaml: &str) -> Result<Self, ConfigError> {
         let raw: RawConfig =
             serde_saphyr::from_str(yaml).map_err(|e| ConfigError(format!("{e}")))?;
-        Self::from_raw(raw)
+        Ok(NotifyConfig {
+            original: yaml.to_string(),
+            ..Self::from_raw(raw)?
+        })
     }
 
     /// Checks `raw`.
@@ -585,7 +558,16 @@ impl NotifyConfig {
             inhibit_rules,
             time_intervals,
             library,
+            original: String::new(),
         })
+    }
+
+    /// Alertmanager's `resolve_timeout` (default 5 minutes): the end given to an alert
+    /// that does not say when it ends.
+    pub fn resolve_timeout_ms(&self) -> i64 {
+        self.global
+            .resolve_timeout
+            .map_or(5 * 60 * 1000, |d| d.as_millis() as i64)
     }
 
     /// Parses a receiver field's template with the library (checked when loading).

@@ -46,10 +46,7 @@ fn integration_from(s: &str) -> Option<IntegrationId> {
 impl<S: OutboxStore> Dispatcher<S> {
     /// A dispatcher writing to `store` for `config`.
     pub fn new(store: Arc<S>, config: NotifyConfig, external_url: String) -> Self {
-        let resolve_timeout_ms = config
-            .global
-            .resolve_timeout
-            .map_or(5 * 60 * 1000, |d| d.as_millis() as i64);
+        let resolve_timeout_ms = config.resolve_timeout_ms();
         Dispatcher {
             store,
             config,
@@ -204,16 +201,8 @@ impl<S: OutboxStore> Dispatcher<S> {
                     .common_labels
                     .get("cluster")
                     .and_then(|c| self.contexts.get(&(tenant.clone(), c.clone())).cloned());
-                let mut fingerprints: Vec<&str> = n.log.firing.iter().map(String::as_str).collect();
-                fingerprints.push("|");
-                fingerprints.extend(n.log.resolved.iter().map(String::as_str));
-                let key = format!(
-                    "{tenant}/{}/{}/{}/{:016x}",
-                    n.integration,
-                    n.group_key,
-                    now_ms,
-                    fnv1a(&fingerprints.join(","))
-                );
+                // A group flushes once per instant: the time makes the key unique.
+                let key = format!("{tenant}/{}/{}/{}", n.integration, n.group_key, now_ms);
                 let notification = NewNotification {
                     tenant: tenant.clone(),
                     receiver: n.integration.to_string(),
@@ -252,14 +241,4 @@ impl<S: OutboxStore> Dispatcher<S> {
     pub fn tenant(&self, tenant: &str) -> Option<&Grouper> {
         self.tenants.get(tenant)
     }
-}
-
-/// FNV-1a, enough to tell alert sets apart in a key.
-fn fnv1a(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }

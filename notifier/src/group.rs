@@ -198,22 +198,7 @@ impl Grouper {
     /// the caller stores them (with their log entries) and then calls
     /// [`notified`](Self::notified) for each.
     pub fn flush_due(&mut self, now_ms: i64, silences: &dyn Silencer) -> Vec<GroupNotification> {
-        // Inhibition looks at every firing alert, whatever its group.
-        let firing_sources: Vec<&GroupAlert> = {
-            let mut seen = BTreeSet::new();
-            self.groups
-                .values()
-                .flat_map(|g| g.alerts.values())
-                .filter(|a| !a.resolved_at(now_ms) && seen.insert(a.fingerprint.clone()))
-                .collect()
-        };
-        let inhibited: BTreeSet<String> = self
-            .groups
-            .values()
-            .flat_map(|g| g.alerts.values())
-            .filter(|a| inhibits(&self.config.inhibit_rules, &firing_sources, a))
-            .map(|a| a.fingerprint.clone())
-            .collect();
+        let inhibited = self.inhibited(now_ms);
         let mut out = Vec::new();
         let mut emptied = Vec::new();
         for (key, group) in &mut self.groups {
@@ -326,15 +311,22 @@ impl Grouper {
             .map(|(k, g)| (k.as_str(), &g.labels, g.alerts.values().collect()))
     }
 
-    /// Whether `labels` are inhibited by a firing alert at `now_ms`.
-    pub fn is_inhibited(&self, alert: &GroupAlert, now_ms: i64) -> bool {
+    /// Fingerprints of the alerts a firing alert inhibits at `now_ms`: inhibition looks
+    /// at every firing alert, whatever its group.
+    pub fn inhibited(&self, now_ms: i64) -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
         let sources: Vec<&GroupAlert> = self
             .groups
             .values()
             .flat_map(|g| g.alerts.values())
-            .filter(|a| !a.resolved_at(now_ms))
+            .filter(|a| !a.resolved_at(now_ms) && seen.insert(a.fingerprint.clone()))
             .collect();
-        inhibits(&self.config.inhibit_rules, &sources, alert)
+        self.groups
+            .values()
+            .flat_map(|g| g.alerts.values())
+            .filter(|a| inhibits(&self.config.inhibit_rules, &sources, a))
+            .map(|a| a.fingerprint.clone())
+            .collect()
     }
 
     /// Names of the receivers `labels` route to.

@@ -371,16 +371,7 @@ impl<S: OutboxStore> DeliveryWorker<S> {
                 n.receiver
             )));
         };
-        let receiver = crate::WebhookReceiver::new(
-            crate::WebhookConfig {
-                name: n.receiver.clone(),
-                url: sub.url.clone(),
-                secret: Some(sub.secret.clone()),
-                send_resolved: true,
-                timeout_secs: 10,
-            },
-            client.clone(),
-        );
+        let receiver = sub.sender(client.clone());
         let result = receiver
             .send(&n.body, &n.idempotency_key, now_ms() / 1000)
             .await;

@@ -48,6 +48,20 @@ impl Subscription {
             && pass(&self.clusters, "cluster")
     }
 
+    /// The signed webhook that delivers to this subscription, over `client`.
+    pub fn sender(&self, client: reqwest::Client) -> crate::WebhookReceiver {
+        crate::WebhookReceiver::new(
+            crate::WebhookConfig {
+                name: self.receiver(),
+                url: self.url.clone(),
+                secret: Some(self.secret.clone()),
+                send_resolved: true,
+                timeout_secs: 10,
+            },
+            client,
+        )
+    }
+
     /// The outbox receiver name of this subscription.
     pub fn receiver(&self) -> String {
         format!("sub/{}", self.id)

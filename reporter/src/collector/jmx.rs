@@ -110,21 +110,27 @@ pub async fn scrape(
     labels: &BTreeMap<String, String>,
     ts_ms: i64,
 ) -> Result<Vec<Series>, ScrapeError> {
+    let body = fetch(url, client.get(url).timeout(timeout)).await?;
+    parse(url, &String::from_utf8_lossy(&body), labels, ts_ms)
+}
+
+/// Sends `request` to the endpoint `url` and returns the body of a success.
+///
+/// # Errors
+/// [`ScrapeError::Http`] for no answer or a failure status.
+pub(super) async fn fetch(
+    url: &str,
+    request: reqwest::RequestBuilder,
+) -> Result<bytes::Bytes, ScrapeError> {
     let http = |message: String| ScrapeError::Http {
         url: url.to_string(),
         message,
     };
-    let resp = client
-        .get(url)
-        .timeout(timeout)
-        .send()
-        .await
-        .map_err(|e| http(e.to_string()))?;
+    let resp = request.send().await.map_err(|e| http(e.to_string()))?;
     if !resp.status().is_success() {
         return Err(http(format!("HTTP {}", resp.status())));
     }
-    let body = resp.text().await.map_err(|e| http(e.to_string()))?;
-    parse(url, &body, labels, ts_ms)
+    resp.bytes().await.map_err(|e| http(e.to_string()))
 }
 
 #[cfg(test)]

@@ -181,22 +181,12 @@ pub async fn read(
     labels: &BTreeMap<String, String>,
     ts_ms: i64,
 ) -> Result<Vec<Series>, ScrapeError> {
-    let http = |message: String| ScrapeError::Http {
-        url: url.to_string(),
-        message,
-    };
-    let resp = client
+    let request = client
         .post(url)
         .timeout(timeout)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(request_body(mbeans).to_string())
-        .send()
-        .await
-        .map_err(|e| http(e.to_string()))?;
-    if !resp.status().is_success() {
-        return Err(http(format!("HTTP {}", resp.status())));
-    }
-    let body = resp.bytes().await.map_err(|e| http(e.to_string()))?;
+        .body(request_body(mbeans).to_string());
+    let body = super::jmx::fetch(url, request).await?;
     parse(url, &body, labels, ts_ms)
 }
 
