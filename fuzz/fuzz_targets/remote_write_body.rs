@@ -3,7 +3,7 @@
 #![no_main]
 
 use foresight_ingest::config::Limits;
-use foresight_ingest::http::decode_remote_write;
+use foresight_ingest::decode::decode_remote_write;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

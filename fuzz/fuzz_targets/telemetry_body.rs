@@ -3,7 +3,7 @@
 #![no_main]
 
 use foresight_ingest::config::Limits;
-use foresight_ingest::http::decode_body;
+use foresight_ingest::decode::decode_body;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,6 +2,7 @@
 //! a Prometheus can use Foresight as its Alertmanager (`POST /api/v2/alerts`) and
 //! `amtool alert query` lists what Foresight holds (`GET /api/v2/alerts`).
 
+use crate::tenants::{Scope, authorize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
@@ -15,7 +16,7 @@ use foresight_notifier::silence::Silence;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::http::{ApiError, AppState, authenticate, now_ms};
+use crate::http::{ApiError, AppState, now_ms};
 use crate::pipeline::Input;
 
 /// An alert as the pipeline last saw it, for the API.
@@ -118,7 +119,7 @@ pub async fn post(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<StatusCode, ApiError> {
-    let (_, tenant) = authenticate(&state, &headers).await?;
+    let (_, tenant) = authorize(&state, &headers, Scope::Ingest).await?;
     let posted: Vec<PostableAlert> =
         serde_json::from_slice(&body).map_err(|e| bad(format!("not a list of alerts: {e}")))?;
     let alerts = to_group_alerts(posted, now_ms(), state.resolve_timeout_ms)?;
@@ -152,7 +153,7 @@ pub async fn list(
     headers: HeaderMap,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    let (_, tenant) = authenticate(&state, &headers).await?;
+    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
     let mut query = AlertsQuery::default();
     for (k, v) in q {
         let flag = || v != "false";
@@ -238,7 +239,7 @@ pub async fn status(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    authenticate(&state, &headers).await?;
+    authorize(&state, &headers, Scope::Read).await?;
     Ok(Json(json!({
         "cluster": {"name": "foresight", "status": "ready", "peers": []},
         "versionInfo": {

@@ -67,8 +67,22 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Largest body after decompression, in bytes (default 64 MiB).
     pub max_decompressed_bytes: usize,
+    /// Largest ratio of decompressed to sent size (default 200): a small body inflating
+    /// far beyond what telemetry compresses to is a decompression bomb.
+    pub max_decompression_ratio: usize,
     /// Most series in one batch (default 200000).
     pub max_series_per_batch: usize,
+    /// Most labels on one series, its name not counted (default 64).
+    pub max_labels_per_series: usize,
+    /// Longest label name, in bytes (default 256).
+    pub max_label_name_bytes: usize,
+    /// Longest label value or series name, in bytes (default 2048).
+    pub max_label_value_bytes: usize,
+    /// Ingest requests per second each tenant may make on average (a token bucket;
+    /// default 50); beyond it, 429 with `Retry-After`. 0 turns the limit off.
+    pub tenant_requests_per_second: u32,
+    /// Requests a tenant may make at once above the average rate (default 200).
+    pub tenant_burst: u32,
     /// Accepted batches waiting for the evaluator before ingest answers 503 (default 1024).
     pub queue_capacity: usize,
 }
@@ -78,7 +92,13 @@ impl Default for Limits {
         Limits {
             max_body_bytes: 8 << 20,
             max_decompressed_bytes: 64 << 20,
+            max_decompression_ratio: 200,
             max_series_per_batch: 200_000,
+            max_labels_per_series: 64,
+            max_label_name_bytes: 256,
+            max_label_value_bytes: 2048,
+            tenant_requests_per_second: 50,
+            tenant_burst: 200,
             queue_capacity: 1024,
         }
     }
@@ -205,6 +225,12 @@ impl ServeConfig {
         }
         if let Err(e) = self.notify_config() {
             p.push(e);
+        }
+        if self.limits.tenant_requests_per_second > 0 && self.limits.tenant_burst == 0 {
+            p.push("limits.tenant_burst: must be at least 1".into());
+        }
+        if self.limits.max_decompression_ratio == 0 {
+            p.push("limits.max_decompression_ratio: must be at least 1".into());
         }
         if self.limits.queue_capacity == 0 {
             p.push("limits.queue_capacity: must be at least 1".into());

@@ -11,6 +11,7 @@
 
 pub mod amapi;
 pub mod config;
+pub mod decode;
 pub mod demo;
 pub mod http;
 pub mod metrics;
@@ -18,6 +19,7 @@ pub mod pipeline;
 pub mod silences;
 pub mod store;
 pub mod subscriptions;
+pub mod tenants;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -171,6 +173,7 @@ impl Server {
             allow_private_webhook_urls: config.allow_private_webhook_urls,
             client: client.clone(),
             metrics: Arc::default(),
+            rate: http::tenant_rate(&config.limits),
             started_at_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)

@@ -31,10 +31,29 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Manage API keys.
+    /// Create, list and revoke API keys: tenant keys with a scope (`ingest` for agents
+    /// and remote write, `read` for dashboards, `admin` for everything in the tenant),
+    /// and operator keys for tenant administration over the API.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+        /// Configuration file, for its data_dir.
+        #[arg(long, short, env = "FORESIGHT_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// Override `data_dir`.
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Create and list tenants.
+    Tenants {
+        #[command(subcommand)]
+        command: TenantsCommand,
+        /// Configuration file, for its data_dir.
+        #[arg(long, short, env = "FORESIGHT_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// Override `data_dir`.
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
     },
     /// Create, list and expire silences (also at `/api/v2/silences`, where `amtool`
     /// can manage them).
@@ -67,18 +86,61 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum KeysCommand {
-    /// Create an API key for a tenant (created if new) and print it once.
+    /// Create a key and print it once (only its hash is kept).
     Create {
-        /// Tenant name.
+        /// Tenant of the key (created if new).
+        #[arg(
+            long,
+            required_unless_present = "operator",
+            conflicts_with = "operator"
+        )]
+        tenant: Option<String>,
+        /// What the key may do: ingest, read or admin.
+        #[arg(long, default_value = "admin")]
+        scope: String,
+        /// An operator key instead: administers tenants and keys over the API, reads no
+        /// tenant's data.
         #[arg(long)]
-        tenant: String,
-        /// Configuration file, for its data_dir.
-        #[arg(long, short, env = "FORESIGHT_CONFIG")]
-        config: Option<PathBuf>,
-        /// Override `data_dir`.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        operator: bool,
+        /// Free text, e.g. which agent or person holds it.
+        #[arg(long, default_value = "")]
+        name: String,
     },
+    /// List keys (ids, scopes, names, revocation; never the keys themselves).
+    List {
+        /// Only this tenant's keys.
+        #[arg(long, conflicts_with = "operator")]
+        tenant: Option<String>,
+        /// Only the operator keys.
+        #[arg(long)]
+        operator: bool,
+    },
+    /// Revoke a key by its id (the first 12 characters, as listed).
+    Revoke {
+        /// Tenant of the key.
+        #[arg(
+            long,
+            required_unless_present = "operator",
+            conflicts_with = "operator"
+        )]
+        tenant: Option<String>,
+        /// The key is an operator key.
+        #[arg(long)]
+        operator: bool,
+        /// Key id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TenantsCommand {
+    /// Create a tenant (keys are made with `foresight keys create`).
+    Create {
+        /// Name: letters, digits, '-', '_', '.'.
+        name: String,
+    },
+    /// List tenants with their number of active keys.
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -201,28 +263,45 @@ async fn main() -> anyhow::Result<()> {
             server.run_until(shutdown_signal()).await;
         }
         Command::Keys {
-            command:
-                KeysCommand::Create {
-                    tenant,
-                    config,
-                    data_dir,
-                },
+            command,
+            config,
+            data_dir,
         } => {
-            let cfg = load_config(config.as_ref(), data_dir)?;
-            std::fs::create_dir_all(&cfg.data_dir)
-                .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
-            let store = Store::open(&cfg.data_dir)?;
-            println!("{}", store.create_key(&tenant)?);
+            let store = open_store(config.as_ref(), data_dir)?;
+            keys_command(&store, command)?;
+        }
+        Command::Tenants {
+            command,
+            config,
+            data_dir,
+        } => {
+            let store = open_store(config.as_ref(), data_dir)?;
+            match command {
+                TenantsCommand::Create { name } => {
+                    foresight_ingest::tenants::valid_tenant_name(&name)
+                        .map_err(anyhow::Error::msg)?;
+                    store.ensure_tenant(&name)?;
+                    println!("{name}");
+                }
+                TenantsCommand::List => {
+                    println!("TENANT\tACTIVE KEYS\tCREATED");
+                    for t in store.tenants()? {
+                        println!(
+                            "{}\t{}\t{}",
+                            t.name,
+                            t.active_keys,
+                            foresight_notifier::payload::rfc3339_ms(t.created_at_ms)
+                        );
+                    }
+                }
+            }
         }
         Command::Silences {
             command,
             config,
             data_dir,
         } => {
-            let cfg = load_config(config.as_ref(), data_dir)?;
-            std::fs::create_dir_all(&cfg.data_dir)
-                .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
-            let store = Store::open(&cfg.data_dir)?;
+            let store = open_store(config.as_ref(), data_dir)?;
             silences_command(&store, command)?;
         }
         Command::Rules {
@@ -275,6 +354,71 @@ async fn main() -> anyhow::Result<()> {
                 ..demo::DemoOptions::default()
             };
             demo::run(opts, shutdown_signal()).await?;
+        }
+    }
+    Ok(())
+}
+
+fn open_store(config: Option<&PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<Store> {
+    let cfg = load_config(config, data_dir)?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
+    Ok(Store::open(&cfg.data_dir)?)
+}
+
+fn keys_command(store: &Store, command: KeysCommand) -> anyhow::Result<()> {
+    use foresight_ingest::tenants::Scope;
+    match command {
+        KeysCommand::Create {
+            tenant,
+            scope,
+            operator,
+            name,
+        } => {
+            let key = match tenant {
+                Some(t) if !operator => {
+                    foresight_ingest::tenants::valid_tenant_name(&t).map_err(anyhow::Error::msg)?;
+                    let scope: Scope = scope.parse().map_err(anyhow::Error::msg)?;
+                    store.create_scoped_key(&t, scope, &name)?
+                }
+                _ => store.create_operator_key(&name)?,
+            };
+            println!("{key}");
+        }
+        KeysCommand::List { tenant, operator } => {
+            let mut keys = Vec::new();
+            if let Some(t) = &tenant {
+                keys = store.keys(Some(t))?;
+            } else {
+                if !operator {
+                    for t in store.tenants()? {
+                        keys.extend(store.keys(Some(&t.name))?);
+                    }
+                }
+                keys.extend(store.keys(None)?);
+            }
+            println!("ID\tTENANT\tSCOPE\tNAME\tCREATED\tREVOKED");
+            for k in keys {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    k.id,
+                    k.tenant.as_deref().unwrap_or("-"),
+                    k.scope,
+                    k.name,
+                    foresight_notifier::payload::rfc3339_ms(k.created_at_ms),
+                    k.revoked_at_ms
+                        .map(foresight_notifier::payload::rfc3339_ms)
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
+        }
+        KeysCommand::Revoke {
+            tenant,
+            operator,
+            id,
+        } => {
+            store.revoke_key(if operator { None } else { tenant.as_deref() }, &id)?;
+            println!("revoked {id}");
         }
     }
     Ok(())

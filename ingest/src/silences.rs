@@ -2,6 +2,7 @@
 //! scoped to the caller's tenant, so that `amtool silence add|query|expire` works
 //! against Foresight; the CLI's `foresight silences` uses the same store calls.
 
+use crate::tenants::{Scope, authorize};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -10,7 +11,7 @@ use foresight_notifier::silence::{ApiMatcher, Silence};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::http::{ApiError, AppState, authenticate, blocking, now_ms, store_error};
+use crate::http::{ApiError, AppState, blocking, now_ms, store_error};
 use crate::store;
 
 /// A silence as `POST /api/v2/silences` receives it.
@@ -109,7 +110,7 @@ pub async fn post(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let (_, tenant) = authenticate(&state, &headers).await?;
+    let (_, tenant) = authorize(&state, &headers, Scope::Admin).await?;
     let p: PostableSilence =
         serde_json::from_slice(&body).map_err(|e| bad(format!("not a silence: {e}")))?;
     let silence = to_silence(p)?;
@@ -123,7 +124,7 @@ pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<GettableSilence>>, ApiError> {
-    let (_, tenant) = authenticate(&state, &headers).await?;
+    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
     let store = state.store.clone();
     let all = blocking(move || store.list_silences(&tenant)).await?;
     let now = now_ms();
@@ -136,7 +137,7 @@ pub async fn get_one(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<GettableSilence>, ApiError> {
-    let (_, tenant) = authenticate(&state, &headers).await?;
+    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
     let store = state.store.clone();
     let all = blocking(move || store.list_silences(&tenant)).await?;
     all.iter()
@@ -151,7 +152,7 @@ pub async fn expire(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let (_, tenant) = authenticate(&state, &headers).await?;
+    let (_, tenant) = authorize(&state, &headers, Scope::Admin).await?;
     let store = state.store.clone();
     blocking(move || store.expire_silence(&tenant, &id)).await?;
     Ok(StatusCode::OK)

@@ -48,6 +48,14 @@ CREATE TABLE IF NOT EXISTS api_keys (
     created_at_ms INTEGER NOT NULL,
     revoked_at_ms INTEGER
 );
+CREATE TABLE IF NOT EXISTS operator_keys (
+    key_hash TEXT PRIMARY KEY,
+    prefix TEXT NOT NULL,
+    name TEXT NOT NULL DEFAULT '',
+    created_at_ms INTEGER NOT NULL,
+    revoked_at_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS operator_keys_prefix ON operator_keys (prefix);
 CREATE TABLE IF NOT EXISTS batches (
     id INTEGER PRIMARY KEY,
     tenant_id INTEGER NOT NULL REFERENCES tenants(id),
@@ -113,6 +121,29 @@ CREATE TABLE IF NOT EXISTS slack_threads (
 );
 "#;
 
+/// Brings a file from an earlier version up to the current schema.
+fn migrate(conn: &Connection) -> Result<(), Error> {
+    let has = |table: &str, column: &str| -> Result<bool, Error> {
+        let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+        let names = stmt.query_map([], |r| r.get::<_, String>(1))?;
+        for n in names {
+            if n? == column {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
+    // Keys from before scopes could do everything in their tenant.
+    if !has("api_keys", "scope")? {
+        conn.execute_batch("ALTER TABLE api_keys ADD COLUMN scope TEXT NOT NULL DEFAULT 'admin'")?;
+    }
+    if !has("api_keys", "name")? {
+        conn.execute_batch("ALTER TABLE api_keys ADD COLUMN name TEXT NOT NULL DEFAULT ''")?;
+    }
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS api_keys_prefix ON api_keys (prefix)")?;
+    Ok(())
+}
+
 /// Hashes an API key for storage and lookup. Keys are 256 random bits, so a fast hash
 /// is enough: there is nothing to brute-force.
 pub fn hash_key(key: &str) -> String {
@@ -147,12 +178,13 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (transactions
         // roll back), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
@@ -173,37 +205,6 @@ impl Store {
                 r.get(0)
             })?,
         )
-    }
-
-    /// Creates an API key for `tenant` (creating the tenant if needed) and returns it.
-    /// Only its hash is stored: the key is shown once.
-    ///
-    /// # Errors
-    /// [`Error::Sqlite`].
-    pub fn create_key(&self, tenant: &str) -> Result<String, Error> {
-        let tenant_id = self.ensure_tenant(tenant)?;
-        let key = format!("fsk_{}", hex::encode(rand::random::<[u8; 32]>()));
-        self.conn().execute(
-            "INSERT INTO api_keys (key_hash, tenant_id, prefix, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![hash_key(&key), tenant_id, &key[..12], now_ms()],
-        )?;
-        Ok(key)
-    }
-
-    /// The tenant `(id, name)` a key belongs to, if the key is valid and not revoked.
-    ///
-    /// # Errors
-    /// [`Error::Sqlite`].
-    pub fn authenticate(&self, key: &str) -> Result<Option<(i64, String)>, Error> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT t.id, t.name FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
-                 WHERE k.key_hash = ?1 AND k.revoked_at_ms IS NULL",
-                [hash_key(key)],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?)
     }
 
     /// Stores an accepted batch durably (committed before returning).

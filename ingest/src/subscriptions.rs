@@ -4,6 +4,7 @@
 //! loopback, private or link-local addresses are refused unless the operator allows
 //! them (`allow_private_webhook_urls`).
 
+use crate::tenants::{Scope, authorize};
 use std::net::IpAddr;
 
 use axum::Json;
@@ -14,7 +15,7 @@ use foresight_notifier::subscription::Subscription;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::http::{ApiError, AppState, authenticate, blocking, now_ms};
+use crate::http::{ApiError, AppState, blocking, now_ms};
 use crate::store;
 
 /// Filters of a new subscription; an empty list lets every value through.
@@ -128,7 +129,7 @@ pub async fn create(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let (_, tenant) = authenticate(&state, &headers).await?;
+    let (_, tenant) = authorize(&state, &headers, Scope::Admin).await?;
     let new: NewSubscription =
         serde_json::from_slice(&body).map_err(|e| bad(format!("not a subscription: {e}")))?;
     check_url(&new.url, state.allow_private_webhook_urls).await?;
@@ -159,7 +160,7 @@ pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    let (_, tenant) = authenticate(&state, &headers).await?;
+    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
     let store = state.store.clone();
     let subs = blocking(move || {
         foresight_notifier::OutboxStore::subscriptions(&*store, &tenant)
@@ -175,7 +176,7 @@ pub async fn delete(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let (_, tenant) = authenticate(&state, &headers).await?;
+    let (_, tenant) = authorize(&state, &headers, Scope::Admin).await?;
     let store = state.store.clone();
     blocking(move || store.delete_subscription(&tenant, &id)).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -188,7 +189,7 @@ pub async fn test(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (_, tenant) = authenticate(&state, &headers).await?;
+    let (_, tenant) = authorize(&state, &headers, Scope::Admin).await?;
     let sub = find(&state, &tenant, &id).await?;
     let receiver = sub.sender(state.client.clone());
     let body = json!({
@@ -212,7 +213,7 @@ pub async fn deliveries(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    let (_, tenant) = authenticate(&state, &headers).await?;
+    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
     let sub = find(&state, &tenant, &id).await?;
     let store = state.store.clone();
     let list = blocking(move || store.deliveries(&tenant, &sub.receiver(), 50)).await?;
@@ -235,7 +236,7 @@ pub async fn all_deliveries(
     headers: HeaderMap,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    let (_, tenant) = authenticate(&state, &headers).await?;
+    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
     let status = q.get("status").cloned().unwrap_or_else(|| "dead".into());
     if !matches!(status.as_str(), "dead" | "pending" | "delivered") {
         return Err(bad("status: one of dead, pending, delivered"));

@@ -64,6 +64,32 @@ struct RuleState {
     written: HashSet<Labels>,
 }
 
+/// One alert's state, saved by the service so that a restart neither forgets a pending
+/// `for` nor re-fires what already fired.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedAlert {
+    /// Group name.
+    pub group: String,
+    /// Rule name.
+    pub rule: String,
+    /// Labels, with `alertname`.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations as last rendered.
+    pub annotations: BTreeMap<String, String>,
+    /// Last value (0 when it was not finite: JSON has no NaN).
+    pub value: f64,
+    /// `pending`, `firing` or `resolved`.
+    pub state: String,
+    /// When the condition became true, Unix ms.
+    pub active_at_ms: i64,
+    /// When it started firing, Unix ms (0 if it has not).
+    pub fired_at_ms: i64,
+    /// When it resolved, Unix ms (0 if it has not).
+    pub resolved_at_ms: i64,
+    /// Last evaluation that saw the condition true, Unix ms.
+    pub last_seen_ms: i64,
+}
+
 /// What one evaluation produced.
 #[derive(Debug, Default)]
 pub struct Evaluation {
@@ -125,6 +151,75 @@ impl RuleEngine {
             .max()
             .unwrap_or(0)
             .max(crate::promql::LOOKBACK_MS)
+    }
+
+    /// Every alert's state, for saving.
+    pub fn saved_states(&self) -> Vec<SavedAlert> {
+        let mut out = Vec::new();
+        for (group, rules) in &self.groups {
+            for state in rules {
+                for a in state.active.values() {
+                    out.push(SavedAlert {
+                        group: group.name.clone(),
+                        rule: state.rule.name.clone(),
+                        labels: a.labels.clone(),
+                        annotations: a.annotations.clone(),
+                        value: if a.value.is_finite() { a.value } else { 0.0 },
+                        state: match a.state {
+                            AlertState::Pending => "pending",
+                            AlertState::Firing => "firing",
+                            _ => "resolved",
+                        }
+                        .into(),
+                        active_at_ms: a.active_at_ms,
+                        fired_at_ms: a.fired_at_ms,
+                        resolved_at_ms: a.resolved_at_ms,
+                        last_seen_ms: a.last_seen_ms,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.group, &a.rule, &a.labels).cmp(&(&b.group, &b.rule, &b.labels)));
+        out
+    }
+
+    /// Restores saved states into the rules of the same group and name (others are
+    /// dropped: their rule is gone); returns how many were restored. An alert restored
+    /// as pending fires `for` after its original start, not after the restart.
+    pub fn restore_states(&mut self, saved: Vec<SavedAlert>) -> usize {
+        let mut n = 0;
+        for s in saved {
+            let Some(state) = self
+                .groups
+                .iter_mut()
+                .filter(|(g, _)| g.name == s.group)
+                .flat_map(|(_, rules)| rules.iter_mut())
+                .find(|r| r.rule.name == s.rule)
+            else {
+                continue;
+            };
+            let alert_state = match s.state.as_str() {
+                "pending" => AlertState::Pending,
+                "firing" => AlertState::Firing,
+                _ => AlertState::Resolved,
+            };
+            let fp = Alert::fingerprint_of(&s.labels);
+            state.active.insert(
+                fp,
+                Active {
+                    labels: s.labels,
+                    annotations: s.annotations,
+                    value: s.value,
+                    state: alert_state,
+                    active_at_ms: s.active_at_ms,
+                    fired_at_ms: s.fired_at_ms,
+                    resolved_at_ms: s.resolved_at_ms,
+                    last_seen_ms: s.last_seen_ms,
+                },
+            );
+            n += 1;
+        }
+        n
     }
 
     /// Number of rules loaded.
@@ -409,6 +504,34 @@ mod tests {
         let resolved = engine.evaluate(&mut store, 90_000, "t");
         assert_eq!(states(&resolved), vec![AlertState::Resolved]);
         assert_eq!(resolved.alerts[0].resolved_at_ms, 90_000);
+    }
+
+    #[test]
+    fn a_restored_pending_alert_keeps_its_start() {
+        let yaml =
+            "groups:\n- name: g\n  rules:\n  - alert: Down\n    expr: up == 0\n    for: 1m\n";
+        let up = Labels::new([("__name__".into(), "up".into()), ("job".into(), "k".into())]);
+        let mut store = SeriesStore::new(3_600_000);
+        for t in [0, 30_000, 60_000] {
+            store.append(&up, t, 0.0);
+        }
+        let mut before = engine(yaml);
+        before.evaluate(&mut store, 0, "t");
+        before.evaluate(&mut store, 30_000, "t");
+        let saved = before.saved_states();
+        assert_eq!(saved[0].state, "pending");
+        // A new engine (the restarted service) with the saved state fires at 60 s, one
+        // minute after the original start; without it the alert would start over.
+        let mut after = engine(yaml);
+        assert_eq!(after.restore_states(saved), 1);
+        let e = after.evaluate(&mut store, 60_000, "t");
+        assert_eq!(states(&e), vec![AlertState::Firing]);
+        assert_eq!(e.alerts[0].active_at_ms, 0);
+        let mut fresh = engine(yaml);
+        assert_eq!(
+            states(&fresh.evaluate(&mut store, 60_000, "t")),
+            vec![AlertState::Pending]
+        );
     }
 
     #[test]

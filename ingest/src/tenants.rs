@@ -1,0 +1,577 @@
+//! Tenants and API keys: keys carry one scope (`ingest`, `read`, `admin`) within one
+//! tenant; operator keys administer tenants and see no tenant's data.
+//!
+//! A key is `fsk_` and 64 hex digits (256 random bits). Its first 12 characters are its
+//! public id; SQLite finds candidates by id and the SHA-256 of the whole key is compared
+//! in constant time, so response times say nothing about stored hashes.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use crate::http::{ApiError, AppState, blocking, now_ms};
+use crate::store::{Error, Store, hash_key};
+
+/// What a key may do within its tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Send telemetry (own format, OTLP, remote write) and post alerts.
+    Ingest,
+    /// Read: queries, alerts, clusters, silences, subscriptions, deliveries.
+    Read,
+    /// Everything in the tenant: reading, ingesting, silences, subscriptions, keys.
+    Admin,
+}
+
+impl Scope {
+    /// The scope's name as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Ingest => "ingest",
+            Scope::Read => "read",
+            Scope::Admin => "admin",
+        }
+    }
+
+    /// Whether a key of this scope may do what `need` allows.
+    pub fn allows(self, need: Scope) -> bool {
+        self == Scope::Admin || self == need
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ingest" => Ok(Scope::Ingest),
+            "read" => Ok(Scope::Read),
+            "admin" => Ok(Scope::Admin),
+            other => Err(format!("scope {other:?} is not one of ingest, read, admin")),
+        }
+    }
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A tenant's key.
+    Tenant {
+        /// Tenant id.
+        id: i64,
+        /// Tenant name.
+        name: String,
+        /// The key's scope.
+        scope: Scope,
+    },
+    /// An operator key.
+    Operator,
+}
+
+/// A key as listed (never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyInfo {
+    /// Public id: the key's first 12 characters.
+    pub id: String,
+    /// Tenant name; `None` for operator keys.
+    pub tenant: Option<String>,
+    /// Scope; `"operator"` for operator keys.
+    pub scope: String,
+    /// Free text given at creation.
+    pub name: String,
+    /// Unix ms.
+    pub created_at_ms: i64,
+    /// Unix ms, when revoked.
+    pub revoked_at_ms: Option<i64>,
+}
+
+/// A tenant as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TenantInfo {
+    /// Name.
+    pub name: String,
+    /// Unix ms.
+    pub created_at_ms: i64,
+    /// Keys not revoked.
+    pub active_keys: i64,
+}
+
+fn new_key() -> String {
+    format!("fsk_{}", hex::encode(rand::random::<[u8; 32]>()))
+}
+
+fn key_id(key: &str) -> &str {
+    key.get(..12).unwrap_or(key)
+}
+
+/// Tenant names appear in URLs and labels: keep them plain.
+pub fn valid_tenant_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "tenant name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.'"
+        ))
+    }
+}
+
+fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyInfo> {
+    Ok(KeyInfo {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        scope: r.get(2)?,
+        name: r.get(3)?,
+        created_at_ms: r.get(4)?,
+        revoked_at_ms: r.get(5)?,
+    })
+}
+
+impl Store {
+    /// Creates a key of `scope` for `tenant` (creating the tenant if new); returns the key,
+    /// which is shown once: only its hash is stored.
+    ///
+    /// # Errors
+    /// [`Error::Sqlite`].
+    pub fn create_scoped_key(
+        &self,
+        tenant: &str,
+        scope: Scope,
+        name: &str,
+    ) -> Result<String, Error> {
+        let tenant_id = self.ensure_tenant(tenant)?;
+        let key = new_key();
+        self.conn().execute(
+            "INSERT INTO api_keys (key_hash, tenant_id, prefix, created_at_ms, scope, name)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                hash_key(&key),
+                tenant_id,
+                key_id(&key),
+                now_ms(),
+                scope.as_str(),
+                name
+            ],
+        )?;
+        Ok(key)
+    }
+
+    /// An admin key for `tenant`: what a tenant's first key usually is.
+    ///
+    /// # Errors
+    /// [`Error::Sqlite`].
+    pub fn create_key(&self, tenant: &str) -> Result<String, Error> {
+        self.create_scoped_key(tenant, Scope::Admin, "")
+    }
+
+    /// Creates an operator key (tenant administration only) and returns it once.
+    ///
+    /// # Errors
+    /// [`Error::Sqlite`].
+    pub fn create_operator_key(&self, name: &str) -> Result<String, Error> {
+        let key = new_key();
+        self.conn().execute(
+            "INSERT INTO operator_keys (key_hash, prefix, name, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![hash_key(&key), key_id(&key), name, now_ms()],
+        )?;
+        Ok(key)
+    }
+
+    /// Who holds `key`, if it is valid and not revoked.
+    ///
+    /// # Errors
+    /// [`Error::Sqlite`].
+    pub fn authenticate_key(&self, key: &str) -> Result<Option<Principal>, Error> {
+        let hash = hash_key(key);
+        let id = key_id(key);
+        let conn = self.conn();
+        let mut found = None;
+        let mut stmt = conn.prepare_cached(
+            "SELECT k.key_hash, t.id, t.name, k.scope FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+             WHERE k.prefix = ?1 AND k.revoked_at_ms IS NULL",
+        )?;
+        let rows = stmt.query_map([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (stored, tid, name, scope) = row?;
+            if bool::from(stored.as_bytes().ct_eq(hash.as_bytes())) {
+                let scope = scope.parse().unwrap_or(Scope::Read);
+                found = Some(Principal::Tenant {
+                    id: tid,
+                    name,
+                    scope,
+                });
+            }
+        }
+        if found.is_some() {
+            return Ok(found);
+        }
+        let mut stmt = conn.prepare_cached(
+            "SELECT key_hash FROM operator_keys WHERE prefix = ?1 AND revoked_at_ms IS NULL",
+        )?;
+        let rows = stmt.query_map([id], |r| r.get::<_, String>(0))?;
+        for stored in rows {
+            if bool::from(stored?.as_bytes().ct_eq(hash.as_bytes())) {
+                found = Some(Principal::Operator);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The tenant `(id, name)` a key belongs to, whatever its scope.
+    ///
+    /// # Errors
+    /// [`Error::Sqlite`].
+    pub fn authenticate(&self, key: &str) -> Result<Option<(i64, String)>, Error> {
+        Ok(match self.authenticate_key(key)? {
+            Some(Principal::Tenant { id, name, .. }) => Some((id, name)),
+            _ => None,
+        })
+    }
+
+    /// Every tenant.
+    ///
+    /// # Errors
+    /// [`Error::Sqlite`].
+    pub fn tenants(&self) -> Result<Vec<TenantInfo>, Error> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT t.name, t.created_at_ms,
+                    (SELECT count(*) FROM api_keys k WHERE k.tenant_id = t.id AND k.revoked_at_ms IS NULL)
+             FROM tenants t ORDER BY t.name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(TenantInfo {
+                name: r.get(0)?,
+                created_at_ms: r.get(1)?,
+                active_keys: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A tenant's keys (`Some(name)`), or the operator keys (`None`).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown tenant; [`Error::Sqlite`].
+    pub fn keys(&self, tenant: Option<&str>) -> Result<Vec<KeyInfo>, Error> {
+        let conn = self.conn();
+        match tenant {
+            Some(t) => {
+                let tid: i64 = conn
+                    .query_row("SELECT id FROM tenants WHERE name = ?1", [t], |r| r.get(0))
+                    .optional()?
+                    .ok_or_else(|| Error::NotFound(format!("tenant {t}")))?;
+                let mut stmt = conn.prepare(
+                    "SELECT k.prefix, t.name, k.scope, k.name, k.created_at_ms, k.revoked_at_ms
+                     FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+                     WHERE k.tenant_id = ?1 ORDER BY k.created_at_ms, k.prefix",
+                )?;
+                let rows = stmt.query_map([tid], key_row)?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            }
+            None => {
+                let mut stmt = conn.prepare(
+                    "SELECT prefix, NULL, 'operator', name, created_at_ms, revoked_at_ms
+                     FROM operator_keys ORDER BY created_at_ms, prefix",
+                )?;
+                let rows = stmt.query_map([], key_row)?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            }
+        }
+    }
+
+    /// Revokes a tenant's key (`Some(name)`) or an operator key (`None`) by id; a key of
+    /// another tenant is not found.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; [`Error::Sqlite`].
+    pub fn revoke_key(&self, tenant: Option<&str>, id: &str) -> Result<(), Error> {
+        let conn = self.conn();
+        let n = match tenant {
+            Some(t) => conn.execute(
+                "UPDATE api_keys SET revoked_at_ms = ?3
+                 WHERE prefix = ?2 AND revoked_at_ms IS NULL
+                   AND tenant_id = (SELECT id FROM tenants WHERE name = ?1)",
+                params![t, id, now_ms()],
+            )?,
+            None => conn.execute(
+                "UPDATE operator_keys SET revoked_at_ms = ?2 WHERE prefix = ?1 AND revoked_at_ms IS NULL",
+                params![id, now_ms()],
+            )?,
+        };
+        if n == 0 {
+            return Err(Error::NotFound(format!("key {id}")));
+        }
+        Ok(())
+    }
+}
+
+/// The caller, if it holds a tenant key allowing `need`: 401 without a valid key, 403
+/// for a key whose scope does not allow it (and for operator keys, which see no
+/// tenant's data).
+pub async fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    need: Scope,
+) -> Result<(i64, String), ApiError> {
+    match principal(state, headers).await? {
+        Principal::Tenant { id, name, scope } if scope.allows(need) => Ok((id, name)),
+        Principal::Tenant { scope, .. } => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "this key's scope is {}; this needs {}",
+                scope.as_str(),
+                need.as_str()
+            ),
+        )),
+        Principal::Operator => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "operator keys administer tenants and cannot use a tenant's API",
+        )),
+    }
+}
+
+async fn operator(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    match principal(state, headers).await? {
+        Principal::Operator => Ok(()),
+        Principal::Tenant { .. } => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "tenant administration needs an operator key",
+        )),
+    }
+}
+
+async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let key = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|k| k.trim().to_string())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing `Authorization: Bearer <api key>`",
+            )
+        })?;
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || store.authenticate_key(&key))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string()))?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "unknown or revoked API key",
+            )
+        })
+}
+
+/// Body of a key creation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    /// Scope of the new key.
+    pub scope: Scope,
+    /// Free text, e.g. which agent or person holds it.
+    #[serde(default)]
+    pub name: String,
+}
+
+fn bad(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| bad(format!("invalid request body: {e}")))
+}
+
+async fn create_for(
+    state: &AppState,
+    tenant: String,
+    req: NewKey,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let store = state.store.clone();
+    let scope = req.scope;
+    let t = tenant.clone();
+    let key = blocking(move || store.create_scoped_key(&t, scope, &req.name)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": key_id(&key), "tenant": tenant, "scope": scope, "key": key})),
+    ))
+}
+
+/// `GET /api/v1/keys`: the caller's tenant's keys (admin).
+pub async fn list_own(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<KeyInfo>>, ApiError> {
+    let (_, tenant) = authorize(&state, &headers, Scope::Admin).await?;
+    let store = state.store.clone();
+    Ok(Json(blocking(move || store.keys(Some(&tenant))).await?))
+}
+
+/// `POST /api/v1/keys`: a new key for the caller's tenant (admin); shown once.
+pub async fn create_own(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let (_, tenant) = authorize(&state, &headers, Scope::Admin).await?;
+    create_for(&state, tenant, parse(&body)?).await
+}
+
+/// `DELETE /api/v1/keys/{id}`: revokes one of the caller's tenant's keys (admin).
+pub async fn revoke_own(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let (_, tenant) = authorize(&state, &headers, Scope::Admin).await?;
+    let store = state.store.clone();
+    blocking(move || store.revoke_key(Some(&tenant), &id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/tenants` (operator).
+pub async fn list_tenants(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<TenantInfo>>, ApiError> {
+    operator(&state, &headers).await?;
+    let store = state.store.clone();
+    Ok(Json(blocking(move || store.tenants()).await?))
+}
+
+/// Body of a tenant creation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTenant {
+    /// Tenant name.
+    pub name: String,
+}
+
+/// `POST /api/v1/tenants` (operator): creates a tenant (no key yet).
+pub async fn create_tenant(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    operator(&state, &headers).await?;
+    let req: NewTenant = parse(&body)?;
+    valid_tenant_name(&req.name).map_err(bad)?;
+    let store = state.store.clone();
+    let name = req.name.clone();
+    blocking(move || store.ensure_tenant(&name)).await?;
+    Ok((StatusCode::CREATED, Json(json!({"name": req.name}))))
+}
+
+async fn existing_tenant(state: &AppState, tenant: &str) -> Result<(), ApiError> {
+    let store = state.store.clone();
+    let t = tenant.to_string();
+    blocking(move || store.keys(Some(&t)).map(|_| ())).await
+}
+
+/// `GET /api/v1/tenants/{tenant}/keys` (operator).
+pub async fn list_tenant_keys(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Json<Vec<KeyInfo>>, ApiError> {
+    operator(&state, &headers).await?;
+    let store = state.store.clone();
+    Ok(Json(blocking(move || store.keys(Some(&tenant))).await?))
+}
+
+/// `POST /api/v1/tenants/{tenant}/keys` (operator): a key of any scope; shown once.
+pub async fn create_tenant_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    operator(&state, &headers).await?;
+    existing_tenant(&state, &tenant).await?;
+    create_for(&state, tenant, parse(&body)?).await
+}
+
+/// `DELETE /api/v1/tenants/{tenant}/keys/{id}` (operator).
+pub async fn revoke_tenant_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    operator(&state, &headers).await?;
+    let store = state.store.clone();
+    blocking(move || store.revoke_key(Some(&tenant), &id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_carry_their_scope_and_revoke_per_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let read = store
+            .create_scoped_key("acme", Scope::Read, "grafana")
+            .unwrap();
+        let other = store.create_scoped_key("globex", Scope::Admin, "").unwrap();
+        let op = store.create_operator_key("ops").unwrap();
+        assert_eq!(
+            store.authenticate_key(&read).unwrap(),
+            Some(Principal::Tenant {
+                id: store.ensure_tenant("acme").unwrap(),
+                name: "acme".into(),
+                scope: Scope::Read
+            })
+        );
+        assert_eq!(
+            store.authenticate_key(&op).unwrap(),
+            Some(Principal::Operator)
+        );
+        // A key differing in its last digit shares the id but not the hash.
+        let mut forged = read.clone();
+        forged.replace_range(
+            forged.len() - 1..,
+            if read.ends_with('0') { "1" } else { "0" },
+        );
+        assert_eq!(store.authenticate_key(&forged).unwrap(), None);
+        // Another tenant cannot revoke acme's key.
+        assert!(matches!(
+            store.revoke_key(Some("globex"), key_id(&read)),
+            Err(Error::NotFound(_))
+        ));
+        store.revoke_key(Some("acme"), key_id(&read)).unwrap();
+        assert_eq!(store.authenticate_key(&read).unwrap(), None);
+        assert!(store.authenticate_key(&other).unwrap().is_some());
+        let listed = store.keys(Some("acme")).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].scope, "read");
+        assert_eq!(listed[0].name, "grafana");
+        assert!(listed[0].revoked_at_ms.is_some());
+        store.revoke_key(None, key_id(&op)).unwrap();
+        assert_eq!(store.authenticate_key(&op).unwrap(), None);
+    }
+}
