@@ -47,6 +47,13 @@ pub struct ServeConfig {
     pub allow_private_webhook_urls: bool,
     /// Request limits.
     pub limits: Limits,
+    /// How long accepted batches are kept in the store (default `7d`). A restart rebuilds
+    /// the rules' series windows from them, so at least the longest rule range is kept
+    /// whatever is set.
+    pub batch_retention: String,
+    /// How much history the query API (`/api/v1/query_range`) can chart, kept in memory
+    /// per tenant (default `1h`; the rules' own windows are kept in any case).
+    pub query_retention: String,
 }
 
 /// The listener's certificate.
@@ -120,6 +127,8 @@ impl Default for ServeConfig {
             alertmanager_config: None,
             allow_private_webhook_urls: false,
             limits: Limits::default(),
+            batch_retention: "7d".into(),
+            query_retention: "1h".into(),
         }
     }
 }
@@ -148,6 +157,18 @@ impl ServeConfig {
     pub fn evaluation_interval(&self) -> std::time::Duration {
         foresight_rules::rulefile::parse_duration(&self.evaluation_interval)
             .unwrap_or(std::time::Duration::from_secs(15))
+    }
+
+    /// `batch_retention` and `query_retention`.
+    pub fn retentions(&self) -> (std::time::Duration, std::time::Duration) {
+        let d = |s: &str, default: u64| {
+            foresight_rules::rulefile::parse_duration(s)
+                .unwrap_or(std::time::Duration::from_secs(default))
+        };
+        (
+            d(&self.batch_retention, 7 * 86_400),
+            d(&self.query_retention, 3600),
+        )
     }
 
     /// The notification configuration: `alertmanager_config`, or the `webhooks`
@@ -207,6 +228,14 @@ impl ServeConfig {
             Ok(d) if d.is_zero() => p.push("evaluation_interval: must be above zero".into()),
             Ok(_) => {}
             Err(e) => p.push(format!("evaluation_interval: {e}")),
+        }
+        for (field, v) in [
+            ("batch_retention", &self.batch_retention),
+            ("query_retention", &self.query_retention),
+        ] {
+            if let Err(e) = foresight_rules::rulefile::parse_duration(v) {
+                p.push(format!("{field}: {e}"));
+            }
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             p.push("tls: set both cert_file and key_file, or neither".into());

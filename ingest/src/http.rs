@@ -27,6 +27,8 @@ pub struct AppState {
     pub tx: mpsc::Sender<Input>,
     /// Each tenant's alerts as the evaluator last published them.
     pub alerts: crate::amapi::AlertsView,
+    /// Each tenant's clusters as the evaluator last saw them.
+    pub clusters: crate::pipeline::ClustersView,
     /// Alertmanager's `resolve_timeout`: the end of a posted alert without one.
     pub resolve_timeout_ms: i64,
     /// The notification configuration as text, for `/api/v2/status`.

@@ -153,14 +153,24 @@ impl Server {
         };
         let dispatcher = Dispatcher::new(store.clone(), notify, config.external_url.clone());
         let alerts_view = amapi::AlertsView::default();
-        let pipeline = pipeline::Pipeline::new(
+        let clusters = pipeline::ClustersView::default();
+        let (batch_retention, query_retention) = config.retentions();
+        let mut pipeline = pipeline::Pipeline::new(
             groups,
             config.external_labels.clone(),
             dispatcher,
+            store.clone(),
             wake,
             config.evaluation_interval(),
         )
-        .with_view(alerts_view.clone());
+        .with_view(alerts_view.clone())
+        .with_clusters(clusters.clone())
+        .with_retention(batch_retention, query_retention);
+        // Alert states and series windows come back before the first request.
+        let pipeline =
+            tokio::task::spawn_blocking(move || pipeline.restore(http::now_ms()).map(|_| pipeline))
+                .await
+                .map_err(|e| Error::Io(e.to_string()))??;
         tasks.spawn(pipeline.run(rx, cancel.clone()));
 
         let app = http::router(http::AppState {
@@ -168,6 +178,7 @@ impl Server {
             tx,
             limits: config.limits.clone(),
             alerts: alerts_view,
+            clusters,
             resolve_timeout_ms,
             notify_config_text,
             allow_private_webhook_urls: config.allow_private_webhook_urls,

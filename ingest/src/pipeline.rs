@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use foresight_notifier::Dispatcher;
 use foresight_notifier::group::GroupAlert;
+use foresight_proto::Message;
 use foresight_proto::derive;
 use foresight_proto::v1::TelemetryBatch;
 use foresight_rules::store::METRIC_NAME;
-use foresight_rules::{Group, Labels, RuleEngine, SeriesStore};
+use foresight_rules::{Group, Labels, RuleEngine, SavedAlert, SeriesStore};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +24,8 @@ use crate::store::Store;
 pub enum Input {
     /// A stored telemetry batch.
     Batch(Box<Accepted>),
+    /// A read of a tenant's series (query API).
+    Query(Query),
     /// Alerts posted to the Alertmanager API.
     Alerts {
         /// Tenant name.
@@ -44,6 +47,66 @@ pub struct Accepted {
 struct Tenant {
     series: SeriesStore,
     engine: RuleEngine,
+    /// The alert states as last saved to the store.
+    saved: Vec<SavedAlert>,
+}
+
+/// What the service knows of one cluster, from its agents' batches.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ClusterInfo {
+    /// The `cluster` label of its series.
+    pub name: String,
+    /// The id the cluster reports.
+    pub cluster_id: String,
+    /// Last batch received, Unix ms.
+    pub last_seen_ms: i64,
+    /// Last snapshot, Unix ms (0 before the first).
+    pub snapshot_at_ms: i64,
+    /// Brokers in the last snapshot.
+    pub brokers: Vec<BrokerInfo>,
+    /// Controller id, -1 when unknown.
+    pub controller_id: i32,
+    /// Topics in the last snapshot.
+    pub topics: usize,
+    /// Partitions in the last snapshot.
+    pub partitions: usize,
+    /// Partitions without a live leader in the last snapshot.
+    pub offline_partitions: usize,
+    /// Versions of the agents reporting on it.
+    pub agent_versions: std::collections::BTreeSet<String>,
+}
+
+/// A broker as the last snapshot shows it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct BrokerInfo {
+    /// Broker id.
+    pub id: i32,
+    /// Advertised host.
+    pub host: String,
+    /// Advertised port.
+    pub port: i32,
+    /// Rack, when set.
+    pub rack: String,
+}
+
+/// Each tenant's clusters by name, published for the API.
+pub type ClustersView = Arc<std::sync::RwLock<HashMap<String, BTreeMap<String, ClusterInfo>>>>;
+
+/// A query against one tenant's series, answered on the evaluator's task (which owns
+/// the series) through `reply`.
+pub struct Query {
+    /// Tenant name.
+    pub tenant: String,
+    /// Runs against the tenant's store and engine (`None` for a tenant with no data).
+    pub run: Box<dyn FnOnce(Option<(&SeriesStore, &RuleEngine)>) + Send>,
+}
+
+impl std::fmt::Debug for Query {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Query")
+            .field("tenant", &self.tenant)
+            .finish()
+    }
 }
 
 /// Owns the series stores and alert states.
@@ -55,6 +118,12 @@ pub struct Pipeline {
     wake_outbox: Arc<Notify>,
     interval: Duration,
     view: AlertsView,
+    clusters: ClustersView,
+    store: Arc<Store>,
+    /// How long batches are kept in the store.
+    batch_retention_ms: i64,
+    /// Extra history kept in memory for the query API, beyond what the rules read.
+    query_retention_ms: i64,
 }
 
 fn now_ms() -> i64 {
@@ -70,6 +139,7 @@ impl Pipeline {
         groups: Vec<Group>,
         external_labels: BTreeMap<String, String>,
         dispatcher: Dispatcher<Store>,
+        store: Arc<Store>,
         wake_outbox: Arc<Notify>,
         interval: Duration,
     ) -> Self {
@@ -81,6 +151,152 @@ impl Pipeline {
             wake_outbox,
             interval,
             view: AlertsView::default(),
+            clusters: ClustersView::default(),
+            store,
+            batch_retention_ms: 7 * 24 * 3_600_000,
+            query_retention_ms: 0,
+        }
+    }
+
+    /// Keeps batches for `batch` in the store, and series in memory for at least `query`
+    /// (for the query API) besides what the rules read.
+    pub fn with_retention(mut self, batch: Duration, query: Duration) -> Self {
+        self.batch_retention_ms = batch.as_millis() as i64;
+        self.query_retention_ms = query.as_millis() as i64;
+        self
+    }
+
+    /// Publishes each tenant's clusters to `view`, for the API.
+    pub fn with_clusters(mut self, view: ClustersView) -> Self {
+        self.clusters = view;
+        self
+    }
+
+    /// How far back series are kept in memory: what the rules read plus an interval, or
+    /// the query retention if longer.
+    fn series_retention_ms(&self) -> i64 {
+        let rules = RuleEngine::new(self.groups.clone(), BTreeMap::new()).retention_ms()
+            + self.interval.as_millis() as i64;
+        rules.max(self.query_retention_ms)
+    }
+
+    /// Rebuilds what a restart lost from the store: each tenant's alert states, and the
+    /// series windows from the batches received within the series retention, replayed in
+    /// arrival order. Blocking; runs before the service accepts requests.
+    pub fn restore(&mut self, now_ms: i64) -> Result<(usize, usize), crate::store::Error> {
+        let mut restored = 0;
+        for (tenant, json) in self.store.alert_states()? {
+            match serde_json::from_str::<Vec<SavedAlert>>(&json) {
+                Ok(saved) => {
+                    let t = self.tenant(&tenant);
+                    restored += t.engine.restore_states(saved.clone());
+                    t.saved = saved;
+                }
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant, error = %e, "Saved alert states do not load; starting without them.")
+                }
+            }
+        }
+        let since = now_ms - self.series_retention_ms();
+        let store = self.store.clone();
+        let mut bad = 0usize;
+        let replayed = store.for_each_batch_since(since, |tenant, body| {
+            match zstd::bulk::decompress(body, 256 << 20)
+                .ok()
+                .and_then(|raw| TelemetryBatch::decode(raw.as_slice()).ok())
+            {
+                Some(batch) => self.ingest(Accepted {
+                    tenant: tenant.to_string(),
+                    batch,
+                }),
+                None => bad += 1,
+            }
+        })?;
+        if bad > 0 {
+            tracing::warn!(
+                batches = bad,
+                "Stored batches that no longer decode were skipped."
+            );
+        }
+        let n = self.tenants.len();
+        for t in self.tenants.values_mut() {
+            t.series.prune(now_ms);
+        }
+        tracing::info!(
+            alerts = restored,
+            batches = replayed,
+            tenants = n,
+            "Restored alert states and series from the store."
+        );
+        self.publish(now_ms);
+        Ok((restored, replayed))
+    }
+
+    /// Saves the alert states that changed since the last save, with their transitions.
+    fn save_states(&mut self, now_ms: i64) {
+        let mut states = Vec::new();
+        let mut transitions = Vec::new();
+        let mut updated = Vec::new();
+        for (name, t) in &self.tenants {
+            let now = t.engine.saved_states();
+            if now == t.saved {
+                continue;
+            }
+            let before: HashMap<(&str, &str, &BTreeMap<String, String>), &str> = t
+                .saved
+                .iter()
+                .map(|a| {
+                    (
+                        (a.group.as_str(), a.rule.as_str(), &a.labels),
+                        a.state.as_str(),
+                    )
+                })
+                .collect();
+            for a in &now {
+                if before.get(&(a.group.as_str(), a.rule.as_str(), &a.labels))
+                    != Some(&a.state.as_str())
+                {
+                    transitions.push(crate::store::HistoryEntry {
+                        tenant: name.clone(),
+                        fingerprint: foresight_proto::v1::Alert::fingerprint_of(&a.labels),
+                        alertname: a.rule.clone(),
+                        labels: a.labels.clone(),
+                        state: a.state.clone(),
+                        at_ms: now_ms,
+                    });
+                }
+            }
+            states.push((
+                name.clone(),
+                serde_json::to_string(&now).unwrap_or_default(),
+            ));
+            updated.push((name.clone(), now));
+        }
+        if states.is_empty() {
+            return;
+        }
+        match tokio::task::block_in_place(|| {
+            self.store.save_alert_states(&states, &transitions, now_ms)
+        }) {
+            Ok(()) => {
+                for (name, now) in updated {
+                    if let Some(t) = self.tenants.get_mut(&name) {
+                        t.saved = now;
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "Could not save alert states; will retry."),
+        }
+    }
+
+    /// Deletes batches past the retention.
+    fn prune_batches(&self, now_ms: i64) {
+        let store = self.store.clone();
+        let before = now_ms - self.batch_retention_ms;
+        match tokio::task::block_in_place(|| store.prune_batches(before)) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(batches = n, "Pruned batches past the retention."),
+            Err(e) => tracing::warn!(error = %e, "Could not prune batches."),
         }
     }
 
@@ -128,13 +344,13 @@ impl Pipeline {
     fn tenant(&mut self, name: &str) -> &mut Tenant {
         if !self.tenants.contains_key(name) {
             let engine = RuleEngine::new(self.groups.clone(), self.external_labels.clone());
-            // Keep what the longest rule reads, plus one interval of slack.
-            let retention = engine.retention_ms() + self.interval.as_millis() as i64;
+            let retention = self.series_retention_ms();
             self.tenants.insert(
                 name.to_string(),
                 Tenant {
                     series: SeriesStore::new(retention),
                     engine,
+                    saved: Vec::new(),
                 },
             );
         }
@@ -145,6 +361,7 @@ impl Pipeline {
     /// snapshot stands for.
     pub fn ingest(&mut self, accepted: Accepted) {
         let batch = accepted.batch;
+        self.note_cluster(&accepted.tenant, &batch);
         let resource_labels = batch
             .resource
             .as_ref()
@@ -224,6 +441,73 @@ impl Pipeline {
         }
     }
 
+    /// Updates the tenant's cluster facts from a batch.
+    fn note_cluster(&self, tenant: &str, batch: &TelemetryBatch) {
+        let Some(r) = &batch.resource else { return };
+        let name = [&r.cluster_name, &r.cluster_id]
+            .into_iter()
+            .find(|s| !s.is_empty())
+            .cloned()
+            .or_else(|| batch.snapshot.as_ref().map(|s| s.cluster_id.clone()))
+            .filter(|s| !s.is_empty());
+        let Some(name) = name else { return };
+        let Ok(mut all) = self.clusters.write() else {
+            return;
+        };
+        let info = all
+            .entry(tenant.to_string())
+            .or_default()
+            .entry(name.clone())
+            .or_default();
+        info.name = name;
+        let seen = if batch.created_at_ms > 0 {
+            batch.created_at_ms
+        } else {
+            now_ms()
+        };
+        info.last_seen_ms = info.last_seen_ms.max(seen);
+        if !r.cluster_id.is_empty() {
+            info.cluster_id = r.cluster_id.clone();
+        }
+        if !r.agent_version.is_empty() {
+            info.agent_versions.insert(r.agent_version.clone());
+        }
+        if let Some(snap) = &batch.snapshot
+            && snap.collected_at_ms >= info.snapshot_at_ms
+        {
+            let live: std::collections::HashSet<i32> = snap.brokers.iter().map(|b| b.id).collect();
+            info.snapshot_at_ms = snap.collected_at_ms;
+            if !snap.cluster_id.is_empty() {
+                info.cluster_id = snap.cluster_id.clone();
+            }
+            info.brokers = snap
+                .brokers
+                .iter()
+                .map(|b| BrokerInfo {
+                    id: b.id,
+                    host: b.host.clone(),
+                    port: b.port,
+                    rack: b.rack.clone(),
+                })
+                .collect();
+            info.controller_id = snap.controller_id;
+            info.topics = snap.topics.len();
+            info.partitions = snap.topics.iter().map(|t| t.partitions.len()).sum();
+            info.offline_partitions = snap
+                .topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .filter(|p| p.leader < 0 || !live.contains(&p.leader))
+                .count();
+        }
+    }
+
+    /// Answers a query on this task, which owns the series.
+    fn query(&self, q: Query) {
+        let t = self.tenants.get(&q.tenant).map(|t| (&t.series, &t.engine));
+        (q.run)(t);
+    }
+
     /// Evaluates every tenant's rules at `ts_ms` and enqueues the notifications due.
     pub fn evaluate(&mut self, ts_ms: i64) {
         let mut alerts = Vec::new();
@@ -235,6 +519,7 @@ impl Pipeline {
             t.series.prune(ts_ms);
             alerts.extend(result.alerts);
         }
+        self.save_states(ts_ms);
         // The outbox write is blocking SQLite work.
         match tokio::task::block_in_place(|| self.dispatcher.dispatch(&alerts, ts_ms)) {
             Ok(0) => {}
@@ -253,6 +538,8 @@ impl Pipeline {
     pub async fn run(mut self, mut rx: mpsc::Receiver<Input>, cancel: CancellationToken) {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pruner = tokio::time::interval(Duration::from_secs(3600));
+        pruner.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Group timers (group_wait, group_interval) fire on time, not only at the
             // next evaluation (at least 50 ms apart, should the store be failing).
@@ -265,9 +552,11 @@ impl Pipeline {
                 msg = rx.recv() => match msg {
                     Some(Input::Batch(a)) => self.ingest(*a),
                     Some(Input::Alerts { tenant, alerts }) => self.alerts(&tenant, alerts),
+                    Some(Input::Query(q)) => self.query(q),
                     None => return,
                 },
                 _ = ticker.tick() => self.evaluate(now_ms()),
+                _ = pruner.tick() => self.prune_batches(now_ms()),
                 _ = async {
                     match flush_in {
                         Some(d) => tokio::time::sleep(d).await,
