@@ -14,8 +14,9 @@ command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 command -v perl >/dev/null || need_apt+=(perl)
 dpkg -s libssl-dev >/dev/null 2>&1 || need_apt+=(libssl-dev)
 dpkg -s zlib1g-dev >/dev/null 2>&1 || need_apt+=(zlib1g-dev)
-# promtool, to check that the rule pack and its tests pass in Prometheus too.
-command -v promtool >/dev/null || need_apt+=(prometheus)
+# promtool, to check that the rule pack and its tests pass in Prometheus too, and
+# prometheus, to compare the query API with it.
+{ command -v promtool && command -v prometheus; } >/dev/null || need_apt+=(prometheus)
 # amtool and Alertmanager, to check Foresight's Alertmanager API against them.
 command -v amtool >/dev/null || need_apt+=(prometheus-alertmanager)
 if [ ${#need_apt[@]} -gt 0 ]; then

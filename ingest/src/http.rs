@@ -27,6 +27,10 @@ pub struct AppState {
     pub tx: mpsc::Sender<Input>,
     /// Each tenant's alerts as the evaluator last published them.
     pub alerts: crate::amapi::AlertsView,
+    /// The loaded rule groups (the same for every tenant).
+    pub rule_groups: Arc<Vec<foresight_rules::Group>>,
+    /// The evaluation interval, for groups without their own.
+    pub evaluation_interval: std::time::Duration,
     /// Each tenant's clusters as the evaluator last saw them.
     pub clusters: crate::pipeline::ClustersView,
     /// Alertmanager's `resolve_timeout`: the end of a posted alert without one.
@@ -212,6 +216,28 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/write", post(remote_write))
         .route("/v1/metrics", post(otlp_metrics))
         .route("/readyz", get(readyz))
+        .route(
+            "/api/v1/query",
+            get(crate::promapi::query).post(crate::promapi::query),
+        )
+        .route(
+            "/api/v1/query_range",
+            get(crate::promapi::query_range).post(crate::promapi::query_range),
+        )
+        .route(
+            "/api/v1/series",
+            get(crate::promapi::series).post(crate::promapi::series),
+        )
+        .route(
+            "/api/v1/labels",
+            get(crate::promapi::labels).post(crate::promapi::labels),
+        )
+        .route(
+            "/api/v1/label/{name}/values",
+            get(crate::promapi::label_values),
+        )
+        .route("/api/v1/rules", get(crate::promapi::rules))
+        .route("/api/v1/alerts", get(crate::promapi::alerts))
         .route("/metrics", get(metrics))
         .route(
             "/api/v2/alerts",

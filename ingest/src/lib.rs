@@ -16,6 +16,7 @@ pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;
+pub mod promapi;
 pub mod silences;
 pub mod store;
 pub mod subscriptions;
@@ -155,6 +156,7 @@ impl Server {
         let alerts_view = amapi::AlertsView::default();
         let clusters = pipeline::ClustersView::default();
         let (batch_retention, query_retention) = config.retentions();
+        let rule_groups = Arc::new(groups.clone());
         let mut pipeline = pipeline::Pipeline::new(
             groups,
             config.external_labels.clone(),
@@ -179,6 +181,8 @@ impl Server {
             limits: config.limits.clone(),
             alerts: alerts_view,
             clusters,
+            rule_groups,
+            evaluation_interval: config.evaluation_interval(),
             resolve_timeout_ms,
             notify_config_text,
             allow_private_webhook_urls: config.allow_private_webhook_urls,

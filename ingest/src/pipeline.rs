@@ -98,8 +98,11 @@ pub struct Query {
     /// Tenant name.
     pub tenant: String,
     /// Runs against the tenant's store and engine (`None` for a tenant with no data).
-    pub run: Box<dyn FnOnce(Option<(&SeriesStore, &RuleEngine)>) + Send>,
+    pub run: QueryFn,
 }
+
+/// What a [`Query`] runs.
+pub type QueryFn = Box<dyn FnOnce(Option<(&SeriesStore, &RuleEngine)>) + Send>;
 
 impl std::fmt::Debug for Query {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

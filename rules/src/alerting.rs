@@ -153,6 +153,11 @@ impl RuleEngine {
             .max(crate::promql::LOOKBACK_MS)
     }
 
+    /// The rule groups, in evaluation order.
+    pub fn groups(&self) -> impl Iterator<Item = &Group> {
+        self.groups.iter().map(|(g, _)| g)
+    }
+
     /// Every alert's state, for saving.
     pub fn saved_states(&self) -> Vec<SavedAlert> {
         let mut out = Vec::new();

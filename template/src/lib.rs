@@ -63,6 +63,8 @@ pub struct Template {
     nodes: Vec<Node>,
     /// `{{define "name"}}` bodies, for `{{template "name" .}}`.
     defines: BTreeMap<String, Vec<Node>>,
+    /// The text as written, for APIs that show rules as configured.
+    source: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -227,7 +229,16 @@ impl Template {
                 other => Some(other),
             })
             .collect();
-        Ok(Template { nodes, defines })
+        Ok(Template {
+            nodes,
+            defines,
+            source: text.to_string(),
+        })
+    }
+
+    /// The template as written.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// Adds the `define`d templates of `library` that this one does not define itself,

@@ -1,0 +1,554 @@
+//! Prometheus' HTTP query API over a tenant's series, so that Grafana can add Foresight
+//! as a Prometheus data source: `/api/v1/query`, `/api/v1/query_range`,
+//! `/api/v1/series`, `/api/v1/labels`, `/api/v1/label/{name}/values`, `/api/v1/rules`
+//! and `/api/v1/alerts`, with Prometheus' JSON envelope and error types. Parameters come
+//! from the query string or, as Grafana sends them by default, a form-encoded POST body.
+//!
+//! The series live in memory on the evaluator's task; queries run there, over what it
+//! keeps (`query_retention`, and at least what the rules read).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use foresight_rules::promql::{Evaluator, Value as PromValue};
+use foresight_rules::store::Labels;
+use foresight_rules::{RuleEngine, SeriesStore};
+use serde_json::{Value, json};
+
+use crate::http::{AppState, now_ms};
+use crate::pipeline::{Input, Query};
+use crate::tenants::{Scope, authorize};
+
+/// Most points a range query may return per series, as Prometheus allows.
+const MAX_POINTS: i64 = 11_000;
+
+/// An error in Prometheus' shape: `{"status":"error","errorType":...,"error":...}`.
+pub struct PromError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
+impl PromError {
+    fn bad(message: impl Into<String>) -> Self {
+        PromError {
+            status: StatusCode::BAD_REQUEST,
+            kind: "bad_data",
+            message: message.into(),
+        }
+    }
+}
+
+impl From<crate::http::ApiError> for PromError {
+    fn from(e: crate::http::ApiError) -> Self {
+        PromError {
+            status: e.status(),
+            kind: match e.status() {
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "unauthorized",
+                _ => "internal",
+            },
+            message: e.message().to_string(),
+        }
+    }
+}
+
+impl IntoResponse for PromError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"status": "error", "errorType": self.kind, "error": self.message})),
+        )
+            .into_response()
+    }
+}
+
+fn success(data: Value) -> Json<Value> {
+    Json(json!({"status": "success", "data": data}))
+}
+
+/// Request parameters from the query string and a form body, in order.
+fn params(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let form = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if form {
+        out.extend(url::form_urlencoded::parse(body).into_owned());
+    }
+    out
+}
+
+fn param<'a>(p: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    p.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// A time as Prometheus accepts it: Unix seconds (with a fraction) or RFC 3339.
+fn parse_time(name: &str, s: &str) -> Result<i64, PromError> {
+    if let Ok(secs) = s.parse::<f64>()
+        && secs.is_finite()
+    {
+        return Ok((secs * 1000.0).round() as i64);
+    }
+    s.parse::<jiff::Timestamp>()
+        .map(|t| t.as_millisecond())
+        .map_err(|_| {
+            PromError::bad(format!(
+                "invalid parameter {name:?}: cannot parse {s:?} to a valid timestamp"
+            ))
+        })
+}
+
+/// A step or duration: seconds (with a fraction) or a Prometheus duration.
+fn parse_step(s: &str) -> Result<i64, PromError> {
+    if let Ok(secs) = s.parse::<f64>()
+        && secs.is_finite()
+    {
+        return Ok((secs * 1000.0).round() as i64);
+    }
+    foresight_rules::rulefile::parse_duration(s)
+        .map(|d| d.as_millis() as i64)
+        .map_err(|_| {
+            PromError::bad(format!(
+                "invalid parameter \"step\": cannot parse {s:?} to a valid duration"
+            ))
+        })
+}
+
+/// A timestamp as Prometheus writes it: seconds, as an integer when whole.
+fn ts_json(ms: i64) -> Value {
+    if ms % 1000 == 0 {
+        json!(ms / 1000)
+    } else {
+        json!(ms as f64 / 1000.0)
+    }
+}
+
+/// A sample value as Prometheus writes it: a string, `+Inf`, `-Inf`, `NaN`.
+fn value_str(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+fn metric_json(l: &Labels) -> Value {
+    Value::Object(
+        l.iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+            .collect(),
+    )
+}
+
+/// Runs `f` on the evaluator's task against the tenant's series.
+async fn on_pipeline<T: Send + 'static>(
+    state: &AppState,
+    tenant: String,
+    f: impl FnOnce(Option<(&SeriesStore, &RuleEngine)>) -> T + Send + 'static,
+) -> Result<T, PromError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let query = Query {
+        tenant,
+        run: Box::new(move |t| {
+            let _ = tx.send(f(t));
+        }),
+    };
+    let unavailable = || PromError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        kind: "unavailable",
+        message: "the evaluator is not running".into(),
+    };
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        state.tx.send(Input::Query(query)),
+    )
+    .await
+    .map_err(|_| PromError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        kind: "timeout",
+        message: "the evaluator is busy; retry".into(),
+    })?
+    .map_err(|_| unavailable())?;
+    rx.await.map_err(|_| unavailable())
+}
+
+fn parse_expr(q: Option<&str>) -> Result<promql_parser::parser::Expr, PromError> {
+    let q = q.ok_or_else(|| PromError::bad("invalid parameter \"query\": missing"))?;
+    foresight_rules::promql::parse_supported(q)
+        .map_err(|e| PromError::bad(format!("invalid parameter \"query\": {e}")))
+}
+
+fn exec_error(e: impl std::fmt::Display) -> PromError {
+    PromError {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        kind: "execution",
+        message: e.to_string(),
+    }
+}
+
+/// `GET|POST /api/v1/query`.
+pub async fn query(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Json<Value>, PromError> {
+    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
+    let p = params(raw.as_deref(), &headers, &body);
+    let expr = parse_expr(param(&p, "query"))?;
+    let t = match param(&p, "time") {
+        Some(s) => parse_time("time", s)?,
+        None => now_ms(),
+    };
+    let data = on_pipeline(&state, tenant, move |series| {
+        let empty = SeriesStore::new(0);
+        let store = series.map(|(s, _)| s).unwrap_or(&empty);
+        Evaluator::new(store).eval(&expr, t).map(|v| match v {
+            PromValue::Scalar(x) => json!({"resultType": "scalar", "result": [ts_json(t), value_str(x)]}),
+            PromValue::String(s) => json!({"resultType": "string", "result": [ts_json(t), s]}),
+            PromValue::Vector(v) => json!({
+                "resultType": "vector",
+                "result": v.iter().map(|s| json!({"metric": metric_json(&s.labels), "value": [ts_json(t), value_str(s.value)]})).collect::<Vec<_>>(),
+            }),
+            PromValue::Matrix(m) => json!({
+                "resultType": "matrix",
+                "result": m.iter().map(|s| json!({
+                    "metric": metric_json(&s.labels),
+                    "values": s.points.iter().map(|(t, v)| json!([ts_json(*t), value_str(*v)])).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            }),
+        })
+    })
+    .await?
+    .map_err(exec_error)?;
+    Ok(success(data))
+}
+
+/// `GET|POST /api/v1/query_range`.
+pub async fn query_range(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Json<Value>, PromError> {
+    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
+    let p = params(raw.as_deref(), &headers, &body);
+    let expr = parse_expr(param(&p, "query"))?;
+    let need = |n: &str| {
+        param(&p, n).ok_or_else(|| PromError::bad(format!("invalid parameter {n:?}: missing")))
+    };
+    let start = parse_time("start", need("start")?)?;
+    let end = parse_time("end", need("end")?)?;
+    let step = parse_step(need("step")?)?;
+    if end < start {
+        return Err(PromError::bad(
+            "invalid parameter \"end\": end timestamp must not be before start time",
+        ));
+    }
+    if step <= 0 {
+        return Err(PromError::bad(
+            "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    if (end - start) / step > MAX_POINTS {
+        return Err(PromError::bad(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+        ));
+    }
+    let data = on_pipeline(&state, tenant, move |series| -> Result<Value, PromError> {
+        let empty = SeriesStore::new(0);
+        let store = series.map(|(s, _)| s).unwrap_or(&empty);
+        let eval = Evaluator::new(store);
+        let mut out: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
+        let mut t = start;
+        while t <= end {
+            match eval.eval(&expr, t).map_err(exec_error)? {
+                PromValue::Scalar(x) => out.entry(Labels::default()).or_default().push((t, x)),
+                PromValue::Vector(v) => {
+                    for s in v {
+                        out.entry(s.labels).or_default().push((t, s.value));
+                    }
+                }
+                _ => {
+                    return Err(PromError::bad(
+                        "invalid expression type for range query, must be Scalar or instant Vector",
+                    ));
+                }
+            }
+            t += step;
+        }
+        Ok(json!({
+            "resultType": "matrix",
+            "result": out.iter().map(|(l, pts)| json!({
+                "metric": metric_json(l),
+                "values": pts.iter().map(|(t, v)| json!([ts_json(*t), value_str(*v)])).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        }))
+    })
+    .await??;
+    Ok(success(data))
+}
+
+/// The selectors of `match[]`, each a series selector.
+fn selectors(
+    p: &[(String, String)],
+) -> Result<Vec<promql_parser::parser::VectorSelector>, PromError> {
+    p.iter()
+        .filter(|(k, _)| k == "match[]")
+        .map(|(_, v)| match promql_parser::parser::parse(v) {
+            Ok(promql_parser::parser::Expr::VectorSelector(s)) => Ok(s),
+            Ok(_) => Err(PromError::bad(format!(
+                "invalid parameter \"match[]\": {v:?} is not a series selector"
+            ))),
+            Err(e) => Err(PromError::bad(format!(
+                "invalid parameter \"match[]\": {e}"
+            ))),
+        })
+        .collect()
+}
+
+fn selected(labels: &Labels, sel: &promql_parser::parser::VectorSelector) -> bool {
+    if let Some(name) = &sel.name
+        && labels.get(foresight_rules::store::METRIC_NAME) != Some(name.as_str())
+    {
+        return false;
+    }
+    let all = |ms: &[promql_parser::label::Matcher]| {
+        ms.iter()
+            .all(|m| m.is_match(labels.get(&m.name).unwrap_or_default()))
+    };
+    if sel.matchers.or_matchers.is_empty() {
+        all(&sel.matchers.matchers)
+    } else {
+        sel.matchers.or_matchers.iter().any(|ms| all(ms))
+    }
+}
+
+/// Label sets of the series matching any selector (all series without one) with a sample
+/// in `[start, end]`, sorted.
+async fn matching_series(
+    state: &AppState,
+    tenant: String,
+    p: &[(String, String)],
+) -> Result<Vec<Labels>, PromError> {
+    let sels = selectors(p)?;
+    let start = param(p, "start")
+        .map(|s| parse_time("start", s))
+        .transpose()?
+        .unwrap_or(i64::MIN);
+    let end = param(p, "end")
+        .map(|s| parse_time("end", s))
+        .transpose()?
+        .unwrap_or(i64::MAX);
+    on_pipeline(state, tenant, move |series| {
+        let Some((store, _)) = series else {
+            return Vec::new();
+        };
+        let mut out: Vec<Labels> = store
+            .series_named(None)
+            .filter(|s| sels.is_empty() || sels.iter().any(|sel| selected(&s.labels, sel)))
+            .filter(|s| matches!(s.at_or_before(end), Some((t, _)) if t >= start))
+            .map(|s| s.labels.clone())
+            .collect();
+        out.sort();
+        out
+    })
+    .await
+}
+
+/// `GET|POST /api/v1/series`.
+pub async fn series(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Json<Value>, PromError> {
+    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
+    let p = params(raw.as_deref(), &headers, &body);
+    if !p.iter().any(|(k, _)| k == "match[]") {
+        return Err(PromError::bad("no match[] parameter provided"));
+    }
+    let found = matching_series(&state, tenant, &p).await?;
+    Ok(success(Value::Array(
+        found.iter().map(metric_json).collect(),
+    )))
+}
+
+/// `GET|POST /api/v1/labels`.
+pub async fn labels(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Json<Value>, PromError> {
+    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
+    let p = params(raw.as_deref(), &headers, &body);
+    let names: BTreeSet<String> = matching_series(&state, tenant, &p)
+        .await?
+        .iter()
+        .flat_map(|l| l.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>())
+        .collect();
+    Ok(success(json!(names)))
+}
+
+/// `GET /api/v1/label/{name}/values`.
+pub async fn label_values(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, PromError> {
+    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
+    let p = params(raw.as_deref(), &headers, &[]);
+    let values: BTreeSet<String> = matching_series(&state, tenant, &p)
+        .await?
+        .iter()
+        .filter_map(|l| l.get(&name).map(str::to_string))
+        .collect();
+    Ok(success(json!(values)))
+}
+
+fn alert_json(a: &foresight_rules::SavedAlert) -> Value {
+    json!({
+        "labels": a.labels,
+        "annotations": a.annotations,
+        "state": a.state,
+        "activeAt": foresight_notifier::payload::rfc3339_ms(a.active_at_ms),
+        "value": value_str(a.value),
+    })
+}
+
+/// `GET /api/v1/alerts`: pending and firing alerts.
+pub async fn alerts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, PromError> {
+    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
+    let alerts = on_pipeline(&state, tenant, |t| {
+        t.map(|(_, engine)| {
+            engine
+                .saved_states()
+                .iter()
+                .filter(|a| a.state != "resolved")
+                .map(alert_json)
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+    })
+    .await?;
+    Ok(success(json!({"alerts": alerts})))
+}
+
+/// `GET /api/v1/rules`: the rule groups with each alerting rule's alerts.
+pub async fn rules(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, PromError> {
+    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
+    let p = params(raw.as_deref(), &headers, &[]);
+    let only = param(&p, "type").map(str::to_string);
+    let groups = state.rule_groups.clone();
+    let saved = on_pipeline(&state, tenant, |t| {
+        t.map(|(_, e)| e.saved_states()).unwrap_or_default()
+    })
+    .await?;
+    let templates =
+        |ts: &[(String, foresight_rules::template::Template)]| -> BTreeMap<String, String> {
+            ts.iter()
+                .map(|(k, t)| (k.clone(), t.source().to_string()))
+                .collect()
+        };
+    let out: Vec<Value> = groups
+        .iter()
+        .map(|g| {
+            let rules: Vec<Value> = g
+                .rules
+                .iter()
+                .filter(|r| match only.as_deref() {
+                    Some("alert") => r.alerting,
+                    Some("record") => !r.alerting,
+                    _ => true,
+                })
+                .map(|r| {
+                    if r.alerting {
+                        let alerts: Vec<&foresight_rules::SavedAlert> = saved
+                            .iter()
+                            .filter(|a| {
+                                a.group == g.name && a.rule == r.name && a.state != "resolved"
+                            })
+                            .collect();
+                        let rule_state = if alerts.iter().any(|a| a.state == "firing") {
+                            "firing"
+                        } else if alerts.is_empty() {
+                            "inactive"
+                        } else {
+                            "pending"
+                        };
+                        json!({
+                            "type": "alerting",
+                            "name": r.name,
+                            "query": r.expr_text,
+                            "duration": r.for_.as_secs_f64(),
+                            "keepFiringFor": r.keep_firing_for.as_secs_f64(),
+                            "labels": templates(&r.labels),
+                            "annotations": templates(&r.annotations),
+                            "alerts": alerts.iter().map(|a| alert_json(a)).collect::<Vec<_>>(),
+                            "state": rule_state,
+                            "health": "ok",
+                        })
+                    } else {
+                        json!({
+                            "type": "recording",
+                            "name": r.name,
+                            "query": r.expr_text,
+                            "labels": templates(&r.labels),
+                            "health": "ok",
+                        })
+                    }
+                })
+                .collect();
+            json!({
+                "name": g.name,
+                "file": g.file,
+                "interval": g.interval.unwrap_or(state.evaluation_interval).as_secs_f64(),
+                "limit": g.limit,
+                "rules": rules,
+            })
+        })
+        .collect();
+    Ok(success(json!({"groups": out})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_steps_parse_as_prometheus_accepts_them() {
+        assert_eq!(parse_time("t", "1700000000.5").unwrap(), 1_700_000_000_500);
+        assert_eq!(
+            parse_time("t", "2023-11-14T22:13:20Z").unwrap(),
+            1_700_000_000_000
+        );
+        assert!(parse_time("t", "yesterday").is_err());
+        assert_eq!(parse_step("15").unwrap(), 15_000);
+        assert_eq!(parse_step("1m").unwrap(), 60_000);
+        assert_eq!(value_str(f64::INFINITY), "+Inf");
+        assert_eq!(value_str(0.1), "0.1");
+        assert_eq!(ts_json(1_000), json!(1));
+        assert_eq!(ts_json(1_500), json!(1.5));
+    }
+}
