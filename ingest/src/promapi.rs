@@ -27,6 +27,7 @@ use crate::tenants::{Scope, authorize};
 const MAX_POINTS: i64 = 11_000;
 
 /// An error in Prometheus' shape: `{"status":"error","errorType":...,"error":...}`.
+#[derive(Debug)]
 pub struct PromError {
     status: StatusCode,
     kind: &'static str,
