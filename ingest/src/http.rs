@@ -237,6 +237,10 @@ pub fn router(state: AppState) -> Router {
             get(crate::promapi::label_values),
         )
         .route("/api/v1/rules", get(crate::promapi::rules))
+        .route("/api/v1/clusters", get(crate::clusters::list))
+        .route("/api/v1/clusters/{name}", get(crate::clusters::get_one))
+        .route("/api/v1/alerts/history", get(crate::clusters::history))
+        .route("/openapi.json", get(openapi))
         .route("/api/v1/alerts", get(crate::promapi::alerts))
         .route("/metrics", get(metrics))
         .route(
@@ -424,6 +428,25 @@ async fn store_otlp(
     Ok((series, json))
 }
 
+/// The OpenAPI document of the HTTP API, written as YAML beside the code.
+pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
+
+/// The OpenAPI document as JSON.
+///
+/// # Errors
+/// The YAML does not parse (a test keeps it parsing).
+pub fn openapi_json() -> Result<serde_json::Value, String> {
+    serde_saphyr::from_str(OPENAPI_YAML).map_err(|e| e.to_string())
+}
+
+/// `GET /openapi.json`.
+async fn openapi() -> Response {
+    match openapi_json() {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e).into_response(),
+    }
+}
+
 /// `GET /readyz`: 200 when the store answers and the evaluator runs, else 503.
 async fn readyz(State(state): State<AppState>) -> Response {
     let store = state.store.clone();
@@ -544,4 +567,22 @@ async fn store_batch(
         permit.send(Input::Batch(Box::new(Accepted { tenant, batch })));
     }
     Ok((series, duplicate))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_parses_and_names_every_path() {
+        let doc = openapi_json().unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let paths = doc["paths"].as_object().unwrap();
+        // Aliased operations resolve to the same operation.
+        assert_eq!(
+            paths["/api/v1/query"]["get"],
+            paths["/api/v1/query"]["post"]
+        );
+        assert!(paths.len() >= 30, "{}", paths.len());
+    }
 }

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod amapi;
+pub mod clusters;
 pub mod config;
 pub mod decode;
 pub mod demo;
