@@ -250,7 +250,8 @@ async fn every_endpoint_is_scoped_to_the_key_and_its_tenant() {
         "createdBy": "a", "comment": "acme's"
     });
     let mut seq = 0u64;
-    let mut endpoints: Vec<(Method, String, &str, Box<dyn FnMut() -> Body>, Need)> = vec![
+    type Endpoint<'a> = (Method, String, &'a str, Box<dyn FnMut() -> Body>, Need);
+    let mut endpoints: Vec<Endpoint> = vec![
         (
             Method::GET,
             "/healthz".into(),
