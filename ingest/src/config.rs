@@ -12,6 +12,9 @@ use serde::Deserialize;
 
 use crate::Error;
 
+/// Environment variables of the service that are not config overrides.
+const NOT_OVERRIDES: &[&str] = &["FORESIGHT_CONFIG", "FORESIGHT_LOG_FORMAT"];
+
 /// The service configuration.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -54,6 +57,9 @@ pub struct ServeConfig {
     /// How much history the query API (`/api/v1/query_range`) can chart, kept in memory
     /// per tenant (default `1h`; the rules' own windows are kept in any case).
     pub query_retention: String,
+    /// How long a shutdown (SIGTERM, Ctrl-C) may take to finish requests in flight and
+    /// send the notifications already queued (default `15s`).
+    pub shutdown_timeout: String,
 }
 
 /// The listener's certificate.
@@ -129,6 +135,7 @@ impl Default for ServeConfig {
             limits: Limits::default(),
             batch_retention: "7d".into(),
             query_retention: "1h".into(),
+            shutdown_timeout: "15s".into(),
         }
     }
 }
@@ -139,17 +146,70 @@ impl ServeConfig {
     /// # Errors
     /// [`Error::Config`] listing every problem with the file name.
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Config(vec![format!("{}: {e}", path.display())]))?;
-        let cfg: ServeConfig = serde_saphyr::from_str(&text)
-            .map_err(|e| Error::Config(vec![format!("{}: {e}", path.display())]))?;
-        cfg.validate().map_err(|p| {
-            Error::Config(
-                p.into_iter()
-                    .map(|p| format!("{}: {p}", path.display()))
-                    .collect(),
-            )
-        })?;
+        Self::load_with_env(Some(path), std::iter::empty())
+    }
+
+    /// Reads the config file (defaults without one), applies environment overrides, and
+    /// validates. An override is `FORESIGHT_` and the field's path in capitals, with
+    /// `__` between levels: `FORESIGHT_LISTEN=0.0.0.0:9443`,
+    /// `FORESIGHT_LIMITS__TENANT_REQUESTS_PER_SECOND=100`; its value is read as YAML, so
+    /// numbers, booleans and lists (`[a.yml, b.yml]`) work. `FORESIGHT_CONFIG` and
+    /// `FORESIGHT_LOG_FORMAT` are not overrides.
+    ///
+    /// # Errors
+    /// [`Error::Config`] listing every problem, naming the file or the variable.
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, Error> {
+        let name = path.map_or_else(|| "(defaults)".to_string(), |p| p.display().to_string());
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| Error::Config(vec![format!("{name}: {e}")]))?,
+            None => "{}".to_string(),
+        };
+        let overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("FORESIGHT_") && !NOT_OVERRIDES.contains(&k.as_str()))
+            .collect();
+        let cfg: ServeConfig = if overrides.is_empty() {
+            serde_saphyr::from_str(&text)
+                .map_err(|e| Error::Config(vec![format!("{name}: {e}")]))?
+        } else {
+            let mut tree: serde_json::Value = serde_saphyr::from_str(&text)
+                .map_err(|e| Error::Config(vec![format!("{name}: {e}")]))?;
+            if tree.is_null() {
+                tree = serde_json::json!({});
+            }
+            let mut names = Vec::new();
+            for (k, v) in &overrides {
+                let keys: Vec<String> = k["FORESIGHT_".len()..]
+                    .split("__")
+                    .map(str::to_ascii_lowercase)
+                    .collect();
+                let value = serde_saphyr::from_str::<serde_json::Value>(v)
+                    .ok()
+                    .filter(|v| !v.is_null())
+                    .unwrap_or_else(|| serde_json::Value::String(v.clone()));
+                let mut at = &mut tree;
+                for key in &keys[..keys.len() - 1] {
+                    if !at.get(key).is_some_and(serde_json::Value::is_object) {
+                        at[key.as_str()] = serde_json::json!({});
+                    }
+                    at = &mut at[key.as_str()];
+                }
+                at[keys[keys.len() - 1].as_str()] = value;
+                names.push(k.as_str());
+            }
+            serde_json::from_value(tree).map_err(|e| {
+                Error::Config(vec![format!(
+                    "{name} with environment overrides ({}): {e}",
+                    names.join(", ")
+                )])
+            })?
+        };
+        cfg.validate()
+            .map_err(|p| Error::Config(p.into_iter().map(|p| format!("{name}: {p}")).collect()))?;
         Ok(cfg)
     }
 
@@ -169,6 +229,12 @@ impl ServeConfig {
             d(&self.batch_retention, 7 * 86_400),
             d(&self.query_retention, 3600),
         )
+    }
+
+    /// `shutdown_timeout`.
+    pub fn shutdown_timeout(&self) -> std::time::Duration {
+        foresight_rules::rulefile::parse_duration(&self.shutdown_timeout)
+            .unwrap_or(std::time::Duration::from_secs(15))
     }
 
     /// The notification configuration: `alertmanager_config`, or the `webhooks`
@@ -232,6 +298,7 @@ impl ServeConfig {
         for (field, v) in [
             ("batch_retention", &self.batch_retention),
             ("query_retention", &self.query_retention),
+            ("shutdown_timeout", &self.shutdown_timeout),
         ] {
             if let Err(e) = foresight_rules::rulefile::parse_duration(v) {
                 p.push(format!("{field}: {e}"));
@@ -281,6 +348,55 @@ mod tests {
             std::time::Duration::from_secs(15)
         );
         assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn environment_variables_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("foresight.yml");
+        std::fs::write(
+            &path,
+            "listen: 127.0.0.1:1\nlimits:\n  max_body_bytes: 10\n",
+        )
+        .unwrap();
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let cfg = ServeConfig::load_with_env(
+            Some(&path),
+            env(&[
+                ("FORESIGHT_LISTEN", "127.0.0.1:2"),
+                ("FORESIGHT_LIMITS__TENANT_BURST", "7"),
+                ("FORESIGHT_BUILTIN_RULES", "false"),
+                ("FORESIGHT_RULE_FILES", "[a.yml, b.yml]"),
+                ("FORESIGHT_CONFIG", "ignored"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:2");
+        assert_eq!(cfg.limits.max_body_bytes, 10, "the file's value stays");
+        assert_eq!(cfg.limits.tenant_burst, 7);
+        assert!(!cfg.builtin_rules);
+        assert_eq!(
+            cfg.rule_files,
+            [PathBuf::from("a.yml"), PathBuf::from("b.yml")]
+        );
+        let err = ServeConfig::load_with_env(Some(&path), env(&[("FORESIGHT_LISTN", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("FORESIGHT_LISTN") && err.contains("listn"),
+            "{err}"
+        );
+        let err =
+            ServeConfig::load_with_env(None, env(&[("FORESIGHT_EVALUATION_INTERVAL", "soon")]))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("evaluation_interval"), "{err}");
     }
 
     #[test]

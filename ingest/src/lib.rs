@@ -32,7 +32,6 @@ use foresight_notifier::outbox::{PendingNotification, RetryPolicy};
 use foresight_notifier::{DeliveryWorker, Dispatcher};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::{Notify, mpsc};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use config::ServeConfig;
@@ -86,8 +85,16 @@ pub struct Server {
     pub generated_certificate: bool,
     /// The store.
     pub store: Arc<Store>,
-    cancel: CancellationToken,
-    tasks: JoinSet<()>,
+    /// Stops the listener; connections finish their requests.
+    http_cancel: CancellationToken,
+    http: tokio::task::JoinHandle<()>,
+    /// Stops the evaluator after it takes in what is queued and flushes due groups.
+    pipeline_cancel: CancellationToken,
+    pipeline: tokio::task::JoinHandle<()>,
+    /// Stops the delivery worker after a last pass.
+    worker_cancel: CancellationToken,
+    worker: tokio::task::JoinHandle<()>,
+    shutdown_timeout: Duration,
 }
 
 /// Called after each delivery a receiver acknowledged.
@@ -120,8 +127,11 @@ impl Server {
             .local_addr()
             .map_err(|e| Error::Io(e.to_string()))?;
 
-        let cancel = CancellationToken::new();
-        let mut tasks = JoinSet::new();
+        let (http_cancel, pipeline_cancel, worker_cancel) = (
+            CancellationToken::new(),
+            CancellationToken::new(),
+            CancellationToken::new(),
+        );
         let wake = Arc::new(Notify::new());
         // The system's roots are read once, for webhooks and Slack alike.
         let tls = foresight_reporter::tls::client_config(None, None)
@@ -144,7 +154,7 @@ impl Server {
         if let Some(hook) = on_delivered {
             worker = worker.on_delivered(move |p| hook(p));
         }
-        tasks.spawn(worker.run(cancel.clone()));
+        let worker = tokio::spawn(worker.run(worker_cancel.clone()));
 
         let (tx, rx) = mpsc::channel(config.limits.queue_capacity);
         let resolve_timeout_ms = notify.resolve_timeout_ms();
@@ -174,7 +184,7 @@ impl Server {
             tokio::task::spawn_blocking(move || pipeline.restore(http::now_ms()).map(|_| pipeline))
                 .await
                 .map_err(|e| Error::Io(e.to_string()))??;
-        tasks.spawn(pipeline.run(rx, cancel.clone()));
+        let pipeline = tokio::spawn(pipeline.run(rx, pipeline_cancel.clone()));
 
         let app = http::router(http::AppState {
             store: store.clone(),
@@ -196,30 +206,57 @@ impl Server {
                 .unwrap_or(0),
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(identity.config.clone());
-        tasks.spawn(serve_tls(listener, acceptor, app, cancel.clone()));
+        let http = tokio::spawn(serve_tls(listener, acceptor, app, http_cancel.clone()));
         Ok(Server {
             addr,
             fingerprint: identity.fingerprint,
             generated_certificate: identity.generated,
             store,
-            cancel,
-            tasks,
+            http_cancel,
+            http,
+            pipeline_cancel,
+            pipeline,
+            worker_cancel,
+            worker,
+            shutdown_timeout: config.shutdown_timeout(),
         })
     }
 
-    /// Stops accepting, stops the tasks, and waits up to `deadline` for them.
-    pub async fn shutdown(mut self, deadline: Duration) {
-        self.cancel.cancel();
-        let _ = tokio::time::timeout(deadline, async {
-            while self.tasks.join_next().await.is_some() {}
-        })
-        .await;
+    /// Shuts down in order within `deadline`: stops accepting and lets requests in
+    /// flight finish; the evaluator takes in what was acknowledged and flushes the groups
+    /// that are due; the delivery worker makes a last pass over the outbox. What is not
+    /// done by the deadline stays in the store for the next start.
+    pub async fn shutdown(self, deadline: Duration) {
+        let Server {
+            http_cancel,
+            http,
+            pipeline_cancel,
+            pipeline,
+            worker_cancel,
+            worker,
+            ..
+        } = self;
+        let ordered = async move {
+            http_cancel.cancel();
+            let _ = http.await;
+            pipeline_cancel.cancel();
+            let _ = pipeline.await;
+            worker_cancel.cancel();
+            let _ = worker.await;
+        };
+        if tokio::time::timeout(deadline, ordered).await.is_err() {
+            tracing::warn!(
+                ?deadline,
+                "Shutdown deadline passed; the rest resumes at the next start."
+            );
+        }
     }
 
-    /// Waits until `cancel` fires, then shuts down.
+    /// Waits until `cancel` fires, then shuts down within `shutdown_timeout`.
     pub async fn run_until(self, cancel: CancellationToken) {
         cancel.cancelled().await;
-        self.shutdown(Duration::from_secs(10)).await;
+        let deadline = self.shutdown_timeout;
+        self.shutdown(deadline).await;
     }
 }
 
@@ -229,9 +266,15 @@ async fn serve_tls(
     app: axum::Router,
     cancel: CancellationToken,
 ) {
+    // Connections are tracked so that shutdown waits for the requests in flight.
+    let connections = tokio_util::task::TaskTracker::new();
     loop {
         let (tcp, peer) = tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => {
+                connections.close();
+                connections.wait().await;
+                return;
+            }
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -244,7 +287,7 @@ async fn serve_tls(
         let acceptor = acceptor.clone();
         let app = app.clone();
         let cancel = cancel.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let tls =
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => tls,

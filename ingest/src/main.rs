@@ -15,11 +15,30 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr: `text`, or `json` (one object per line) for log shippers.
+    #[arg(
+        long,
+        global = true,
+        env = "FORESIGHT_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the ingest service (HTTPS API, rule evaluation, notifications).
+    ///
+    /// Every config field can be overridden by an environment variable: `FORESIGHT_`
+    /// and its path in capitals, `__` between levels (`FORESIGHT_LISTEN`,
+    /// `FORESIGHT_LIMITS__MAX_BODY_BYTES`). SIGTERM or Ctrl-C shut down gracefully
+    /// within `shutdown_timeout`.
     Serve {
         /// Configuration file (YAML); built-in defaults when absent.
         #[arg(long, short, env = "FORESIGHT_CONFIG")]
@@ -66,6 +85,14 @@ enum Command {
         /// Override `data_dir`.
         #[arg(long, global = true)]
         data_dir: Option<PathBuf>,
+    },
+    /// Check a config file as `serve` would load it (with environment overrides): the
+    /// file, the rule files, the Alertmanager config and the certificate files. Exit 1
+    /// with every problem listed.
+    CheckConfig {
+        /// Configuration file (YAML); built-in defaults when absent.
+        #[arg(long, short, env = "FORESIGHT_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Check and test rule files.
     Rules {
@@ -197,10 +224,7 @@ enum RulesCommand {
 }
 
 fn load_config(path: Option<&PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<ServeConfig> {
-    let mut cfg = match path {
-        Some(p) => ServeConfig::load(p)?,
-        None => ServeConfig::default(),
-    };
+    let mut cfg = ServeConfig::load_with_env(path.map(PathBuf::as_path), std::env::vars())?;
     if let Some(d) = data_dir {
         cfg.data_dir = d;
     }
@@ -228,15 +252,19 @@ fn shutdown_signal() -> CancellationToken {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,rdkafka=warn".into()),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     match cli.command {
         Command::Serve {
             config,
@@ -304,6 +332,9 @@ async fn main() -> anyhow::Result<()> {
             let store = open_store(config.as_ref(), data_dir)?;
             silences_command(&store, command)?;
         }
+        Command::CheckConfig { config } => {
+            check_config(config.as_ref())?;
+        }
         Command::Rules {
             command: RulesCommand::Check { files },
         } => {
@@ -356,6 +387,49 @@ async fn main() -> anyhow::Result<()> {
             demo::run(opts, shutdown_signal()).await?;
         }
     }
+    Ok(())
+}
+
+fn check_config(path: Option<&PathBuf>) -> anyhow::Result<()> {
+    let name = path.map_or_else(|| "(defaults)".into(), |p| p.display().to_string());
+    let cfg = match load_config(path, None) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("{name}: FAILED\n{e}");
+            std::process::exit(1);
+        }
+    };
+    let mut problems = Vec::new();
+    let groups = foresight_ingest::load_rules(&cfg)
+        .map_err(|e| problems.push(e.to_string()))
+        .unwrap_or_default();
+    let receivers = cfg
+        .notify_config()
+        .map(|n| n.receivers.len())
+        .map_err(|e| problems.push(e))
+        .unwrap_or(0);
+    for f in [&cfg.tls.cert_file, &cfg.tls.key_file]
+        .into_iter()
+        .flatten()
+    {
+        if let Err(e) = std::fs::read(f) {
+            problems.push(format!("tls: {}: {e}", f.display()));
+        }
+    }
+    if !problems.is_empty() {
+        println!("{name}: FAILED");
+        for p in problems {
+            println!("  {p}");
+        }
+        std::process::exit(1);
+    }
+    let rules: usize = groups.iter().map(|g| g.rules.len()).sum();
+    println!(
+        "{name}: SUCCESS: listen {}, data_dir {}, {} rule groups with {rules} rules, {receivers} receivers",
+        cfg.listen,
+        cfg.data_dir.display(),
+        groups.len()
+    );
     Ok(())
 }
 

@@ -551,12 +551,19 @@ impl Pipeline {
                 .next_due_ms()
                 .map(|t| Duration::from_millis((t - now_ms()).max(50) as u64));
             tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => {
+                    self.drain(&mut rx);
+                    return;
+                }
                 msg = rx.recv() => match msg {
                     Some(Input::Batch(a)) => self.ingest(*a),
                     Some(Input::Alerts { tenant, alerts }) => self.alerts(&tenant, alerts),
                     Some(Input::Query(q)) => self.query(q),
-                    None => return,
+                    // The listener is gone (shutdown): the same last flush.
+                    None => {
+                        self.drain(&mut rx);
+                        return;
+                    }
                 },
                 _ = ticker.tick() => self.evaluate(now_ms()),
                 _ = pruner.tick() => self.prune_batches(now_ms()),
@@ -568,6 +575,22 @@ impl Pipeline {
                 } => self.flush(now_ms()),
             }
         }
+    }
+
+    /// At shutdown: takes in what was already acknowledged, flushes the groups that are
+    /// due, and saves the alert states, so that the outbox worker's last pass sends them.
+    fn drain(&mut self, rx: &mut mpsc::Receiver<Input>) {
+        rx.close();
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                Input::Batch(a) => self.ingest(*a),
+                Input::Alerts { tenant, alerts } => self.alerts(&tenant, alerts),
+                Input::Query(q) => self.query(q),
+            }
+        }
+        let now = now_ms();
+        self.flush(now);
+        self.save_states(now);
     }
 
     /// Flushes the groups that are due between evaluations.

@@ -261,10 +261,17 @@ impl<S: OutboxStore> DeliveryWorker<S> {
                 tracing::error!(error = %e, "Outbox pass failed.");
             }
             tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => break,
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
+        }
+        // Shutting down: one last pass, so that what the evaluator queued last goes out
+        // now rather than at the next start (the caller bounds it with its deadline).
+        match self.deliver_due().await {
+            Ok(n) if n > 0 => tracing::info!(notifications = n, "Outbox flushed at shutdown."),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "Outbox pass at shutdown failed."),
         }
     }
 

@@ -1,0 +1,117 @@
+//! Running the service: `foresight check-config` with environment overrides, JSON logs,
+//! and a graceful shutdown (SIGTERM) that sends what the outbox already holds.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_foresight");
+
+#[test]
+fn check_config_reports_success_and_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("foresight.yml");
+    std::fs::write(&cfg, "listen: 127.0.0.1:8443\nbuiltin_rules: true\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("SUCCESS") && stdout.contains("rules"),
+        "{stdout}"
+    );
+
+    // An environment override is checked like the file.
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .env("FORESIGHT_EVALUATION_INTERVAL", "often")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("evaluation_interval"), "{stdout}");
+
+    // A rule file that does not load is named.
+    std::fs::write(&cfg, "rule_files: [missing.yml]\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("missing.yml"), "{stdout}");
+}
+
+#[test]
+fn json_logs_and_sigterm_end_the_service_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--log-format",
+            "json",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("FORESIGHT_BUILTIN_RULES", "false")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // Startup logs are JSON objects with a level and a message.
+    let first = loop {
+        let line = lines.next().expect("a log line").unwrap();
+        if line.starts_with('{') {
+            break line;
+        }
+    };
+    let v: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert!(
+        v["level"].is_string() && v["fields"]["message"].is_string(),
+        "{v}"
+    );
+    // Give the listener a moment, then SIGTERM.
+    std::thread::sleep(Duration::from_millis(500));
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit {status:?}; logs: {rest:?}");
+    assert!(rest.iter().any(|l| l.contains("Shutting down")), "{rest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_sends_what_was_queued() {
+    let mut receiver = common::start_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_server(dir.path(), None, Some(&receiver.url)).await;
+    let key = server.store.create_key("acme").unwrap();
+    let client = common::client(&server.fingerprint);
+    let resp = client
+        .post(format!("https://{}/api/v2/alerts", server.addr))
+        .bearer_auth(&key)
+        .json(&serde_json::json!([{"labels": {"alertname": "LastWords", "cluster": "prod"}}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // At once: the evaluator has had no tick and the outbox worker no pass yet.
+    server.shutdown(Duration::from_secs(10)).await;
+    let msg = receiver
+        .rx
+        .try_recv()
+        .expect("the notification was sent before the service stopped");
+    assert_eq!(msg["commonLabels"]["alertname"], "LastWords");
+}
