@@ -133,12 +133,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(500));
-    let pem = std::fs::read(&cert).unwrap();
-    let der = rustls_pemfile::certs(&mut pem.as_slice())
-        .next()
-        .unwrap()
-        .unwrap();
-    let fingerprint = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&der));
+    let fingerprint = foresight_ingest::tls::fingerprint_of(&cert).unwrap();
     let (idle_rss, _) = rss_kib(pid);
 
     let rt = tokio::runtime::Builder::new_multi_thread()

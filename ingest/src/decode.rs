@@ -437,6 +437,22 @@ impl Otlp {
         Ok(())
     }
 
+    /// The `_sum` (when known) and `_count` series of a histogram or summary point.
+    fn sum_and_count(
+        &mut self,
+        name: &str,
+        base: &[Label],
+        attrs: &[KeyValue],
+        t: u64,
+        sum: Option<f64>,
+        count: u64,
+    ) -> Result<(), ApiError> {
+        if let Some(sum) = sum {
+            self.push(format!("{name}_sum"), base, attrs, None, t, sum)?;
+        }
+        self.push(format!("{name}_count"), base, attrs, None, t, count as f64)
+    }
+
     fn metric(
         &mut self,
         base: &[Label],
@@ -486,17 +502,7 @@ impl Otlp {
                             cumulative as f64,
                         )?;
                     }
-                    if let Some(sum) = p.sum {
-                        self.push(format!("{name}_sum"), base, &p.attributes, None, t, sum)?;
-                    }
-                    self.push(
-                        format!("{name}_count"),
-                        base,
-                        &p.attributes,
-                        None,
-                        t,
-                        p.count as f64,
-                    )?;
+                    self.sum_and_count(&name, base, &p.attributes, t, p.sum, p.count)?;
                 }
             }
             Some(metric::Data::ExponentialHistogram(h)) => {
@@ -505,17 +511,7 @@ impl Otlp {
                         continue;
                     }
                     let t = p.time_unix_nano;
-                    if let Some(sum) = p.sum {
-                        self.push(format!("{name}_sum"), base, &p.attributes, None, t, sum)?;
-                    }
-                    self.push(
-                        format!("{name}_count"),
-                        base,
-                        &p.attributes,
-                        None,
-                        t,
-                        p.count as f64,
-                    )?;
+                    self.sum_and_count(&name, base, &p.attributes, t, p.sum, p.count)?;
                 }
             }
             Some(metric::Data::Summary(s)) => {
@@ -534,15 +530,7 @@ impl Otlp {
                             q.value,
                         )?;
                     }
-                    self.push(format!("{name}_sum"), base, &p.attributes, None, t, p.sum)?;
-                    self.push(
-                        format!("{name}_count"),
-                        base,
-                        &p.attributes,
-                        None,
-                        t,
-                        p.count as f64,
-                    )?;
+                    self.sum_and_count(&name, base, &p.attributes, t, Some(p.sum), p.count)?;
                 }
             }
             None => {}

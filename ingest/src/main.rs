@@ -408,13 +408,15 @@ fn check_config(path: Option<&PathBuf>) -> anyhow::Result<()> {
         .map(|n| n.receivers.len())
         .map_err(|e| problems.push(e))
         .unwrap_or(0);
-    for f in [&cfg.tls.cert_file, &cfg.tls.key_file]
-        .into_iter()
-        .flatten()
+    if let Some(cert) = &cfg.tls.cert_file
+        && let Err(e) = foresight_ingest::tls::fingerprint_of(cert)
     {
-        if let Err(e) = std::fs::read(f) {
-            problems.push(format!("tls: {}: {e}", f.display()));
-        }
+        problems.push(format!("tls.cert_file: {e}"));
+    }
+    if let Some(key) = &cfg.tls.key_file
+        && let Err(e) = std::fs::read(key)
+    {
+        problems.push(format!("tls.key_file: {}: {e}", key.display()));
     }
     if !problems.is_empty() {
         println!("{name}: FAILED");

@@ -67,17 +67,8 @@ pub fn load_or_generate(
             ));
         }
     };
-    let certs: Vec<CertificateDer<'static>> = {
-        let pem = std::fs::read(&cert_path)
-            .map_err(|e| TlsError(format!("{}: {e}", cert_path.display())))?;
-        rustls_pemfile::certs(&mut pem.as_slice())
-            .collect::<Result<_, _>>()
-            .map_err(|e| TlsError(format!("{}: {e}", cert_path.display())))?
-    };
-    let leaf = certs
-        .first()
-        .ok_or_else(|| TlsError(format!("{}: no certificate found", cert_path.display())))?;
-    let fingerprint = foresight_reporter::tls::fingerprint(leaf.as_ref());
+    let certs = read_certs(&cert_path)?;
+    let fingerprint = foresight_reporter::tls::fingerprint(certs[0].as_ref());
     let key: PrivateKeyDer<'static> = {
         let pem = std::fs::read(&key_path)
             .map_err(|e| TlsError(format!("{}: {e}", key_path.display())))?;
@@ -100,6 +91,31 @@ pub fn load_or_generate(
         cert_path,
         generated,
     })
+}
+
+/// The certificates of a PEM file, the leaf first; at least one.
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = std::fs::read(path).map_err(|e| TlsError(format!("{}: {e}", path.display())))?;
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError(format!("{}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(TlsError(format!(
+            "{}: no certificate found",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+/// The SHA-256 fingerprint agents pin, of the leaf certificate in a PEM file.
+///
+/// # Errors
+/// [`TlsError`] naming the file when it cannot be read or holds no certificate.
+pub fn fingerprint_of(cert_path: &Path) -> Result<String, TlsError> {
+    Ok(foresight_reporter::tls::fingerprint(
+        read_certs(cert_path)?[0].as_ref(),
+    ))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {

@@ -113,12 +113,7 @@ async fn sigkill_loses_no_acknowledged_batch_no_pending_for_and_sends_nothing_tw
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let pem = std::fs::read(&cert).unwrap();
-    let der = rustls_pemfile::certs(&mut pem.as_slice())
-        .next()
-        .unwrap()
-        .unwrap();
-    let fingerprint = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&der));
+    let fingerprint = foresight_ingest::tls::fingerprint_of(&cert).unwrap();
     let client = common::client(&fingerprint);
 
     // Three agents send a batch every 100 ms; each retries its sequence until it is
