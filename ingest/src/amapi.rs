@@ -119,7 +119,8 @@ pub async fn post(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<StatusCode, ApiError> {
-    let (_, tenant) = authorize(&state, &headers, Scope::Ingest).await?;
+    let (tenant_id, tenant) = authorize(&state, &headers, Scope::Ingest).await?;
+    crate::http::check_rate(&state, tenant_id)?;
     let posted: Vec<PostableAlert> =
         serde_json::from_slice(&body).map_err(|e| bad(format!("not a list of alerts: {e}")))?;
     let alerts = to_group_alerts(posted, now_ms(), state.resolve_timeout_ms)?;

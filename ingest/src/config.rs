@@ -57,9 +57,23 @@ pub struct ServeConfig {
     /// How much history the query API (`/api/v1/query_range`) can chart, kept in memory
     /// per tenant (default `1h`; the rules' own windows are kept in any case).
     pub query_retention: String,
+    /// How long alert history and delivered or dead notifications are kept (default
+    /// `90d`).
+    pub history_retention: String,
     /// How long a shutdown (SIGTERM, Ctrl-C) may take to finish requests in flight and
     /// send the notifications already queued (default `15s`).
     pub shutdown_timeout: String,
+}
+
+/// How long each kind of data is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retentions {
+    /// Accepted batches in the store.
+    pub batch: std::time::Duration,
+    /// Series in memory for the query API.
+    pub query: std::time::Duration,
+    /// Alert history and finished notifications in the store.
+    pub history: std::time::Duration,
 }
 
 /// The listener's certificate.
@@ -135,6 +149,7 @@ impl Default for ServeConfig {
             limits: Limits::default(),
             batch_retention: "7d".into(),
             query_retention: "1h".into(),
+            history_retention: "90d".into(),
             shutdown_timeout: "15s".into(),
         }
     }
@@ -219,16 +234,17 @@ impl ServeConfig {
             .unwrap_or(std::time::Duration::from_secs(15))
     }
 
-    /// `batch_retention` and `query_retention`.
-    pub fn retentions(&self) -> (std::time::Duration, std::time::Duration) {
+    /// The retention settings.
+    pub fn retentions(&self) -> Retentions {
         let d = |s: &str, default: u64| {
             foresight_rules::rulefile::parse_duration(s)
                 .unwrap_or(std::time::Duration::from_secs(default))
         };
-        (
-            d(&self.batch_retention, 7 * 86_400),
-            d(&self.query_retention, 3600),
-        )
+        Retentions {
+            batch: d(&self.batch_retention, 7 * 86_400),
+            query: d(&self.query_retention, 3600),
+            history: d(&self.history_retention, 90 * 86_400),
+        }
     }
 
     /// `shutdown_timeout`.
@@ -298,6 +314,7 @@ impl ServeConfig {
         for (field, v) in [
             ("batch_retention", &self.batch_retention),
             ("query_retention", &self.query_retention),
+            ("history_retention", &self.history_retention),
             ("shutdown_timeout", &self.shutdown_timeout),
         ] {
             if let Err(e) = foresight_rules::rulefile::parse_duration(v) {

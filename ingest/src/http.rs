@@ -89,6 +89,23 @@ pub(crate) fn check_rate(state: &AppState, tenant_id: i64) -> Result<(), ApiErro
     })
 }
 
+/// One log event per request: at debug level, or warn for server errors (the query
+/// string is left out: it may hold a tenant's PromQL).
+async fn log_request(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    if resp.status().is_server_error() {
+        tracing::warn!(%method, path, status, ms, "Request failed.");
+    } else {
+        tracing::debug!(%method, path, status, ms, "Request.");
+    }
+    resp
+}
+
 /// The body-size limit's refusal, in the API's JSON shape and counted (axum's own
 /// answer is plain text).
 async fn body_limit_as_json(
@@ -297,6 +314,7 @@ pub fn router(state: AppState) -> Router {
             get(crate::silences::get_one).delete(crate::silences::expire),
         )
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(log_request))
         .layer(axum::middleware::map_response_with_state(
             state.metrics.clone(),
             body_limit_as_json,

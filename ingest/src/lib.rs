@@ -166,7 +166,6 @@ impl Server {
         let dispatcher = Dispatcher::new(store.clone(), notify, config.external_url.clone());
         let alerts_view = amapi::AlertsView::default();
         let clusters = pipeline::ClustersView::default();
-        let (batch_retention, query_retention) = config.retentions();
         let rule_groups = Arc::new(groups.clone());
         let mut pipeline = pipeline::Pipeline::new(
             groups,
@@ -178,7 +177,7 @@ impl Server {
         )
         .with_view(alerts_view.clone())
         .with_clusters(clusters.clone())
-        .with_retention(batch_retention, query_retention);
+        .with_retention(config.retentions());
         // Alert states and series windows come back before the first request.
         let pipeline =
             tokio::task::spawn_blocking(move || pipeline.restore(http::now_ms()).map(|_| pipeline))

@@ -125,6 +125,8 @@ pub struct Pipeline {
     store: Arc<Store>,
     /// How long batches are kept in the store.
     batch_retention_ms: i64,
+    /// How long alert history and finished notifications are kept.
+    history_retention_ms: i64,
     /// Extra history kept in memory for the query API, beyond what the rules read.
     query_retention_ms: i64,
 }
@@ -157,15 +159,18 @@ impl Pipeline {
             clusters: ClustersView::default(),
             store,
             batch_retention_ms: 7 * 24 * 3_600_000,
+            history_retention_ms: 90 * 24 * 3_600_000,
             query_retention_ms: 0,
         }
     }
 
-    /// Keeps batches for `batch` in the store, and series in memory for at least `query`
-    /// (for the query API) besides what the rules read.
-    pub fn with_retention(mut self, batch: Duration, query: Duration) -> Self {
-        self.batch_retention_ms = batch.as_millis() as i64;
-        self.query_retention_ms = query.as_millis() as i64;
+    /// Keeps batches for `r.batch` and alert history and finished notifications for
+    /// `r.history` in the store, and series in memory for at least `r.query` (for the
+    /// query API) besides what the rules read.
+    pub fn with_retention(mut self, r: crate::config::Retentions) -> Self {
+        self.batch_retention_ms = r.batch.as_millis() as i64;
+        self.history_retention_ms = r.history.as_millis() as i64;
+        self.query_retention_ms = r.query.as_millis() as i64;
         self
     }
 
@@ -292,14 +297,22 @@ impl Pipeline {
         }
     }
 
-    /// Deletes batches past the retention.
-    fn prune_batches(&self, now_ms: i64) {
+    /// Deletes batches, alert history and finished notifications past their retention.
+    fn prune(&self, now_ms: i64) {
         let store = self.store.clone();
-        let before = now_ms - self.batch_retention_ms;
-        match tokio::task::block_in_place(|| store.prune_batches(before)) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(batches = n, "Pruned batches past the retention."),
-            Err(e) => tracing::warn!(error = %e, "Could not prune batches."),
+        let (batches, history) = (
+            now_ms - self.batch_retention_ms,
+            now_ms - self.history_retention_ms,
+        );
+        match tokio::task::block_in_place(|| store.prune(batches, history)) {
+            Ok((0, 0, 0)) => {}
+            Ok((b, h, o)) => tracing::info!(
+                batches = b,
+                history = h,
+                notifications = o,
+                "Pruned what is past its retention."
+            ),
+            Err(e) => tracing::warn!(error = %e, "Could not prune the store."),
         }
     }
 
@@ -566,7 +579,7 @@ impl Pipeline {
                     }
                 },
                 _ = ticker.tick() => self.evaluate(now_ms()),
-                _ = pruner.tick() => self.prune_batches(now_ms()),
+                _ = pruner.tick() => self.prune(now_ms()),
                 _ = async {
                     match flush_in {
                         Some(d) => tokio::time::sleep(d).await,

@@ -305,14 +305,31 @@ impl Store {
         Ok(n)
     }
 
-    /// Deletes batches received before `before_ms`; returns how many.
+    /// Deletes batches received before `batches_before_ms`, and alert history and
+    /// finished (delivered or dead) outbox entries from before `history_before_ms`;
+    /// returns how many of each.
     ///
     /// # Errors
     /// [`Error::Sqlite`].
-    pub fn prune_batches(&self, before_ms: i64) -> Result<usize, Error> {
-        Ok(self
-            .conn()
-            .execute("DELETE FROM batches WHERE received_at_ms < ?1", [before_ms])?)
+    pub fn prune(
+        &self,
+        batches_before_ms: i64,
+        history_before_ms: i64,
+    ) -> Result<(usize, usize, usize), Error> {
+        let conn = self.conn();
+        let batches = conn.execute(
+            "DELETE FROM batches WHERE received_at_ms < ?1",
+            [batches_before_ms],
+        )?;
+        let history = conn.execute(
+            "DELETE FROM alert_history WHERE at_ms < ?1",
+            [history_before_ms],
+        )?;
+        let outbox = conn.execute(
+            "DELETE FROM outbox WHERE status IN ('delivered', 'dead') AND created_at_ms < ?1",
+            [history_before_ms],
+        )?;
+        Ok((batches, history, outbox))
     }
 
     /// Saves tenants' alert states (JSON) and the transitions since the last save, in one
@@ -953,6 +970,44 @@ mod tests {
             BatchOutcome::Duplicate
         );
         assert_eq!(store.batch_count(t).unwrap(), 1);
+    }
+
+    #[test]
+    fn pruning_keeps_what_is_inside_the_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let t = store.ensure_tenant("acme").unwrap();
+        store.insert_batch(t, "a1", 1, "c", b"x").unwrap();
+        store.insert_batch(t, "a1", 2, "c", b"x").unwrap();
+        let entry = HistoryEntry {
+            tenant: "acme".into(),
+            fingerprint: "f".into(),
+            alertname: "A".into(),
+            labels: Default::default(),
+            state: "firing".into(),
+            at_ms: 1_000,
+        };
+        store
+            .save_alert_states(
+                &[],
+                &[
+                    entry.clone(),
+                    HistoryEntry {
+                        at_ms: 5_000,
+                        ..entry
+                    },
+                ],
+                5_000,
+            )
+            .unwrap();
+        let now = now_ms();
+        // Batches received now are inside a retention that began a minute ago.
+        assert_eq!(store.prune(now - 60_000, 2_000).unwrap(), (0, 1, 0));
+        assert_eq!(store.batch_count(t).unwrap(), 2);
+        assert_eq!(store.alert_history("acme", None, 0, 10).unwrap().len(), 1);
+        // ... and outside one that begins after them.
+        assert_eq!(store.prune(now + 1, 2_000).unwrap(), (2, 0, 0));
+        assert_eq!(store.batch_count(t).unwrap(), 0);
     }
 
     #[test]

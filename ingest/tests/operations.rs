@@ -115,3 +115,76 @@ async fn shutdown_sends_what_was_queued() {
         .expect("the notification was sent before the service stopped");
     assert_eq!(msg["commonLabels"]["alertname"], "LastWords");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_rebuilds_the_series_windows_from_stored_batches() {
+    use foresight_proto::Message;
+    use foresight_proto::v1::{Resource, Sample, Series, TelemetryBatch};
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_plain_server(dir.path(), "127.0.0.1:0").await;
+    let key = server.store.create_key("acme").unwrap();
+    let client = common::client(&server.fingerprint);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    for (seq, ago) in [(1u64, 120_000i64), (2, 60_000), (3, 0)] {
+        let batch = TelemetryBatch {
+            resource: Some(Resource {
+                agent_instance_id: "agent".into(),
+                ..Default::default()
+            }),
+            sequence: seq,
+            series: vec![Series {
+                name: "replayed_total".into(),
+                labels: vec![],
+                samples: vec![Sample {
+                    timestamp_ms: now - ago,
+                    value: seq as f64 * 60.0,
+                }],
+            }],
+            ..Default::default()
+        };
+        let resp = client
+            .post(format!("https://{}/v1/telemetry", server.addr))
+            .bearer_auth(&key)
+            .body(batch.encode_to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+    }
+    let query = |addr: std::net::SocketAddr| {
+        let (client, key) = (client.clone(), key.clone());
+        async move {
+            let v: serde_json::Value = client
+                .get(format!(
+                    "https://{addr}/api/v1/query?query=count_over_time(replayed_total%5B5m%5D)&time={}",
+                    now / 1000 + 1
+                ))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["data"]["result"][0]["value"][1]
+                .as_str()
+                .map(str::to_string)
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while query(server.addr).await.as_deref() != Some("3") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "samples never visible"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.shutdown(Duration::from_secs(10)).await;
+
+    // A new process on the same data dir has the window back before any agent sends.
+    let server = common::start_plain_server(dir.path(), "127.0.0.1:0").await;
+    assert_eq!(query(server.addr).await.as_deref(), Some("3"));
+}
