@@ -24,14 +24,32 @@ groups:
     for: 8s
 "#;
 
-fn start(bin: &str, config: &Path) -> Child {
-    Command::new(bin)
-        .args(["serve", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("foresight starts")
+/// The service process; killed when dropped, so that a failing test leaves none behind.
+struct Service(Child);
+
+impl Service {
+    fn kill(&mut self) {
+        let _ = self.0.kill(); // SIGKILL
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn start(bin: &str, config: &Path) -> Service {
+    Service(
+        Command::new(bin)
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("foresight starts"),
+    )
 }
 
 fn batch(agent: &str, seq: u64) -> Vec<u8> {
@@ -160,8 +178,7 @@ async fn sigkill_loses_no_acknowledged_batch_no_pending_for_and_sends_nothing_tw
     .await;
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    child.kill();
     let killed_at = std::time::SystemTime::now();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let restarted = Instant::now();
@@ -218,8 +235,7 @@ async fn sigkill_loses_no_acknowledged_batch_no_pending_for_and_sends_nothing_tw
         "each alert is notified once, across the restart (first: {first})"
     );
 
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     let store = foresight_ingest::Store::open(&data.path().join("data")).unwrap();
     let tenant = store.ensure_tenant("acme").unwrap();
     let stored: BTreeSet<(String, u64)> =

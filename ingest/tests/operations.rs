@@ -49,6 +49,19 @@ fn check_config_reports_success_and_every_problem() {
     assert!(stdout.contains("missing.yml"), "{stdout}");
 }
 
+/// Kills the process when the test fails before it ended, so that none is left behind.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
+}
+
 #[test]
 fn json_logs_and_sigterm_end_the_service_cleanly() {
     let dir = tempfile::tempdir().unwrap();
@@ -66,6 +79,7 @@ fn json_logs_and_sigterm_end_the_service_cleanly() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let _guard = KillOnDrop(child.id());
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     // Startup logs are JSON objects with a level and a message.
     let first = loop {
