@@ -94,8 +94,9 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Largest body after decompression, in bytes (default 64 MiB).
     pub max_decompressed_bytes: usize,
-    /// Largest ratio of decompressed to sent size (default 200): a small body inflating
-    /// far beyond what telemetry compresses to is a decompression bomb.
+    /// Largest ratio of decompressed to sent size for bodies that inflate past
+    /// `max_body_bytes` (default 200): a small body inflating far beyond what telemetry
+    /// compresses to is a decompression bomb.
     pub max_decompression_ratio: usize,
     /// Most series in one batch (default 200000).
     pub max_series_per_batch: usize,

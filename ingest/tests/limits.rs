@@ -62,8 +62,8 @@ async fn each_limit_answers_with_its_status_and_names_itself() {
             data_dir: dir.path().to_path_buf(),
             builtin_rules: false,
             limits: Limits {
-                max_body_bytes: 256 << 10,
-                max_decompressed_bytes: 64 << 10,
+                max_body_bytes: 32 << 10,
+                max_decompressed_bytes: 512 << 10,
                 max_decompression_ratio: 50,
                 max_series_per_batch: 10,
                 max_labels_per_series: 4,
@@ -110,10 +110,11 @@ async fn each_limit_answers_with_its_status_and_names_itself() {
     let zstd = |b: &[u8]| zstd::bulk::compress(b, 3).unwrap();
     let long = "x".repeat(65);
     let cases: Vec<(&str, Vec<u8>, Option<&str>, &str)> = vec![
-        ("t1", noise(300 << 10), None, "body_too_large"),
+        ("t1", noise(40 << 10), None, "body_too_large"),
+        // 20 KiB that do not compress and 580 KiB that do: a plausible ratio, too big.
         (
             "t2",
-            zstd(&noise(70 << 10)),
+            zstd(&[noise(20 << 10), vec![0u8; 580 << 10]].concat()),
             Some("zstd"),
             "decompressed_too_large",
         ),
