@@ -91,20 +91,28 @@ fn param<'a>(p: &'a [(String, String)], name: &str) -> Option<&'a str> {
     p.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
+/// Times beyond this many ms from 1970 are refused, so that windows and steps around
+/// them cannot overflow (about 285,000 years either way).
+const MAX_ABS_TIME_MS: i64 = 1 << 53;
+
 /// A time as Prometheus accepts it: Unix seconds (with a fraction) or RFC 3339.
 fn parse_time(name: &str, s: &str) -> Result<i64, PromError> {
-    if let Ok(secs) = s.parse::<f64>()
-        && secs.is_finite()
-    {
-        return Ok((secs * 1000.0).round() as i64);
+    let invalid = || {
+        PromError::bad(format!(
+            "invalid parameter {name:?}: cannot parse {s:?} to a valid timestamp"
+        ))
+    };
+    let ms = match s.parse::<f64>() {
+        Ok(secs) if secs.is_finite() => (secs * 1000.0).round() as i64,
+        _ => s
+            .parse::<jiff::Timestamp>()
+            .map(|t| t.as_millisecond())
+            .map_err(|_| invalid())?,
+    };
+    if ms.abs() > MAX_ABS_TIME_MS {
+        return Err(invalid());
     }
-    s.parse::<jiff::Timestamp>()
-        .map(|t| t.as_millisecond())
-        .map_err(|_| {
-            PromError::bad(format!(
-                "invalid parameter {name:?}: cannot parse {s:?} to a valid timestamp"
-            ))
-        })
+    Ok(ms)
 }
 
 /// A step or duration: seconds (with a fraction) or a Prometheus duration.
@@ -112,10 +120,10 @@ fn parse_step(s: &str) -> Result<i64, PromError> {
     if let Ok(secs) = s.parse::<f64>()
         && secs.is_finite()
     {
-        return Ok((secs * 1000.0).round() as i64);
+        return Ok(((secs * 1000.0).round() as i64).min(MAX_ABS_TIME_MS));
     }
     foresight_rules::rulefile::parse_duration(s)
-        .map(|d| d.as_millis() as i64)
+        .map(|d| d.as_millis().min(MAX_ABS_TIME_MS as u128) as i64)
         .map_err(|_| {
             PromError::bad(format!(
                 "invalid parameter \"step\": cannot parse {s:?} to a valid duration"
@@ -263,7 +271,7 @@ pub async fn query_range(
             "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
         ));
     }
-    if (end - start) / step > MAX_POINTS {
+    if end.saturating_sub(start) / step > MAX_POINTS {
         return Err(PromError::bad(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
@@ -288,7 +296,10 @@ pub async fn query_range(
                     ));
                 }
             }
-            t += step;
+            match t.checked_add(step) {
+                Some(next) => t = next,
+                None => break,
+            }
         }
         Ok(json!({
             "resultType": "matrix",
@@ -536,6 +547,13 @@ pub async fn rules(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_beyond_the_representable_range_are_refused() {
+        assert!(parse_time("t", "1e300").is_err());
+        assert!(parse_time("t", "-1e15").is_err());
+        assert_eq!(parse_step("1e300").unwrap(), MAX_ABS_TIME_MS);
+    }
 
     #[test]
     fn times_and_steps_parse_as_prometheus_accepts_them() {
