@@ -521,7 +521,12 @@ impl Pipeline {
     /// Answers a query on this task, which owns the series.
     fn query(&self, q: Query) {
         let t = self.tenants.get(&q.tenant).map(|t| (&t.series, &t.engine));
-        (q.run)(t);
+        let run = q.run;
+        // Queries only read: should one panic, the series are intact and the evaluator
+        // goes on (the caller sees its answer channel closed).
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || run(t))).is_err() {
+            tracing::error!(tenant = %q.tenant, "A query panicked; the evaluator goes on.");
+        }
     }
 
     /// Evaluates every tenant's rules at `ts_ms` and enqueues the notifications due.

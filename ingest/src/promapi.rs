@@ -26,6 +26,26 @@ use crate::tenants::{Scope, authorize};
 /// Most points a range query may return per series, as Prometheus allows.
 const MAX_POINTS: i64 = 11_000;
 
+/// Most instants one query may evaluate (points times subquery steps): queries run on
+/// the evaluator's task, so one tenant's costly query must not hold up everyone's rules.
+const MAX_EVALUATIONS: u64 = 2_000_000;
+
+/// Refuses an expression that would evaluate more than [`MAX_EVALUATIONS`] instants over
+/// `points` points.
+fn check_cost(expr: &promql_parser::parser::Expr, points: u64) -> Result<(), PromError> {
+    let n = foresight_rules::promql::evaluation_steps(expr).saturating_mul(points);
+    if n > MAX_EVALUATIONS {
+        return Err(PromError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            kind: "execution",
+            message: format!(
+                "query would evaluate {n} instants (points times subquery steps); at most {MAX_EVALUATIONS}: use a coarser step or a shorter range"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// An error in Prometheus' shape: `{"status":"error","errorType":...,"error":...}`.
 #[derive(Debug)]
 pub struct PromError {
@@ -221,6 +241,7 @@ pub async fn query(
         Some(s) => parse_time("time", s)?,
         None => now_ms(),
     };
+    check_cost(&expr, 1)?;
     let data = on_pipeline(&state, tenant, move |series| {
         let empty = SeriesStore::new(0);
         let store = series.map(|(s, _)| s).unwrap_or(&empty);
@@ -276,6 +297,7 @@ pub async fn query_range(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
     }
+    check_cost(&expr, (end.saturating_sub(start) / step) as u64 + 1)?;
     let data = on_pipeline(&state, tenant, move |series| -> Result<Value, PromError> {
         let empty = SeriesStore::new(0);
         let store = series.map(|(s, _)| s).unwrap_or(&empty);
@@ -547,6 +569,20 @@ pub async fn rules(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn costly_queries_are_refused_before_they_run() {
+        let e = |q: &str| foresight_rules::promql::parse_supported(q).unwrap();
+        // A month of millisecond steps.
+        let err = check_cost(&e("max_over_time(up[30d:1ms])"), 1).unwrap_err();
+        assert_eq!(err.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(err.message.contains("instants"), "{}", err.message);
+        // Grafana's widest chart of an ordinary expression, and of a small subquery.
+        assert!(check_cost(&e("sum by (topic) (rate(x[5m]))"), 11_001).is_ok());
+        assert!(check_cost(&e("max_over_time(rate(x[1m])[5m:15s])"), 11_001).is_ok());
+        // Nested subqueries multiply.
+        assert!(check_cost(&e("max_over_time(max_over_time(x[1h:1s])[1h:1s])"), 1).is_err());
+    }
 
     #[test]
     fn times_beyond_the_representable_range_are_refused() {

@@ -230,6 +230,37 @@ pub fn max_lookback_ms(expr: &Expr) -> i64 {
     }
 }
 
+/// How many instants one evaluation of `expr` evaluates, subqueries counted with their
+/// steps (saturating): what a query API bounds before running a tenant's expression on
+/// the evaluator, since a subquery such as `x[30d:1ms]` is cheap to write and costly to
+/// run.
+pub fn evaluation_steps(expr: &Expr) -> u64 {
+    match expr {
+        Expr::Aggregate(a) => {
+            evaluation_steps(&a.expr).saturating_add(a.param.as_deref().map_or(0, evaluation_steps))
+        }
+        Expr::Unary(u) => evaluation_steps(&u.expr),
+        Expr::Binary(b) => evaluation_steps(&b.lhs).saturating_add(evaluation_steps(&b.rhs)),
+        Expr::Paren(p) => evaluation_steps(&p.expr),
+        Expr::Subquery(s) => {
+            let step = s
+                .step
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(DEFAULT_SUBQUERY_STEP_MS as u64)
+                .max(1);
+            let steps = (s.range.as_millis() as u64 / step).saturating_add(1);
+            steps.saturating_mul(evaluation_steps(&s.expr))
+        }
+        Expr::Call(c) => c
+            .args
+            .args
+            .iter()
+            .map(|a| evaluation_steps(a))
+            .fold(1u64, u64::saturating_add),
+        _ => 1,
+    }
+}
+
 /// Evaluates expressions at instants against one store.
 pub struct Evaluator<'a> {
     store: &'a SeriesStore,
