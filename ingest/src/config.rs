@@ -197,6 +197,11 @@ impl ServeConfig {
             if tree.is_null() {
                 tree = serde_json::json!({});
             }
+            if !tree.is_object() {
+                return Err(Error::Config(vec![format!(
+                    "{name}: the configuration must be a mapping of fields"
+                )]));
+            }
             let mut names = Vec::new();
             for (k, v) in &overrides {
                 let keys: Vec<String> = k["FORESIGHT_".len()..]
@@ -415,6 +420,12 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("evaluation_interval"), "{err}");
+        // A file that is not a mapping is an error, not a panic, when overrides apply.
+        std::fs::write(&path, "- a list\n").unwrap();
+        let err = ServeConfig::load_with_env(Some(&path), env(&[("FORESIGHT_LISTEN", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mapping"), "{err}");
     }
 
     #[test]
