@@ -182,9 +182,7 @@ pub async fn list(
     let silences: Vec<Silence> =
         tokio::task::spawn_blocking(move || foresight_notifier::OutboxStore::silences(&*store, &t))
             .await
-            .map_err(|e| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            })?
+            .map_err(crate::http::internal)?
             .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string()))?;
     let now = now_ms();
     let views = state

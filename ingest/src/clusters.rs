@@ -1,6 +1,8 @@
 //! Foresight's own JSON API for a tenant's view of its fleet: clusters (last seen,
 //! brokers, agent versions, open alerts) and alerts with their history.
 
+use std::collections::HashMap;
+
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -11,32 +13,30 @@ use crate::http::{ApiError, AppState, blocking, now_ms};
 use crate::pipeline::ClusterInfo;
 use crate::tenants::{Scope, authorize};
 
-/// A tenant's open (not resolved) alerts of one cluster, as the dispatcher holds them.
-fn open_alerts(state: &AppState, tenant: &str, cluster: &str) -> Vec<Value> {
+/// A tenant's open (not resolved) alerts by their `cluster` label, read once from what
+/// the dispatcher published.
+fn open_alerts(state: &AppState, tenant: &str) -> HashMap<String, Vec<Value>> {
     let now = now_ms();
-    state
-        .alerts
-        .read()
-        .map(|all| {
-            all.get(tenant)
-                .into_iter()
-                .flatten()
-                .filter(|a| {
-                    !a.alert.resolved_at(now)
-                        && a.alert.labels.get("cluster").map(String::as_str) == Some(cluster)
-                })
-                .map(|a| {
-                    json!({
-                        "labels": a.alert.labels,
-                        "annotations": a.alert.annotations,
-                        "startsAt": foresight_notifier::payload::rfc3339_ms(a.alert.starts_at_ms),
-                        "fingerprint": a.alert.fingerprint,
-                        "inhibited": a.inhibited,
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    let mut by_cluster: HashMap<String, Vec<Value>> = HashMap::new();
+    let Ok(all) = state.alerts.read() else {
+        return by_cluster;
+    };
+    for a in all.get(tenant).into_iter().flatten() {
+        if a.alert.resolved_at(now) {
+            continue;
+        }
+        let Some(cluster) = a.alert.labels.get("cluster") else {
+            continue;
+        };
+        by_cluster.entry(cluster.clone()).or_default().push(json!({
+            "labels": a.alert.labels,
+            "annotations": a.alert.annotations,
+            "startsAt": foresight_notifier::payload::rfc3339_ms(a.alert.starts_at_ms),
+            "fingerprint": a.alert.fingerprint,
+            "inhibited": a.inhibited,
+        }));
+    }
+    by_cluster
 }
 
 fn cluster_json(info: &ClusterInfo, alerts: Vec<Value>) -> Value {
@@ -62,10 +62,11 @@ pub async fn list(
                 .unwrap_or_default()
         })
         .unwrap_or_default();
+    let mut alerts = open_alerts(&state, &tenant);
     Ok(Json(Value::Array(
         clusters
             .iter()
-            .map(|c| cluster_json(c, open_alerts(&state, &tenant, &c.name)))
+            .map(|c| cluster_json(c, alerts.remove(&c.name).unwrap_or_default()))
             .collect(),
     )))
 }
@@ -89,10 +90,10 @@ pub async fn get_one(
                 format!("cluster {name} not found"),
             )
         })?;
-    Ok(Json(cluster_json(
-        &info,
-        open_alerts(&state, &tenant, &name),
-    )))
+    let alerts = open_alerts(&state, &tenant)
+        .remove(&name)
+        .unwrap_or_default();
+    Ok(Json(cluster_json(&info, alerts)))
 }
 
 /// Filters of the alert history.

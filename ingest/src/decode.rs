@@ -14,6 +14,8 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 
+use foresight_rules::promql::format_value;
+
 use crate::config::Limits;
 use crate::http::ApiError;
 
@@ -494,7 +496,7 @@ impl Otlp {
                         let le = p
                             .explicit_bounds
                             .get(i)
-                            .map(|b| format_le(*b))
+                            .map(|b| format_value(*b))
                             .unwrap_or_else(|| "+Inf".into());
                         self.push(
                             format!("{name}_bucket"),
@@ -528,7 +530,7 @@ impl Otlp {
                             name.clone(),
                             base,
                             &p.attributes,
-                            Some(("quantile", format_le(q.quantile))),
+                            Some(("quantile", format_value(q.quantile))),
                             t,
                             q.value,
                         )?;
@@ -549,17 +551,6 @@ fn number(p: &opentelemetry_proto::tonic::metrics::v1::NumberDataPoint) -> Optio
     match p.value? {
         number_data_point::Value::AsDouble(v) => Some(v),
         number_data_point::Value::AsInt(v) => Some(v as f64),
-    }
-}
-
-/// Bucket bounds and quantiles as Prometheus writes them (`0.5`, `1`, `+Inf`).
-fn format_le(v: f64) -> String {
-    if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
     }
 }
 

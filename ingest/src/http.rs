@@ -180,13 +180,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Unix milliseconds now.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use crate::now_ms;
 
 /// An RFC 3339 time of a request field, or a 400 naming the field (with `code`).
 pub(crate) fn rfc3339_field(code: &'static str, field: &str, s: &str) -> Result<i64, ApiError> {
@@ -220,7 +214,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(internal)?
         .map_err(store_error)
 }
 
@@ -322,18 +316,70 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The server-side failure of a step that cannot fail on good input (a task that
+/// panicked, an encoder).
+pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+}
+
+/// A decoded batch re-encoded for the store, for protocols whose bodies are not the
+/// stored format.
+fn stored_form(batch: &TelemetryBatch) -> Result<Vec<u8>, ApiError> {
+    zstd::bulk::compress(&batch.encode_to_vec(), 3).map_err(internal)
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// What every ingest endpoint does around its decoder: authorizes an ingest key, takes a
+/// token from the tenant's bucket, decodes off the async workers (the decoder returns
+/// the batch and its stored form), stores and hands on the batch, and counts the
+/// outcome. Returns the series count and whether the batch was a duplicate.
+async fn ingest(
+    state: AppState,
+    headers: &HeaderMap,
+    decode: impl FnOnce(&Limits) -> Result<(TelemetryBatch, Vec<u8>), ApiError> + Send + 'static,
+) -> Result<(usize, bool), ApiError> {
+    let metrics = state.metrics.clone();
+    let result = async {
+        let (tenant_id, tenant) = authorize(&state, headers, Scope::Ingest).await?;
+        check_rate(&state, tenant_id)?;
+        let limits = state.limits.clone();
+        let (batch, stored) = tokio::task::spawn_blocking(move || decode(&limits))
+            .await
+            .map_err(internal)??;
+        store_batch(&state, tenant_id, tenant, batch, stored).await
+    }
+    .await;
+    match &result {
+        Ok((series, duplicate)) => metrics.accepted(*series, *duplicate),
+        Err(e) => metrics.rejected(e.code),
+    }
+    result
+}
+
+/// `POST /v1/telemetry`: the agent's batches (protobuf; zstd, gzip or identity).
 async fn telemetry(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let metrics = state.metrics.clone();
-    let result = store_telemetry(state, headers, body).await;
-    match &result {
-        Ok((series, duplicate)) => metrics.accepted(*series, *duplicate),
-        Err(e) => metrics.rejected(e.code),
-    }
-    let (series, duplicate) = result?;
+    let encoding = header(&headers, "content-encoding");
+    let (series, duplicate) = ingest(state, &headers, move |limits| {
+        let (batch, raw) = crate::decode::decode_body(encoding.as_deref(), &body, limits)?;
+        // A zstd body is stored as it came.
+        let stored = if encoding.as_deref() == Some("zstd") {
+            body.to_vec()
+        } else {
+            zstd::bulk::compress(&raw, 3).map_err(internal)?
+        };
+        Ok((batch, stored))
+    })
+    .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"accepted": true, "duplicate": duplicate, "series": series})),
@@ -349,45 +395,21 @@ async fn remote_write(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
-    let metrics = state.metrics.clone();
-    let result = store_remote_write(state, headers, body).await;
-    match &result {
-        Ok(series) => metrics.accepted(*series, false),
-        Err(e) => metrics.rejected(e.code),
-    }
-    result.map(|_| StatusCode::NO_CONTENT)
-}
-
-async fn store_remote_write(
-    state: AppState,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<usize, ApiError> {
-    let (tenant_id, tenant) = authorize(&state, &headers, Scope::Ingest).await?;
-    check_rate(&state, tenant_id)?;
-    let encoding = headers
-        .get("content-encoding")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if encoding != "snappy" {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "bad_encoding",
-            "remote write bodies are snappy-compressed (Content-Encoding: snappy)",
-        ));
-    }
-    let limits = state.limits.clone();
-    let batch =
-        tokio::task::spawn_blocking(move || crate::decode::decode_remote_write(&body, &limits))
-            .await
-            .map_err(|e| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            })??;
-    let raw = batch.encode_to_vec();
-    let body_zstd = zstd::bulk::compress(&raw, 3)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    let (series, _) = store_batch(&state, tenant_id, tenant, batch, body_zstd).await?;
-    Ok(series)
+    let snappy = header(&headers, "content-encoding").as_deref() == Some("snappy");
+    ingest(state, &headers, move |limits| {
+        if !snappy {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "bad_encoding",
+                "remote write bodies are snappy-compressed (Content-Encoding: snappy)",
+            ));
+        }
+        let batch = crate::decode::decode_remote_write(&body, limits)?;
+        let stored = stored_form(&batch)?;
+        Ok((batch, stored))
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /v1/metrics`: OTLP/HTTP metrics (protobuf or JSON, identity, gzip or zstd), so
@@ -398,14 +420,17 @@ async fn otlp_metrics(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let metrics = state.metrics.clone();
-    let result = store_otlp(state, headers, body).await;
-    match &result {
-        Ok((series, _)) => metrics.accepted(*series, false),
-        Err(e) => metrics.rejected(e.code),
-    }
-    let (_, json) = result?;
-    Ok(if json {
+    // Checked after the key, like every other refusal.
+    let json = crate::decode::otlp_is_json(header(&headers, "content-type").as_deref());
+    let answer_json = matches!(json, Ok(true));
+    let encoding = header(&headers, "content-encoding");
+    ingest(state, &headers, move |limits| {
+        let batch = crate::decode::decode_otlp(json?, encoding.as_deref(), &body, limits)?;
+        let stored = stored_form(&batch)?;
+        Ok((batch, stored))
+    })
+    .await?;
+    Ok(if answer_json {
         ([("content-type", "application/json")], "{}").into_response()
     } else {
         // The empty message encodes to no bytes.
@@ -415,35 +440,6 @@ async fn otlp_metrics(
         )
             .into_response()
     })
-}
-
-async fn store_otlp(
-    state: AppState,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<(usize, bool), ApiError> {
-    let (tenant_id, tenant) = authorize(&state, &headers, Scope::Ingest).await?;
-    check_rate(&state, tenant_id)?;
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    let json = crate::decode::otlp_is_json(header("content-type").as_deref())?;
-    let encoding = header("content-encoding");
-    let limits = state.limits.clone();
-    let (batch, body_zstd) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let batch = crate::decode::decode_otlp(json, encoding.as_deref(), &body, &limits)?;
-        let stored = zstd::bulk::compress(&batch.encode_to_vec(), 3).map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })?;
-        Ok((batch, stored))
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
-    let (series, _) = store_batch(&state, tenant_id, tenant, batch, body_zstd).await?;
-    Ok((series, json))
 }
 
 /// The OpenAPI document of the HTTP API, written as YAML beside the code.
@@ -511,37 +507,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
     ([("content-type", "text/plain; version=0.0.4")], body).into_response()
 }
 
-/// Decodes, stores and hands on a telemetry batch; returns its series count and whether
-/// it was a duplicate.
-async fn store_telemetry(
-    state: AppState,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<(usize, bool), ApiError> {
-    let (tenant_id, tenant) = authorize(&state, &headers, Scope::Ingest).await?;
-    check_rate(&state, tenant_id)?;
-    let encoding = headers
-        .get("content-encoding")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let limits = state.limits.clone();
-    let (batch, body_zstd) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let (batch, raw) = crate::decode::decode_body(encoding.as_deref(), &body, &limits)?;
-        let stored = if encoding.as_deref() == Some("zstd") {
-            body.to_vec()
-        } else {
-            zstd::bulk::compress(&raw, 3).map_err(|e| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            })?
-        };
-        Ok((batch, stored))
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
-
-    store_batch(&state, tenant_id, tenant, batch, body_zstd).await
-}
-
 /// Stores an accepted batch and hands it to the evaluator; returns its series count and
 /// whether it was a duplicate.
 async fn store_batch(
@@ -574,7 +539,7 @@ async fn store_batch(
         )
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    .map_err(internal)?
     .map_err(|e| ApiError {
         retry_after_secs: Some(5),
         ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string())

@@ -58,6 +58,14 @@ pub enum Error {
     Io(String),
 }
 
+/// Unix milliseconds now.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Loads the configured rule groups: the built-in pack (unless disabled) then the files.
 ///
 /// # Errors
@@ -85,15 +93,9 @@ pub struct Server {
     pub generated_certificate: bool,
     /// The store.
     pub store: Arc<Store>,
-    /// Stops the listener; connections finish their requests.
-    http_cancel: CancellationToken,
-    http: tokio::task::JoinHandle<()>,
-    /// Stops the evaluator after it takes in what is queued and flushes due groups.
-    pipeline_cancel: CancellationToken,
-    pipeline: tokio::task::JoinHandle<()>,
-    /// Stops the delivery worker after a last pass.
-    worker_cancel: CancellationToken,
-    worker: tokio::task::JoinHandle<()>,
+    /// The listener, the evaluator and the delivery worker, in the order shutdown stops
+    /// them, each with the token that tells it to finish.
+    stages: Vec<(CancellationToken, tokio::task::JoinHandle<()>)>,
     shutdown_timeout: Duration,
 }
 
@@ -199,10 +201,7 @@ impl Server {
             client: client.clone(),
             metrics: Arc::default(),
             rate: http::tenant_rate(&config.limits),
-            started_at_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0),
+            started_at_ms: now_ms(),
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(identity.config.clone());
         let http = tokio::spawn(serve_tls(listener, acceptor, app, http_cancel.clone()));
@@ -211,12 +210,11 @@ impl Server {
             fingerprint: identity.fingerprint,
             generated_certificate: identity.generated,
             store,
-            http_cancel,
-            http,
-            pipeline_cancel,
-            pipeline,
-            worker_cancel,
-            worker,
+            stages: vec![
+                (http_cancel, http),
+                (pipeline_cancel, pipeline),
+                (worker_cancel, worker),
+            ],
             shutdown_timeout: config.shutdown_timeout(),
         })
     }
@@ -226,22 +224,11 @@ impl Server {
     /// that are due; the delivery worker makes a last pass over the outbox. What is not
     /// done by the deadline stays in the store for the next start.
     pub async fn shutdown(self, deadline: Duration) {
-        let Server {
-            http_cancel,
-            http,
-            pipeline_cancel,
-            pipeline,
-            worker_cancel,
-            worker,
-            ..
-        } = self;
         let ordered = async move {
-            http_cancel.cancel();
-            let _ = http.await;
-            pipeline_cancel.cancel();
-            let _ = pipeline.await;
-            worker_cancel.cancel();
-            let _ = worker.await;
+            for (cancel, task) in self.stages {
+                cancel.cancel();
+                let _ = task.await;
+            }
         };
         if tokio::time::timeout(deadline, ordered).await.is_err() {
             tracing::warn!(

@@ -2,6 +2,7 @@
 //! evaluation interval each tenant's rules run, and the alerts go to the dispatcher,
 //! which writes the outbox.
 
+use crate::now_ms;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,6 +77,44 @@ pub struct ClusterInfo {
     pub agent_versions: std::collections::BTreeSet<String>,
 }
 
+impl ClusterInfo {
+    /// The facts notifications carry about the cluster.
+    pub fn facts(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("brokers".to_string(), self.brokers.len().to_string()),
+            (
+                "controller".to_string(),
+                if self.controller_id >= 0 {
+                    self.controller_id.to_string()
+                } else {
+                    "none".to_string()
+                },
+            ),
+            ("topics".to_string(), self.topics.to_string()),
+            ("partitions".to_string(), self.partitions.to_string()),
+            (
+                "offline partitions".to_string(),
+                self.offline_partitions.to_string(),
+            ),
+        ])
+    }
+}
+
+/// The `cluster` label of a batch: its cluster name, else its cluster id, else its
+/// snapshot's.
+fn cluster_of(batch: &TelemetryBatch) -> Option<String> {
+    let r = batch.resource.as_ref();
+    [
+        r.map(|r| r.cluster_name.as_str()),
+        r.map(|r| r.cluster_id.as_str()),
+        batch.snapshot.as_ref().map(|s| s.cluster_id.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|s| !s.is_empty())
+    .map(str::to_string)
+}
+
 /// A broker as the last snapshot shows it.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct BrokerInfo {
@@ -129,13 +168,8 @@ pub struct Pipeline {
     history_retention_ms: i64,
     /// Extra history kept in memory for the query API, beyond what the rules read.
     query_retention_ms: i64,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    /// What the rules read back, plus an interval of slack.
+    rules_retention_ms: i64,
 }
 
 impl Pipeline {
@@ -148,6 +182,8 @@ impl Pipeline {
         wake_outbox: Arc<Notify>,
         interval: Duration,
     ) -> Self {
+        let rules_retention_ms =
+            foresight_rules::alerting::retention_ms(&groups) + interval.as_millis() as i64;
         Pipeline {
             groups,
             external_labels,
@@ -158,6 +194,7 @@ impl Pipeline {
             view: AlertsView::default(),
             clusters: ClustersView::default(),
             store,
+            rules_retention_ms,
             batch_retention_ms: 7 * 24 * 3_600_000,
             history_retention_ms: 90 * 24 * 3_600_000,
             query_retention_ms: 0,
@@ -183,9 +220,7 @@ impl Pipeline {
     /// How far back series are kept in memory: what the rules read plus an interval, or
     /// the query retention if longer.
     fn series_retention_ms(&self) -> i64 {
-        let rules = RuleEngine::new(self.groups.clone(), BTreeMap::new()).retention_ms()
-            + self.interval.as_millis() as i64;
-        rules.max(self.query_retention_ms)
+        self.rules_retention_ms.max(self.query_retention_ms)
     }
 
     /// Rebuilds what a restart lost from the store: each tenant's alert states, and the
@@ -377,7 +412,16 @@ impl Pipeline {
     /// snapshot stands for.
     pub fn ingest(&mut self, accepted: Accepted) {
         let batch = accepted.batch;
-        self.note_cluster(&accepted.tenant, &batch);
+        let cluster = cluster_of(&batch);
+        if let Some(name) = &cluster {
+            let facts = self.note_cluster(&accepted.tenant, name, &batch);
+            if batch.snapshot.is_some()
+                && let Some(facts) = facts
+            {
+                self.dispatcher
+                    .set_cluster_context(&accepted.tenant, name, facts);
+            }
+        }
         let resource_labels = batch
             .resource
             .as_ref()
@@ -385,52 +429,8 @@ impl Pipeline {
             .unwrap_or_default();
         let mut derived = Vec::new();
         if let Some(snap) = &batch.snapshot {
-            let mut base = resource_labels.clone().into_iter().collect();
-            let cluster = batch
-                .resource
-                .as_ref()
-                .map(|r| {
-                    if r.cluster_name.is_empty() {
-                        r.cluster_id.clone()
-                    } else {
-                        r.cluster_name.clone()
-                    }
-                })
-                .filter(|c| !c.is_empty())
-                .unwrap_or_else(|| snap.cluster_id.clone());
-            let offline = {
-                let live: std::collections::HashSet<i32> =
-                    snap.brokers.iter().map(|b| b.id).collect();
-                snap.topics
-                    .iter()
-                    .flat_map(|t| &t.partitions)
-                    .filter(|p| p.leader < 0 || !live.contains(&p.leader))
-                    .count()
-            };
-            let facts = BTreeMap::from([
-                ("brokers".to_string(), snap.brokers.len().to_string()),
-                (
-                    "controller".to_string(),
-                    if snap.controller_id >= 0 {
-                        snap.controller_id.to_string()
-                    } else {
-                        "none".to_string()
-                    },
-                ),
-                ("topics".to_string(), snap.topics.len().to_string()),
-                (
-                    "partitions".to_string(),
-                    snap.topics
-                        .iter()
-                        .map(|t| t.partitions.len())
-                        .sum::<usize>()
-                        .to_string(),
-                ),
-                ("offline partitions".to_string(), offline.to_string()),
-            ]);
-            self.dispatcher
-                .set_cluster_context(&accepted.tenant, &cluster, facts);
-            BTreeMap::insert(&mut base, "cluster".to_string(), cluster);
+            let mut base: BTreeMap<String, String> = resource_labels.clone().into_iter().collect();
+            base.insert("cluster".to_string(), cluster.unwrap_or_default());
             let excluded: std::collections::HashSet<&str> =
                 batch.excluded_metrics.iter().map(String::as_str).collect();
             let ts = if snap.collected_at_ms > 0 {
@@ -458,24 +458,23 @@ impl Pipeline {
     }
 
     /// Updates the tenant's cluster facts from a batch.
-    fn note_cluster(&self, tenant: &str, batch: &TelemetryBatch) {
-        let Some(r) = &batch.resource else { return };
-        let name = [&r.cluster_name, &r.cluster_id]
-            .into_iter()
-            .find(|s| !s.is_empty())
-            .cloned()
-            .or_else(|| batch.snapshot.as_ref().map(|s| s.cluster_id.clone()))
-            .filter(|s| !s.is_empty());
-        let Some(name) = name else { return };
-        let Ok(mut all) = self.clusters.write() else {
-            return;
-        };
+    /// Updates what the tenant's cluster `name` is known by from a batch; returns the
+    /// cluster's facts for notifications.
+    fn note_cluster(
+        &self,
+        tenant: &str,
+        name: &str,
+        batch: &TelemetryBatch,
+    ) -> Option<BTreeMap<String, String>> {
+        let r = batch.resource.as_ref()?;
+        let mut all = self.clusters.write().ok()?;
+
         let info = all
             .entry(tenant.to_string())
             .or_default()
-            .entry(name.clone())
+            .entry(name.to_string())
             .or_default();
-        info.name = name;
+        info.name = name.to_string();
         let seen = if batch.created_at_ms > 0 {
             batch.created_at_ms
         } else {
@@ -516,6 +515,7 @@ impl Pipeline {
                 .filter(|p| p.leader < 0 || !live.contains(&p.leader))
                 .count();
         }
+        Some(info.facts())
     }
 
     /// Answers a query on this task, which owns the series.

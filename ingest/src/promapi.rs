@@ -14,7 +14,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use foresight_rules::promql::{Evaluator, Value as PromValue};
+use foresight_rules::promql::{Evaluator, Value as PromValue, format_value, selected_series};
 use foresight_rules::store::Labels;
 use foresight_rules::{RuleEngine, SeriesStore};
 use serde_json::{Value, json};
@@ -160,19 +160,6 @@ fn ts_json(ms: i64) -> Value {
     }
 }
 
-/// A sample value as Prometheus writes it: a string, `+Inf`, `-Inf`, `NaN`.
-fn value_str(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
-    }
-}
-
 fn metric_json(l: &Labels) -> Value {
     Value::Object(
         l.iter()
@@ -181,7 +168,32 @@ fn metric_json(l: &Labels) -> Value {
     )
 }
 
-/// Runs `f` on the evaluator's task against the tenant's series.
+/// A matrix result: each series with its points.
+fn matrix_json<'a>(series: impl Iterator<Item = (&'a Labels, &'a [(i64, f64)])>) -> Value {
+    json!({
+        "resultType": "matrix",
+        "result": series.map(|(l, pts)| json!({
+            "metric": metric_json(l),
+            "values": pts.iter().map(|(t, v)| json!([ts_json(*t), format_value(*v)])).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Runs `f` on the evaluator's task against the tenant's series (none yet: an empty
+/// store).
+async fn on_series<T: Send + 'static>(
+    state: &AppState,
+    tenant: String,
+    f: impl FnOnce(&SeriesStore) -> T + Send + 'static,
+) -> Result<T, PromError> {
+    on_pipeline(state, tenant, move |t| match t {
+        Some((store, _)) => f(store),
+        None => f(&SeriesStore::new(0)),
+    })
+    .await
+}
+
+/// Runs `f` on the evaluator's task against the tenant's series and rule engine.
 async fn on_pipeline<T: Send + 'static>(
     state: &AppState,
     tenant: String,
@@ -242,23 +254,15 @@ pub async fn query(
         None => now_ms(),
     };
     check_cost(&expr, 1)?;
-    let data = on_pipeline(&state, tenant, move |series| {
-        let empty = SeriesStore::new(0);
-        let store = series.map(|(s, _)| s).unwrap_or(&empty);
+    let data = on_series(&state, tenant, move |store| {
         Evaluator::new(store).eval(&expr, t).map(|v| match v {
-            PromValue::Scalar(x) => json!({"resultType": "scalar", "result": [ts_json(t), value_str(x)]}),
+            PromValue::Scalar(x) => json!({"resultType": "scalar", "result": [ts_json(t), format_value(x)]}),
             PromValue::String(s) => json!({"resultType": "string", "result": [ts_json(t), s]}),
             PromValue::Vector(v) => json!({
                 "resultType": "vector",
-                "result": v.iter().map(|s| json!({"metric": metric_json(&s.labels), "value": [ts_json(t), value_str(s.value)]})).collect::<Vec<_>>(),
+                "result": v.iter().map(|s| json!({"metric": metric_json(&s.labels), "value": [ts_json(t), format_value(s.value)]})).collect::<Vec<_>>(),
             }),
-            PromValue::Matrix(m) => json!({
-                "resultType": "matrix",
-                "result": m.iter().map(|s| json!({
-                    "metric": metric_json(&s.labels),
-                    "values": s.points.iter().map(|(t, v)| json!([ts_json(*t), value_str(*v)])).collect::<Vec<_>>(),
-                })).collect::<Vec<_>>(),
-            }),
+            PromValue::Matrix(m) => matrix_json(m.iter().map(|s| (&s.labels, s.points.as_slice()))),
         })
     })
     .await?
@@ -298,9 +302,7 @@ pub async fn query_range(
         ));
     }
     check_cost(&expr, (end.saturating_sub(start) / step) as u64 + 1)?;
-    let data = on_pipeline(&state, tenant, move |series| -> Result<Value, PromError> {
-        let empty = SeriesStore::new(0);
-        let store = series.map(|(s, _)| s).unwrap_or(&empty);
+    let data = on_series(&state, tenant, move |store| -> Result<Value, PromError> {
         let eval = Evaluator::new(store);
         let mut out: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
         let mut t = start;
@@ -323,13 +325,7 @@ pub async fn query_range(
                 None => break,
             }
         }
-        Ok(json!({
-            "resultType": "matrix",
-            "result": out.iter().map(|(l, pts)| json!({
-                "metric": metric_json(l),
-                "values": pts.iter().map(|(t, v)| json!([ts_json(*t), value_str(*v)])).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-        }))
+        Ok(matrix_json(out.iter().map(|(l, pts)| (l, pts.as_slice()))))
     })
     .await??;
     Ok(success(data))
@@ -353,23 +349,6 @@ fn selectors(
         .collect()
 }
 
-fn selected(labels: &Labels, sel: &promql_parser::parser::VectorSelector) -> bool {
-    if let Some(name) = &sel.name
-        && labels.get(foresight_rules::store::METRIC_NAME) != Some(name.as_str())
-    {
-        return false;
-    }
-    let all = |ms: &[promql_parser::label::Matcher]| {
-        ms.iter()
-            .all(|m| m.is_match(labels.get(&m.name).unwrap_or_default()))
-    };
-    if sel.matchers.or_matchers.is_empty() {
-        all(&sel.matchers.matchers)
-    } else {
-        sel.matchers.or_matchers.iter().any(|ms| all(ms))
-    }
-}
-
 /// Label sets of the series matching any selector (all series without one) with a sample
 /// in `[start, end]`, sorted.
 async fn matching_series(
@@ -386,18 +365,24 @@ async fn matching_series(
         .map(|s| parse_time("end", s))
         .transpose()?
         .unwrap_or(i64::MAX);
-    on_pipeline(state, tenant, move |series| {
-        let Some((store, _)) = series else {
-            return Vec::new();
+    on_series(state, tenant, move |store| {
+        let in_range = |s: &&foresight_rules::store::StoredSeries| {
+            matches!(s.at_or_before(end), Some((t, _)) if t >= start)
         };
-        let mut out: Vec<Labels> = store
-            .series_named(None)
-            .filter(|s| sels.is_empty() || sels.iter().any(|sel| selected(&s.labels, sel)))
-            .filter(|s| matches!(s.at_or_before(end), Some((t, _)) if t >= start))
-            .map(|s| s.labels.clone())
-            .collect();
-        out.sort();
-        out
+        let found: BTreeSet<Labels> = if sels.is_empty() {
+            store
+                .series_named(None)
+                .filter(in_range)
+                .map(|s| s.labels.clone())
+                .collect()
+        } else {
+            sels.iter()
+                .flat_map(|sel| selected_series(store, sel))
+                .filter(in_range)
+                .map(|s| s.labels.clone())
+                .collect()
+        };
+        found.into_iter().collect()
     })
     .await
 }
@@ -460,7 +445,7 @@ fn alert_json(a: &foresight_rules::SavedAlert) -> Value {
         "annotations": a.annotations,
         "state": a.state,
         "activeAt": foresight_notifier::payload::rfc3339_ms(a.active_at_ms),
-        "value": value_str(a.value),
+        "value": format_value(a.value),
     })
 }
 
@@ -601,8 +586,8 @@ mod tests {
         assert!(parse_time("t", "yesterday").is_err());
         assert_eq!(parse_step("15").unwrap(), 15_000);
         assert_eq!(parse_step("1m").unwrap(), 60_000);
-        assert_eq!(value_str(f64::INFINITY), "+Inf");
-        assert_eq!(value_str(0.1), "0.1");
+        assert_eq!(format_value(f64::INFINITY), "+Inf");
+        assert_eq!(format_value(0.1), "0.1");
         assert_eq!(ts_json(1_000), json!(1));
         assert_eq!(ts_json(1_500), json!(1.5));
     }

@@ -4,6 +4,7 @@
 //!
 //! Calls block; async callers use `spawn_blocking`.
 
+use crate::now_ms;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -163,13 +164,6 @@ fn migrate(conn: &Connection) -> Result<(), Error> {
 /// is enough: there is nothing to brute-force.
 pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// One alert state change, kept for the alert history API.

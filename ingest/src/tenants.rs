@@ -124,6 +124,15 @@ pub fn valid_tenant_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// The id of an existing tenant.
+fn tenant_id(conn: &rusqlite::Connection, name: &str) -> Result<i64, Error> {
+    conn.query_row("SELECT id FROM tenants WHERE name = ?1", [name], |r| {
+        r.get(0)
+    })
+    .optional()?
+    .ok_or_else(|| Error::NotFound(format!("tenant {name}")))
+}
+
 fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyInfo> {
     Ok(KeyInfo {
         id: r.get(0)?,
@@ -183,6 +192,14 @@ impl Store {
             params![hash_key(&key), key_id(&key), name, now_ms()],
         )?;
         Ok(key)
+    }
+
+    /// The id of an existing tenant.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown tenant; [`Error::Sqlite`].
+    pub fn tenant_id(&self, name: &str) -> Result<i64, Error> {
+        tenant_id(&self.conn(), name)
     }
 
     /// Who holds `key`, if it is valid and not revoked.
@@ -272,10 +289,7 @@ impl Store {
         let conn = self.conn();
         match tenant {
             Some(t) => {
-                let tid: i64 = conn
-                    .query_row("SELECT id FROM tenants WHERE name = ?1", [t], |r| r.get(0))
-                    .optional()?
-                    .ok_or_else(|| Error::NotFound(format!("tenant {t}")))?;
+                let tid = tenant_id(&conn, t)?;
                 let mut stmt = conn.prepare(
                     "SELECT k.prefix, t.name, k.scope, k.name, k.created_at_ms, k.revoked_at_ms
                      FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
@@ -373,10 +387,8 @@ async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, A
             )
         })?;
     let store = state.store.clone();
-    tokio::task::spawn_blocking(move || store.authenticate_key(&key))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string()))?
+    blocking(move || store.authenticate_key(&key))
+        .await?
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -485,12 +497,6 @@ pub async fn create_tenant(
     Ok((StatusCode::CREATED, Json(json!({"name": req.name}))))
 }
 
-async fn existing_tenant(state: &AppState, tenant: &str) -> Result<(), ApiError> {
-    let store = state.store.clone();
-    let t = tenant.to_string();
-    blocking(move || store.keys(Some(&t)).map(|_| ())).await
-}
-
 /// `GET /api/v1/tenants/{tenant}/keys` (operator).
 pub async fn list_tenant_keys(
     State(state): State<AppState>,
@@ -510,7 +516,8 @@ pub async fn create_tenant_key(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     operator(&state, &headers).await?;
-    existing_tenant(&state, &tenant).await?;
+    let (store, t) = (state.store.clone(), tenant.clone());
+    blocking(move || store.tenant_id(&t)).await?;
     create_for(&state, tenant, parse(&body)?).await
 }
 

@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,23 +25,8 @@ groups:
 "#;
 
 /// The service process; killed when dropped, so that a failing test leaves none behind.
-struct Service(Child);
-
-impl Service {
-    fn kill(&mut self) {
-        let _ = self.0.kill(); // SIGKILL
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn start(bin: &str, config: &Path) -> Service {
-    Service(
+fn start(bin: &str, config: &Path) -> common::ChildGuard {
+    common::ChildGuard(
         Command::new(bin)
             .args(["serve", "--config"])
             .arg(config)
@@ -92,11 +77,7 @@ async fn sigkill_loses_no_acknowledged_batch_no_pending_for_and_sends_nothing_tw
     let bin = env!("CARGO_BIN_EXE_foresight");
     let data = tempfile::tempdir().unwrap();
     let mut receiver = common::start_receiver().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let rules = data.path().join("rules.yml");
     std::fs::write(&rules, RULES).unwrap();
     let config = data.path().join("foresight.yml");

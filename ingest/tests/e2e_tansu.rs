@@ -59,11 +59,7 @@ fn tansu_binary() -> String {
 }
 
 async fn start_tansu() -> Tansu {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let url = format!("tcp://127.0.0.1:{port}");
     let child = Command::new(tansu_binary())
         .args([

@@ -1,6 +1,8 @@
 //! Every request limit over real HTTPS: the status (413, 429 with `Retry-After`), a JSON
 //! error naming the limit, and the refusal counted in `/metrics`.
 
+mod common;
+
 use foresight_ingest::config::Limits;
 use foresight_ingest::tenants::Scope;
 use foresight_ingest::{ServeConfig, Server};
@@ -79,12 +81,7 @@ async fn each_limit_answers_with_its_status_and_names_itself() {
     )
     .await
     .unwrap();
-    let client = reqwest::Client::builder()
-        .use_preconfigured_tls(
-            foresight_reporter::tls::client_config(None, Some(&server.fingerprint)).unwrap(),
-        )
-        .build()
-        .unwrap();
+    let client = common::client(&server.fingerprint);
     let url = format!("https://{}/v1/telemetry", server.addr);
     let send = |tenant: &str, body: Vec<u8>, encoding: Option<&str>| {
         // One tenant per case, so that the rate limit does not decide the others.

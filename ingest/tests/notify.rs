@@ -2,6 +2,8 @@
 //! installed by `scripts/test-deps.sh`), an HTTP server that speaks the Slack Web API,
 //! and webhooks that fail; with the real SQLite store behind the outbox.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,12 +50,7 @@ fn alert(name: &str, state: AlertState, extra: &[(&str, &str)]) -> Alert {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
+use common::now_ms;
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -115,11 +112,7 @@ fn start_smtp() -> Smtp {
 
 /// aiosmtpd with extra arguments (for example `--tlscert` and `--tlskey` for STARTTLS).
 fn start_smtp_with(extra: &[&std::ffi::OsStr]) -> Smtp {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let maildir = tempfile::tempdir().unwrap();
     let child = std::process::Command::new("python3")
         .args(["-m", "aiosmtpd", "-n", "-l"])
@@ -328,10 +321,7 @@ async fn slack_api(posts: Arc<Mutex<Vec<serde_json::Value>>>) -> std::net::Socke
             },
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+    common::serve(app).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -438,9 +428,7 @@ async fn flaky_webhook(
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = common::serve(app).await;
     (addr, seen)
 }
 
@@ -495,11 +483,7 @@ async fn a_webhook_failing_twice_gets_the_notification_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_that_never_answers_ends_dead_with_its_error() {
     // A port with nothing listening: every attempt is refused.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let mut s = setup(
         &webhook_config(&format!("http://127.0.0.1:{port}/hook")),
         fast_retries(3),
@@ -614,9 +598,7 @@ async fn a_webhook_payload_template_shapes_the_body_for_other_receivers() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = common::serve(app).await;
     // The body comes from a `define` in a templates file, as Alertmanager users keep them.
     let tmpl = tempfile::tempdir().unwrap();
     std::fs::write(

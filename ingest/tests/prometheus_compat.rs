@@ -5,28 +5,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use foresight_proto::Message;
 use foresight_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn series(labels: &[(&str, &str)], samples: Vec<(i64, f64)>) -> TimeSeries {
     TimeSeries {
@@ -172,10 +155,10 @@ fn close(a: f64, b: f64) -> bool {
 async fn range_queries_answer_as_prometheus_does() {
     let dir = tempfile::tempdir().unwrap();
     // Prometheus with its remote-write receiver, on loopback.
-    let prom_port = free_port();
+    let prom_port = common::free_port();
     let prom_cfg = dir.path().join("prometheus.yml");
     std::fs::write(&prom_cfg, "global:\n  scrape_interval: 1h\n").unwrap();
-    let _prom = Killed(
+    let _prom = common::ChildGuard(
         Command::new("prometheus")
             .arg(format!("--config.file={}", prom_cfg.display()))
             .arg(format!(

@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,9 +64,7 @@ async fn recorder() -> (String, Arc<Mutex<Vec<Value>>>) {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = common::serve(app).await;
     (format!("http://{addr}"), seen)
 }
 
@@ -97,23 +95,6 @@ inhibit_rules:
     )
 }
 
-struct Alertmanager(Child);
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn alert(name: &str, broker: &str, severity: &str, resolved: bool) -> Value {
     let now = jiff::Timestamp::now();
     let ends = if resolved {
@@ -135,9 +116,9 @@ async fn foresight_notifies_what_alertmanager_notifies() {
     let (fs_hooks, fs_seen) = recorder().await;
     let data = tempfile::tempdir().unwrap();
 
-    let am_port = free_port();
+    let am_port = common::free_port();
     std::fs::write(data.path().join("am.yml"), config(&am_hooks)).unwrap();
-    let am = Alertmanager(
+    let am = common::ChildGuard(
         Command::new("prometheus-alertmanager")
             .arg(format!(
                 "--config.file={}",

@@ -4,6 +4,8 @@
 //! subscriptions, keys and series are 404 or absent. Every endpoint is in the OpenAPI
 //! document.
 
+mod common;
+
 use std::time::Duration;
 
 use foresight_ingest::tenants::Scope;
@@ -22,12 +24,7 @@ enum Need {
     Operator,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
+use common::now_ms;
 
 fn batch(agent: &str, seq: u64, cluster: &str, metric: &str) -> Vec<u8> {
     let now = now_ms();
@@ -167,7 +164,7 @@ async fn every_endpoint_is_scoped_to_the_key_and_its_tenant() {
     let globex_read = store.create_scoped_key("globex", Scope::Read, "").unwrap();
     let operator = store.create_operator_key("root").unwrap();
     let api = Api {
-        client: foresight_ingest_test_client(&server.fingerprint),
+        client: common::client(&server.fingerprint),
         base: format!("https://{}", server.addr),
     };
 
@@ -690,13 +687,4 @@ async fn every_endpoint_is_scoped_to_the_key_and_its_tenant() {
         )
         .await;
     assert_eq!(status, 401);
-}
-
-fn foresight_ingest_test_client(fingerprint: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .use_preconfigured_tls(
-            foresight_reporter::tls::client_config(None, Some(fingerprint)).unwrap(),
-        )
-        .build()
-        .unwrap()
 }

@@ -99,6 +99,17 @@ pub struct Evaluation {
     pub errors: Vec<String>,
 }
 
+/// How much history, in ms, a store must keep for `groups`: their longest read-back, and
+/// at least the lookback delta.
+pub fn retention_ms<'a>(groups: impl IntoIterator<Item = &'a Group>) -> i64 {
+    groups
+        .into_iter()
+        .map(Group::max_lookback_ms)
+        .max()
+        .unwrap_or(0)
+        .max(crate::promql::LOOKBACK_MS)
+}
+
 /// The loaded rule groups of one tenant and their alert states.
 #[derive(Debug, Clone)]
 pub struct RuleEngine {
@@ -145,17 +156,7 @@ impl RuleEngine {
 
     /// How much history, in ms, the store must keep for these rules.
     pub fn retention_ms(&self) -> i64 {
-        self.groups
-            .iter()
-            .map(|(g, _)| g.max_lookback_ms())
-            .max()
-            .unwrap_or(0)
-            .max(crate::promql::LOOKBACK_MS)
-    }
-
-    /// The rule groups, in evaluation order.
-    pub fn groups(&self) -> impl Iterator<Item = &Group> {
-        self.groups.iter().map(|(g, _)| g)
+        retention_ms(self.groups.iter().map(|(g, _)| g))
     }
 
     /// Every alert's state, for saving.

@@ -1450,8 +1450,9 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Formats a value as Go's `strconv.FormatFloat(v, 'f', -1, 64)`.
-fn format_value(v: f64) -> String {
+/// Formats a value as Go's `strconv.FormatFloat(v, 'f', -1, 64)`, as Prometheus writes
+/// sample values in its API and `le`/`quantile` label values.
+pub fn format_value(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {
@@ -1567,6 +1568,17 @@ fn map_values(v: Vec<Sample>, f: impl Fn(f64) -> f64) -> Vec<Sample> {
             value: f(s.value),
         })
         .collect()
+}
+
+/// The series of `store` a series selector (`up{job="kafka"}`) selects, whatever their
+/// samples' times: what the query API's `series`, `labels` and label values list.
+pub fn selected_series<'a>(
+    store: &'a SeriesStore,
+    selector: &'a promql_parser::parser::VectorSelector,
+) -> impl Iterator<Item = &'a crate::store::StoredSeries> + 'a {
+    store
+        .series_named(selector.name.as_deref())
+        .filter(move |s| series_matches(&s.labels, &selector.matchers))
 }
 
 fn series_matches(labels: &Labels, matchers: &Matchers) -> bool {

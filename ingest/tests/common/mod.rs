@@ -21,6 +21,49 @@ pub struct Receiver {
     pub rx: mpsc::UnboundedReceiver<serde_json::Value>,
 }
 
+/// A child process (a broker, Prometheus, Alertmanager, the service) killed when the
+/// test ends, passed or failed.
+pub struct ChildGuard(pub std::process::Child);
+
+impl ChildGuard {
+    /// Kills it now (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A loopback port nothing listens on (for a moment).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Serves `app` on a loopback port; returns its address.
+pub async fn serve(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
 pub async fn start_receiver() -> Receiver {
     let (tx, rx) = mpsc::unbounded_channel();
     let app = axum::Router::new().route(
@@ -45,9 +88,7 @@ pub async fn start_receiver() -> Receiver {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve(app).await;
     Receiver {
         url: format!("http://{addr}/hook"),
         rx,
