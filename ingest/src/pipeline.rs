@@ -170,6 +170,9 @@ pub struct Pipeline {
     query_retention_ms: i64,
     /// What the rules read back, plus an interval of slack.
     rules_retention_ms: i64,
+    /// Per tenant and cluster, when the last snapshot whose series were derived was
+    /// taken (see [`Pipeline::ingest`]).
+    derived_at_ms: HashMap<(String, String), i64>,
 }
 
 impl Pipeline {
@@ -193,6 +196,7 @@ impl Pipeline {
             interval,
             view: AlertsView::default(),
             clusters: ClustersView::default(),
+            derived_at_ms: HashMap::new(),
             store,
             rules_retention_ms,
             batch_retention_ms: 7 * 24 * 3_600_000,
@@ -428,7 +432,25 @@ impl Pipeline {
             .map(|r| r.labels.clone())
             .unwrap_or_default();
         let mut derived = Vec::new();
-        if let Some(snap) = &batch.snapshot {
+        // One agent runs beside each broker, and each sends the whole cluster's
+        // snapshot: the series of at most one snapshot per cluster and half evaluation
+        // interval are derived, the first to arrive, so that three agents neither
+        // triple the samples of a series nor write into each other's past. (Rules read
+        // a cluster's series once per interval; more snapshots would say nothing new.)
+        let snapshot = batch.snapshot.as_ref().filter(|snap| {
+            let Some(name) = &cluster else { return true };
+            let taken = snap.collected_at_ms;
+            let key = (accepted.tenant.clone(), name.clone());
+            let min_gap = (self.interval.as_millis() / 2) as i64;
+            match self.derived_at_ms.get(&key) {
+                Some(last) if taken < last + min_gap => false,
+                _ => {
+                    self.derived_at_ms.insert(key, taken);
+                    true
+                }
+            }
+        });
+        if let Some(snap) = snapshot {
             let mut base: BTreeMap<String, String> = resource_labels.clone().into_iter().collect();
             base.insert("cluster".to_string(), cluster.unwrap_or_default());
             let excluded: std::collections::HashSet<&str> =

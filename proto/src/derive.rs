@@ -180,8 +180,8 @@ pub fn snapshot_series(
                 ("partition", pid.as_str()),
             ];
             out.push("kafka_consumergroup_current_offset", &l, o.offset as f64);
-            if let Some(h) = hw.get(&(o.topic.as_str(), o.partition)) {
-                let lag = (h - o.offset).max(0);
+            if let Some(ends) = hw.get(&(o.topic.as_str(), o.partition)) {
+                let lag = ends.lag(o.offset);
                 out.push("kafka_consumergroup_lag", &l, lag as f64);
                 *sums.entry(o.topic.as_str()).or_default() += lag;
             }
@@ -197,14 +197,45 @@ pub fn snapshot_series(
     out.finish()
 }
 
-/// High watermark per `(topic, partition)`.
-pub fn high_watermarks(snap: &ClusterSnapshot) -> HashMap<(&str, i32), i64> {
+/// A partition's ends: the high watermark and, where known, the last stable offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ends {
+    /// The high watermark (`read_uncommitted` ListOffsets latest).
+    pub high_watermark: i64,
+    /// The last stable offset (`read_committed` ListOffsets latest).
+    pub last_stable_offset: Option<i64>,
+}
+
+impl Ends {
+    /// A group's lag at `committed`. Kafka does not tell a group's isolation level, but
+    /// a `read_committed` consumer can never commit past the last stable offset: a
+    /// committed offset at or below it is measured against it, so that an open
+    /// transaction (whose records such a consumer cannot read yet) never reads as lag;
+    /// one past it belongs to a `read_uncommitted` consumer and is measured against the
+    /// high watermark. Without an open transaction the two ends are equal and this is
+    /// the lag `kafka-consumer-groups --describe` prints.
+    pub fn lag(&self, committed: i64) -> i64 {
+        match self.last_stable_offset {
+            Some(lso) if committed <= lso => (lso - committed).max(0),
+            _ => (self.high_watermark - committed).max(0),
+        }
+    }
+}
+
+/// The ends of every partition with a high watermark, per `(topic, partition)`.
+pub fn high_watermarks(snap: &ClusterSnapshot) -> HashMap<(&str, i32), Ends> {
     snap.topics
         .iter()
         .flat_map(|t| {
-            t.partitions
-                .iter()
-                .filter_map(move |p| Some(((t.name.as_str(), p.id), p.high_watermark?)))
+            t.partitions.iter().filter_map(move |p| {
+                Some((
+                    (t.name.as_str(), p.id),
+                    Ends {
+                        high_watermark: p.high_watermark?,
+                        last_stable_offset: p.last_stable_offset,
+                    },
+                ))
+            })
         })
         .collect()
 }
@@ -382,5 +413,24 @@ mod tests {
                 .iter()
                 .any(|l| l.name == "cluster" && l.value == "c1")
         }));
+    }
+
+    #[test]
+    fn an_open_transaction_is_not_lag_for_a_group_at_the_last_stable_offset() {
+        let ends = Ends {
+            high_watermark: 120,
+            last_stable_offset: Some(100),
+        };
+        // read_committed, caught up: nothing it could read.
+        assert_eq!(ends.lag(100), 0);
+        // Behind the LSO: only what it could read.
+        assert_eq!(ends.lag(90), 10);
+        // Past the LSO: a read_uncommitted consumer, against the high watermark.
+        assert_eq!(ends.lag(110), 10);
+        let plain = Ends {
+            high_watermark: 120,
+            last_stable_offset: None,
+        };
+        assert_eq!(plain.lag(100), 20);
     }
 }

@@ -30,9 +30,14 @@ pub struct AgentConfig {
     /// reported as `kafka_log_dir_*` series (with `broker_id` as the `broker` label).
     pub log_dirs: Vec<PathBuf>,
     /// jmx_exporter endpoints to scrape (for example `http://localhost:7071/metrics`
-    /// on each broker host), keyed by broker id: their series get `cluster` and
-    /// `broker` labels.
+    /// on each broker host), keyed by broker id: their series get `cluster`,
+    /// `broker` and `role="broker"` labels.
     pub jmx_exporter: BTreeMap<i32, String>,
+    /// jmx_exporter endpoints of KRaft controller processes, keyed by node id: their
+    /// series get `cluster`, `controller` and `role="controller"` labels. In KRaft only
+    /// controllers have `ActiveControllerCount`, `OfflinePartitionsCount` and
+    /// `UncleanLeaderElectionsPerSec`.
+    pub controller_jmx_exporter: BTreeMap<i32, String>,
     /// Jolokia agents to read broker MBeans from, for sites without the jmx_exporter.
     pub jolokia: JolokiaConfig,
     /// What may leave the host.
@@ -70,6 +75,8 @@ impl Default for PrivacyConfig {
 pub struct JolokiaConfig {
     /// Jolokia's base URL per broker id, for example `http://broker1:8778/jolokia/`.
     pub endpoints: BTreeMap<i32, String>,
+    /// Jolokia's base URL per KRaft controller node id.
+    pub controller_endpoints: BTreeMap<i32, String>,
     /// MBean names or patterns (`request=*`) to read; empty reads the built-in list
     /// (`collector::jolokia::DEFAULT_MBEANS`, what the rule pack uses).
     pub mbeans: Vec<String>,
@@ -108,6 +115,7 @@ impl Default for AgentConfig {
             spool: SpoolConfig::default(),
             log_dirs: Vec::new(),
             jmx_exporter: BTreeMap::new(),
+            controller_jmx_exporter: BTreeMap::new(),
             jolokia: JolokiaConfig::default(),
             privacy: PrivacyConfig::default(),
         }
@@ -222,18 +230,20 @@ impl AgentConfig {
         {
             p.push("ingest.pinned_sha256: must be 64 hex digits (colons allowed)".to_string());
         }
-        for (broker, url) in &self.jmx_exporter {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                p.push(format!(
-                    "jmx_exporter.{broker}: {url:?} must be an http(s) URL"
-                ));
-            }
-        }
-        for (broker, url) in &self.jolokia.endpoints {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                p.push(format!(
-                    "jolokia.endpoints.{broker}: {url:?} must be an http(s) URL"
-                ));
+        let endpoints = [
+            ("jmx_exporter", &self.jmx_exporter),
+            ("controller_jmx_exporter", &self.controller_jmx_exporter),
+            ("jolokia.endpoints", &self.jolokia.endpoints),
+            (
+                "jolokia.controller_endpoints",
+                &self.jolokia.controller_endpoints,
+            ),
+        ];
+        for (field, map) in endpoints {
+            for (node, url) in map {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    p.push(format!("{field}.{node}: {url:?} must be an http(s) URL"));
+                }
             }
         }
         for m in &self.jolokia.mbeans {

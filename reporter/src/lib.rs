@@ -179,7 +179,10 @@ impl Reporter {
             .collect();
         let privacy = privacy::Privacy::new(&config.privacy).map_err(Error::Config)?;
         // Loading the system's roots costs a start-up read: only with endpoints to scrape.
-        let scrape_client = if config.jmx_exporter.is_empty() && config.jolokia.endpoints.is_empty()
+        let scrape_client = if config.jmx_exporter.is_empty()
+            && config.controller_jmx_exporter.is_empty()
+            && config.jolokia.endpoints.is_empty()
+            && config.jolokia.controller_endpoints.is_empty()
         {
             None
         } else {
@@ -261,7 +264,12 @@ impl Reporter {
             let p = self.pending.lock().await;
             (p.len() as f64, p.dropped() as f64)
         };
-        let own = |name: &str, value: f64| series::single(name, base.clone(), ts, value);
+        let host = self.config.host.clone().unwrap_or_else(host_name);
+        // The agent's own series name the host it runs on, so that the agents of one
+        // cluster (one per broker host) do not write over each other's.
+        let mut own_labels = base.clone();
+        own_labels.insert("instance".into(), host.clone());
+        let own = |name: &str, value: f64| series::single(name, own_labels.clone(), ts, value);
         let mut scrape_failures = 0u32;
         let timeout = Duration::from_millis(self.config.kafka.request_timeout_ms);
         let mbeans: Vec<String> = if self.config.jolokia.mbeans.is_empty() {
@@ -272,29 +280,32 @@ impl Reporter {
         } else {
             self.config.jolokia.mbeans.clone()
         };
-        let endpoints = self
-            .config
-            .jmx_exporter
-            .iter()
-            .map(|(b, u)| (b, u, false))
-            .chain(
-                self.config
-                    .jolokia
-                    .endpoints
-                    .iter()
-                    .map(|(b, u)| (b, u, true)),
-            );
-        for (broker, url, jolokia) in endpoints {
+        // (node id, URL, Jolokia rather than the exporter, the node's role)
+        let c = &self.config;
+        let endpoints = [
+            (&c.jmx_exporter, false, "broker"),
+            (&c.controller_jmx_exporter, false, "controller"),
+            (&c.jolokia.endpoints, true, "broker"),
+            (&c.jolokia.controller_endpoints, true, "controller"),
+        ]
+        .into_iter()
+        .flat_map(|(map, jolokia, role)| {
+            map.iter()
+                .map(move |(id, u)| (*id, u.clone(), jolokia, role))
+        })
+        .collect::<Vec<_>>();
+        for (node, url, jolokia, role) in endpoints {
             let mut labels = base.clone();
-            labels.insert("broker".into(), broker.to_string());
+            labels.insert(role.into(), node.to_string());
+            labels.insert("role".into(), role.into());
             // Present whenever endpoints are configured (see `new`).
             let Some(client) = &self.scrape_client else {
                 continue;
             };
             let scraped = if jolokia {
-                collector::jolokia::read(client, url, &mbeans, timeout, &labels, ts).await
+                collector::jolokia::read(client, &url, &mbeans, timeout, &labels, ts).await
             } else {
-                collector::jmx::scrape(client, url, timeout, &labels, ts).await
+                collector::jmx::scrape(client, &url, timeout, &labels, ts).await
             };
             match scraped {
                 Ok(mut s) => {
@@ -367,7 +378,7 @@ impl Reporter {
             resource: Some(Resource {
                 cluster_id: snapshot.cluster_id.clone(),
                 broker_id: self.config.broker_id,
-                host: self.config.host.clone().unwrap_or_else(host_name),
+                host,
                 agent_version: env!("CARGO_PKG_VERSION").into(),
                 agent_instance_id: self.instance_id.clone(),
                 cluster_name: cluster,

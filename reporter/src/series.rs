@@ -50,8 +50,8 @@ pub fn lag_seconds(
             let (Some(h0), Some(h1)) = (before.get(&key), now.get(&key)) else {
                 continue;
             };
-            let lag = (h1 - o.offset).max(0) as f64;
-            let rate = (h1 - h0) as f64 / dt;
+            let lag = h1.lag(o.offset) as f64;
+            let rate = (h1.high_watermark - h0.high_watermark) as f64 / dt;
             let secs = if lag == 0.0 {
                 0.0
             } else if rate > 0.0 {

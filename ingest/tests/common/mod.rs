@@ -169,3 +169,141 @@ pub async fn wait_for(
         }
     }
 }
+
+/// Starts the ingest with the built-in pack as shipped, but for the `for` windows in
+/// `for_overrides` (alert name, duration): the expressions are the pack's own.
+pub async fn start_pack_server(
+    data_dir: &Path,
+    for_overrides: &[(&str, &str)],
+    webhook_url: &str,
+) -> Server {
+    let mut pack = foresight_rules::packs::PackOptions::default();
+    for (alert, window) in for_overrides {
+        pack.overrides.insert(
+            alert.to_string(),
+            foresight_rules::packs::RuleOverride {
+                for_: Some(window.to_string()),
+                ..Default::default()
+            },
+        );
+    }
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".into(),
+        data_dir: data_dir.to_path_buf(),
+        evaluation_interval: "500ms".into(),
+        builtin_rules: true,
+        pack,
+        webhooks: vec![WebhookConfig {
+            name: "test".into(),
+            url: webhook_url.into(),
+            secret: Some(SECRET.into()),
+            send_resolved: true,
+            timeout_secs: 5,
+        }],
+        ..ServeConfig::default()
+    };
+    Server::start(config, None).await.expect("server starts")
+}
+
+/// An agent on a real cluster shipping to `server` every second, scraping every
+/// node's jmx_exporter when `jmx` is set (brokers as `broker`, controllers as
+/// `controller`).
+pub fn kafka_agent(
+    cluster: &foresight_testkit::Cluster,
+    server: &Server,
+    key: &str,
+    jmx: bool,
+) -> foresight_reporter::Reporter {
+    use foresight_reporter::config::{AgentConfig, IngestConfig, KafkaConfig};
+    use foresight_testkit::Role;
+    let mut config = AgentConfig {
+        kafka: KafkaConfig {
+            bootstrap_servers: cluster.bootstrap(),
+            request_timeout_ms: 3_000,
+            ..KafkaConfig::default()
+        },
+        ingest: IngestConfig {
+            url: format!("https://{}", server.addr),
+            api_key: Some(key.to_string()),
+            pinned_sha256: Some(server.fingerprint.clone()),
+            ..IngestConfig::default()
+        },
+        interval_secs: 1,
+        ..AgentConfig::default()
+    };
+    if jmx {
+        for n in &cluster.nodes {
+            match n.role {
+                Role::Broker => config.jmx_exporter.insert(n.id, n.jmx_url()),
+                Role::Controller => config.controller_jmx_exporter.insert(n.id, n.jmx_url()),
+            };
+        }
+    }
+    foresight_reporter::Reporter::new(config).expect("agent config is valid")
+}
+
+/// Creates `topics` (name, partitions, replication factor, configs) on a real cluster
+/// and waits until every partition has a leader.
+pub async fn create_topics(bootstrap: &str, topics: &[(&str, i32, i32, &[(&str, &str)])]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(name, partitions, rf, configs)| {
+            configs.iter().fold(
+                NewTopic::new(name, *partitions, TopicReplication::Fixed(*rf)),
+                |t, (k, v)| t.set(k, v),
+            )
+        })
+        .collect();
+    let created = admin
+        .create_topics(&new, &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let names: Vec<String> = topics.iter().map(|t| t.0.to_string()).collect();
+    let ready = tokio::task::spawn_blocking(move || {
+        foresight_testkit::wait_until(Duration::from_secs(60), || {
+            let md = consumer.fetch_metadata(None, Duration::from_secs(3)).ok()?;
+            names
+                .iter()
+                .all(|n| {
+                    md.topics().iter().any(|t| {
+                        t.name() == n
+                            && !t.partitions().is_empty()
+                            && t.partitions().iter().all(|p| p.leader() >= 0)
+                    })
+                })
+                .then_some(())
+        })
+    })
+    .await
+    .unwrap();
+    assert!(
+        ready.is_some(),
+        "topics {topics:?} have no leaders after 60 s"
+    );
+}
+
+/// Runs the agent until the returned token is cancelled.
+pub fn run_agent(
+    agent: foresight_reporter::Reporter,
+) -> (
+    std::sync::Arc<foresight_reporter::Reporter>,
+    tokio_util::sync::CancellationToken,
+) {
+    let agent = std::sync::Arc::new(agent);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let (a, c) = (agent.clone(), cancel.clone());
+    tokio::spawn(async move { a.run(c).await });
+    (agent, cancel)
+}

@@ -4,10 +4,16 @@
 //!
 //! Naming, for `kafka.server:type=ReplicaManager,name=IsrShrinksPerSec`:
 //! - `Value` gives `kafka_server_replicamanager_<name>`;
-//! - `Count` gives `…_<name without PerSec>_total` (`kafka_server_replicamanager_isrshrinks_total`);
+//! - `Count` of a `…PerSec` meter gives `…_<name without PerSec>_total`
+//!   (`kafka_server_replicamanager_isrshrinks_total`);
+//! - `Count` of any other meter or histogram gives `…_<name>_count_total`, as the
+//!   exporter's `_count` rules (typed COUNTER) come out of jmx_exporter 1.x: so the
+//!   request handlers' idle meter, `RequestHandlerAvgIdlePercent`, whose count is idle
+//!   nanoseconds per handler thread, is
+//!   `kafka_server_kafkarequesthandlerpool_requesthandleravgidlepercent_count_total`;
+//! - `MeanRate` of a `…Percent` meter gives `…_<name without Percent>_percent`, the
+//!   exporter's lifetime mean;
 //! - `NNthPercentile` gives the base name with `quantile="0.NN"`;
-//! - `OneMinuteRate` of a `…Percent` meter (the request handler and network processor
-//!   idle ratios) gives the base name;
 //! - other key properties (`topic`, `request`, `listener`, …) become labels.
 
 use std::collections::BTreeMap;
@@ -27,11 +33,13 @@ pub const DEFAULT_MBEANS: &[&str] = &[
     "kafka.server:type=ReplicaManager,name=IsrShrinksPerSec",
     "kafka.server:type=ReplicaManager,name=IsrExpandsPerSec",
     "kafka.server:type=ReplicaManager,name=PartitionsWithLateTransactionsCount",
+    // Confluent Server's; Apache Kafka has no such MBean (a 404, skipped).
     "kafka.server:type=ReplicaManager,name=MaxLastStableOffsetLag",
     "kafka.controller:type=KafkaController,name=ActiveControllerCount",
     "kafka.controller:type=KafkaController,name=OfflinePartitionsCount",
     "kafka.controller:type=ControllerStats,name=UncleanLeaderElectionsPerSec",
     "kafka.server:type=KafkaRequestHandlerPool,name=RequestHandlerAvgIdlePercent",
+    "kafka.server:type=raft-metrics",
     "kafka.network:type=SocketServer,name=NetworkProcessorAvgIdlePercent",
     "kafka.network:type=RequestMetrics,name=TotalTimeMs,request=*",
     "kafka.log:type=LogManager,name=OfflineLogDirectoryCount",
@@ -112,7 +120,28 @@ fn push_mbean(
             props.insert(k.trim(), v.trim().trim_matches('"'));
         }
     }
-    let (Some(kind), Some(name)) = (props.remove("type"), props.remove("name")) else {
+    let Some(kind) = props.remove("type") else {
+        return;
+    };
+    let Some(name) = props.remove("name") else {
+        // A metrics-library bean without a `name` (`kafka.server:type=raft-metrics`):
+        // one series per numeric attribute, and the `current-state` text as a label,
+        // as the exporter's KRaft rules give them.
+        for (attr, v) in attrs {
+            let metric = format!("{}_{}_{}", sanitize(domain), sanitize(kind), sanitize(attr));
+            let mut l = labels.clone();
+            let value = match v {
+                Value::String(text) if attr == "current-state" => {
+                    l.insert("state".into(), text.clone());
+                    1.0
+                }
+                other => match other.as_f64() {
+                    Some(x) => x,
+                    None => continue,
+                },
+            };
+            out.push(crate::series::single(metric, l, ts_ms, value));
+        }
         return;
     };
     let base = format!("{}_{}_{}", sanitize(domain), sanitize(kind), sanitize(name));
@@ -128,21 +157,30 @@ fn push_mbean(
         let metric = if attr == "Value" {
             base.clone()
         } else if attr == "Count" {
-            let stem = name.strip_suffix("PerSec").unwrap_or(name);
-            format!(
-                "{}_{}_{}_total",
-                sanitize(domain),
-                sanitize(kind),
-                sanitize(stem)
-            )
+            match name.strip_suffix("PerSec") {
+                Some(stem) => format!(
+                    "{}_{}_{}_total",
+                    sanitize(domain),
+                    sanitize(kind),
+                    sanitize(stem)
+                ),
+                None => format!("{base}_count_total"),
+            }
         } else if let Some(n) = attr.strip_suffix("thPercentile") {
             if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
                 continue;
             }
             l.insert("quantile".into(), format!("0.{n}"));
             base.clone()
-        } else if attr == "OneMinuteRate" && name.ends_with("Percent") {
-            base.clone()
+        } else if attr == "MeanRate"
+            && let Some(stem) = name.strip_suffix("Percent")
+        {
+            format!(
+                "{}_{}_{}_percent",
+                sanitize(domain),
+                sanitize(kind),
+                sanitize(stem)
+            )
         } else {
             continue;
         };
@@ -216,7 +254,9 @@ mod tests {
                         {"99thPercentile": 41.5, "50thPercentile": 2.0, "Count": 900}},
              "status": 200},
             {"request": {"type": "read", "mbean": "kafka.server:type=KafkaRequestHandlerPool,name=RequestHandlerAvgIdlePercent"},
-             "value": {"OneMinuteRate": 0.83, "Count": 100}, "status": 200},
+             "value": {"OneMinuteRate": 0.83, "MeanRate": 0.97, "Count": 100}, "status": 200},
+            {"request": {"type": "read", "mbean": "kafka.server:type=raft-metrics"},
+             "value": {"current-leader": 101, "current-state": "follower"}, "status": 200},
             {"request": {"type": "read", "mbean": "kafka.server:type=ReplicaManager,name=Nope"},
              "error": "javax.management.InstanceNotFoundException", "status": 404}
         ]);
@@ -250,13 +290,47 @@ mod tests {
             )
             .is_some()
         );
+        // The idle meter as the exporter names it: its count and its lifetime mean.
         assert_eq!(
             value(
                 &s,
-                "kafka_server_kafkarequesthandlerpool_requesthandleravgidlepercent",
+                "kafka_server_kafkarequesthandlerpool_requesthandleravgidlepercent_count_total",
                 None
             ),
-            Some(0.83)
+            Some(100.0)
+        );
+        assert_eq!(
+            value(
+                &s,
+                "kafka_server_kafkarequesthandlerpool_requesthandleravgidle_percent",
+                None
+            ),
+            Some(0.97)
+        );
+        assert_eq!(
+            value(
+                &s,
+                "kafka_network_requestmetrics_totaltimems_count_total",
+                Some(("request", "Produce"))
+            ),
+            Some(900.0)
+        );
+        assert!(
+            !s.iter()
+                .any(|x| x.name
+                    == "kafka_server_kafkarequesthandlerpool_requesthandleravgidlepercent")
+        );
+        assert_eq!(
+            value(&s, "kafka_server_raft_metrics_current_leader", None),
+            Some(101.0)
+        );
+        assert_eq!(
+            value(
+                &s,
+                "kafka_server_raft_metrics_current_state",
+                Some(("state", "follower"))
+            ),
+            Some(1.0)
         );
         assert!(s.iter().all(|x| {
             x.labels

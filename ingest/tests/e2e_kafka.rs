@@ -1,0 +1,394 @@
+//! The agent, the ingest and a webhook against a real Apache Kafka 4.x KRaft cluster on
+//! loopback (three controllers, three brokers, the jmx_exporter on each), with Kafka's
+//! own tools as oracles. The tests share one cluster, each with its own topics and
+//! groups; `foresight-testkit` fetches Kafka from Maven Central on first use.
+
+mod common;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use foresight_testkit::{Cluster, ClusterSpec, Version};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        Cluster::start(ClusterSpec::new(Version::Kafka4)).expect("a real Kafka cluster starts")
+    })
+}
+
+async fn shared_cluster() -> &'static Cluster {
+    tokio::task::spawn_blocking(cluster).await.unwrap()
+}
+
+/// Output of one of Kafka's tools, which must succeed.
+async fn tool(class: &'static str, args: Vec<String>) -> String {
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cluster().tool(class, &args).expect("java runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{class} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const TRANSACTIONS: &str = "org.apache.kafka.tools.TransactionsCommand";
+const CONSUMER_GROUPS: &str = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand";
+
+/// The pack's hung-transaction expression with 3-second windows instead of 5 minutes
+/// and 15 minutes.
+const HUNG_RULE: &str = r#"
+groups:
+  - name: test
+    rules:
+      - alert: KafkaHungTransaction
+        expr: |
+          kafka_partition_last_stable_offset_lag > 0
+          and on (cluster, topic, partition)
+            changes(kafka_partition_last_stable_offset[3s]) == 0
+          and on (cluster, topic, partition)
+            kafka_partition_last_stable_offset == kafka_partition_last_stable_offset offset 3s
+        for: 3s
+        labels: {severity: critical, category: availability}
+        annotations:
+          summary: "Hung transaction on {{ $labels.topic }}-{{ $labels.partition }}"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_transaction_is_reported_as_kafka_reports_it() {
+    let cluster = shared_cluster().await;
+    let topic = "ledger";
+    common::create_topics(&cluster.bootstrap(), &[(topic, 1, 3, &[])]).await;
+
+    // A transaction that is opened, written to, and never committed.
+    let bootstrap = cluster.bootstrap();
+    let producer = tokio::task::spawn_blocking(move || {
+        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("transactional.id", "foresight-open-tx")
+            .set("transaction.timeout.ms", "600000")
+            .create()
+            .unwrap();
+        producer.init_transactions(Duration::from_secs(30)).unwrap();
+        producer.begin_transaction().unwrap();
+        for i in 0..5 {
+            producer
+                .send(
+                    BaseRecord::to(topic)
+                        .key("k")
+                        .payload(&format!("record {i}")),
+                )
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+        producer
+    })
+    .await
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = common::start_receiver().await;
+    let server = common::start_server(dir.path(), Some(HUNG_RULE), Some(&receiver.url)).await;
+    let key = server.store.create_key("acme").unwrap();
+    let agent = common::kafka_agent(cluster, &server, &key, false);
+
+    // The protocol-level view: the high watermark is ahead of the LSO by the five
+    // uncommitted records.
+    let batch = agent.collect_batch().await.unwrap();
+    let partition = batch
+        .snapshot
+        .as_ref()
+        .unwrap()
+        .topics
+        .iter()
+        .find(|t| t.name == topic)
+        .unwrap()
+        .partitions[0]
+        .clone();
+    let (hw, lso) = (
+        partition.high_watermark.unwrap(),
+        partition.last_stable_offset.unwrap(),
+    );
+    assert_eq!(hw - lso, 5, "high watermark {hw}, LSO {lso}");
+
+    // Kafka's own view: the transaction is Ongoing, and find-hanging (which only
+    // reports transactions open past the maximum timeout that the coordinator does not
+    // know) reports nothing: open, not hanging.
+    let list = tool(
+        TRANSACTIONS,
+        vec![
+            "--bootstrap-server".into(),
+            cluster.bootstrap(),
+            "list".into(),
+        ],
+    )
+    .await;
+    let row = list
+        .lines()
+        .find(|l| l.starts_with("foresight-open-tx"))
+        .unwrap_or_else(|| panic!("kafka-transactions list does not show it:\n{list}"));
+    assert!(row.contains("Ongoing"), "{row}");
+    let hanging = tool(
+        TRANSACTIONS,
+        vec![
+            "--bootstrap-server".into(),
+            cluster.bootstrap(),
+            "find-hanging".into(),
+            "--broker-id".into(),
+            partition.leader.to_string(),
+        ],
+    )
+    .await;
+    assert!(
+        !hanging.lines().any(|l| l.starts_with(topic)),
+        "find-hanging reports it as hanging:\n{hanging}"
+    );
+
+    let (_agent, cancel) = common::run_agent(agent);
+    let msg = common::wait_for(
+        &mut receiver.rx,
+        "KafkaHungTransaction",
+        "firing",
+        Duration::from_secs(60),
+    )
+    .await;
+    let alert = &msg["alerts"][0];
+    assert_eq!(alert["labels"]["topic"], topic);
+    assert_eq!(alert["labels"]["partition"], "0");
+    assert_eq!(alert["labels"]["cluster"], cluster.cluster_id.as_str());
+    assert_eq!(
+        alert["annotations"]["summary"],
+        "Hung transaction on ledger-0"
+    );
+
+    // Aborting clears it: the LSO catches up and the alert resolves.
+    let p = tokio::task::spawn_blocking(move || {
+        producer.abort_transaction(Duration::from_secs(30)).unwrap();
+    });
+    p.await.unwrap();
+    common::wait_for(
+        &mut receiver.rx,
+        "KafkaHungTransaction",
+        "resolved",
+        Duration::from_secs(60),
+    )
+    .await;
+    cancel.cancel();
+    server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn risky_topic_configs_reach_the_webhook() {
+    let cluster = shared_cluster().await;
+    common::create_topics(
+        &cluster.bootstrap(),
+        &[
+            (
+                "audit",
+                2,
+                3,
+                &[
+                    ("min.insync.replicas", "1"),
+                    ("unclean.leader.election.enable", "true"),
+                    ("retention.ms", "-1"),
+                ],
+            ),
+            ("scratch", 1, 1, &[]),
+        ],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = common::start_receiver().await;
+    let server = common::start_pack_server(
+        dir.path(),
+        &[
+            ("KafkaUncleanLeaderElectionEnabled", "1s"),
+            ("KafkaMinInsyncReplicasOne", "1s"),
+            ("KafkaReplicationFactorOne", "1s"),
+        ],
+        &receiver.url,
+    )
+    .await;
+    let key = server.store.create_key("acme").unwrap();
+    let (_agent, cancel) = common::run_agent(common::kafka_agent(cluster, &server, &key, false));
+    let mut want = vec![
+        ("KafkaUncleanLeaderElectionEnabled", "audit"),
+        ("KafkaMinInsyncReplicasOne", "audit"),
+        ("KafkaReplicationFactorOne", "scratch"),
+    ];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while !want.is_empty() {
+        let msg = tokio::time::timeout_at(deadline, receiver.rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("still waiting for {want:?}"))
+            .unwrap();
+        if msg["status"] != "firing" {
+            continue;
+        }
+        for a in msg["alerts"].as_array().unwrap() {
+            let name = a["labels"]["alertname"].as_str().unwrap_or_default();
+            let topic = a["labels"]["topic"].as_str().unwrap_or_default();
+            want.retain(|(n, t)| !(*n == name && *t == topic));
+        }
+    }
+    cancel.cancel();
+    server.shutdown(Duration::from_secs(5)).await;
+}
+
+fn produce(bootstrap: &str, topic: &str, n: usize) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    for i in 0..n {
+        producer
+            .send(
+                BaseRecord::to(topic)
+                    .key(&format!("k{}", i % 7))
+                    .payload(&format!("event {i}")),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_consumer_group_lags_as_kafka_consumer_groups_reports_it() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+
+    let cluster = shared_cluster().await;
+    common::create_topics(&cluster.bootstrap(), &[("orders", 3, 3, &[])]).await;
+    let bootstrap = cluster.bootstrap();
+    tokio::task::spawn_blocking(move || {
+        produce(&bootstrap, "orders", 30);
+        // A consumer reads everything, commits, and goes away.
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "billing")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        consumer.subscribe(&["orders"]).unwrap();
+        let mut read = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while read < 30 {
+            assert!(std::time::Instant::now() < deadline, "read {read} of 30");
+            if let Some(m) = consumer.poll(Duration::from_millis(500)) {
+                m.unwrap();
+                read += 1;
+            }
+        }
+        consumer.commit_consumer_state(CommitMode::Sync).unwrap();
+        consumer.unsubscribe();
+        produce(&bootstrap, "orders", 1500);
+    })
+    .await
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = common::start_receiver().await;
+    let server = common::start_pack_server(
+        dir.path(),
+        &[
+            ("KafkaConsumerGroupAbandoned", "2s"),
+            ("KafkaConsumerGroupLagGrowing", "2s"),
+        ],
+        &receiver.url,
+    )
+    .await;
+    let key = server.store.create_key("acme").unwrap();
+    let agent = common::kafka_agent(cluster, &server, &key, false);
+
+    // Foresight's lag per partition against kafka-consumer-groups --describe, once
+    // the group has left (its members gone, so that the tool prints offsets).
+    let oracle = || async {
+        let out = tool(
+            CONSUMER_GROUPS,
+            vec![
+                "--bootstrap-server".into(),
+                cluster.bootstrap(),
+                "--describe".into(),
+                "--group".into(),
+                "billing".into(),
+            ],
+        )
+        .await;
+        let mut lag = std::collections::BTreeMap::new();
+        for l in out.lines() {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.first() == Some(&"billing") && f.len() >= 6 {
+                lag.insert(f[2].to_string(), f[5].parse::<f64>().unwrap());
+            }
+        }
+        (lag, out)
+    };
+    let ours = |batch: &foresight_reporter::proto::v1::TelemetryBatch| {
+        let snap = batch.snapshot.as_ref().unwrap();
+        foresight_proto::derive::snapshot_series(snap, &Default::default(), 0, &|_| true)
+            .into_iter()
+            .filter(|s| {
+                s.name == "kafka_consumergroup_lag"
+                    && s.labels
+                        .iter()
+                        .any(|l| l.name == "consumergroup" && l.value == "billing")
+            })
+            .map(|s| {
+                let p = s
+                    .labels
+                    .iter()
+                    .find(|l| l.name == "partition")
+                    .unwrap()
+                    .value
+                    .clone();
+                (p, s.samples[0].value)
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (theirs, text) = oracle().await;
+    let batch = agent.collect_batch().await.unwrap();
+    assert_eq!(ours(&batch), theirs, "kafka-consumer-groups said:\n{text}");
+    assert_eq!(theirs.values().sum::<f64>(), 1500.0, "{text}");
+
+    let bootstrap = cluster.bootstrap();
+    let (_agent, cancel) = common::run_agent(agent);
+    // The lag keeps growing while producers write.
+    let writer = tokio::task::spawn_blocking(move || {
+        for _ in 0..10 {
+            produce(&bootstrap, "orders", 100);
+            std::thread::sleep(Duration::from_millis(700));
+        }
+    });
+    let abandoned = common::wait_for(
+        &mut receiver.rx,
+        "KafkaConsumerGroupAbandoned",
+        "firing",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        abandoned["alerts"][0]["labels"]["consumergroup"], "billing",
+        "{abandoned}"
+    );
+    common::wait_for(
+        &mut receiver.rx,
+        "KafkaConsumerGroupLagGrowing",
+        "firing",
+        Duration::from_secs(60),
+    )
+    .await;
+    writer.await.unwrap();
+    cancel.cancel();
+    server.shutdown(Duration::from_secs(5)).await;
+}
