@@ -2,8 +2,9 @@
 # Installs what the tests need and is not a Cargo dependency: the C toolchain pieces
 # librdkafka builds with, promtool (Debian's prometheus package) for the rule pack,
 # amtool (prometheus-alertmanager) for the Alertmanager API, the
-# aiosmtpd SMTP server for the email tests, and the Kafka-compatible `tansu` broker for
-# end-to-end tests.
+# aiosmtpd SMTP server for the email tests, and real Apache Kafka (Java and Maven from
+# Debian where the machine lacks them; the Kafka jars and the jmx_exporter agent from
+# Maven Central, see scripts/kafka.sh) for the end-to-end tests.
 # Idempotent and quick when everything is present.
 set -euo pipefail
 
@@ -19,6 +20,11 @@ dpkg -s zlib1g-dev >/dev/null 2>&1 || need_apt+=(zlib1g-dev)
 { command -v promtool && command -v prometheus; } >/dev/null || need_apt+=(prometheus)
 # amtool and Alertmanager, to check Foresight's Alertmanager API against them.
 command -v amtool >/dev/null || need_apt+=(prometheus-alertmanager)
+# Java 17 or later runs Kafka's brokers, controllers and tools; Maven fetches them.
+if [ -z "${JAVA_HOME:-}" ]; then
+  command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
+fi
+command -v mvn >/dev/null || need_apt+=(maven)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test-deps: installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -33,10 +39,7 @@ if ! python3 -c "import aiosmtpd" 2>/dev/null; then
     || python3 -m pip install --quiet "aiosmtpd==1.4.6"
 fi
 
-TANSU_VERSION=0.6.0
-tansu_bin="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
-if ! { [ -x "$tansu_bin" ] && "$tansu_bin" --version 2>/dev/null | grep -q "$TANSU_VERSION"; }; then
-  echo "test-deps: installing tansu $TANSU_VERSION (about 15 minutes the first time)"
-  cargo install tansu --version "$TANSU_VERSION" --features dynostore --locked
-fi
-echo "test-deps: tansu at $tansu_bin"
+# Apache Kafka 4.x and 3.9 with kafka-tools and the jmx_exporter agent, pinned in
+# scripts/kafka/pom.xml; cached in ~/.m2 and ~/.cache/foresight/kafka.
+scripts/kafka.sh fetch all >/dev/null
+echo "test-deps: Apache Kafka $(ls "${FORESIGHT_KAFKA_CACHE:-$HOME/.cache/foresight/kafka}" | tr '\n' ' ')ready"

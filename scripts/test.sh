@@ -8,7 +8,6 @@ cd "$(dirname "$0")/.."
 
 checkout_hash="$(pwd -P | sha256sum | cut -c1-12)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/foresight/target-$checkout_hash}"
-export TANSU_BIN="${TANSU_BIN:-${CARGO_HOME:-$HOME/.cargo}/bin/tansu}"
 
 scripts/test-deps.sh
 cargo fmt --all --check

@@ -19,6 +19,11 @@ pub mod derive;
 
 pub use prost::Message;
 
+/// Prometheus' staleness marker: a NaN with this exact bit pattern. A sample with it
+/// says "this series ended here" (a target gone, a series no longer scraped), so that
+/// rules stop seeing its last value at once instead of for the 5-minute lookback.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
 impl v1::Alert {
     /// Stable 64-bit FNV-1a fingerprint of a label set, as lowercase hex.
     ///

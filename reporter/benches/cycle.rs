@@ -3,12 +3,13 @@
 //! ships, in two scenarios:
 //! - librdkafka's mock cluster of 6 brokers and 10,000 partitions, run in a child
 //!   process so that only the agent's own CPU is counted;
-//! - the `tansu` broker (installed by `scripts/test-deps.sh`) with 100 consumer groups
-//!   that committed offsets on 10 topics of 10 partitions (the mock has no ListGroups),
-//!   measured in a fresh process of its own.
+//! - a real Apache Kafka 4.x KRaft cluster on loopback (three controllers, three
+//!   brokers, from `foresight-testkit`) with 100 consumer groups that committed offsets
+//!   on 10 topics of 10 partitions, replication 3 (the mock has no ListGroups), the
+//!   agent scraping all six nodes' jmx_exporter, measured in a fresh process of its own.
 //!
 //! Run: `cargo bench -p foresight-reporter --bench cycle` (`CYCLE_PARTITIONS` resizes
-//! the mock, `CYCLE_SCENARIO=mock|tansu` runs one).
+//! the mock, `CYCLE_SCENARIO=mock|kafka` runs one).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -45,10 +46,10 @@ fn rss_mib() -> (f64, f64, f64) {
 fn main() {
     match std::env::var("CYCLE_SCENARIO").as_deref() {
         Ok("mock") => mock(),
-        Ok("tansu") => tansu(),
+        Ok("kafka") => kafka(),
         _ => {
             // Each scenario in a fresh process, so that one's memory is not the other's.
-            for scenario in ["mock", "tansu"] {
+            for scenario in ["mock", "kafka"] {
                 let status = Command::new(std::env::current_exe().expect("own path"))
                     .env("CYCLE_SCENARIO", scenario)
                     .arg("--bench")
@@ -141,16 +142,7 @@ fn mock() {
     let _ = child.wait();
 }
 
-fn tansu_binary() -> String {
-    std::env::var("TANSU_BIN").unwrap_or_else(|_| {
-        format!(
-            "{}/.cargo/bin/tansu",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    })
-}
-
-fn tansu_setup(bootstrap: &str) {
+fn kafka_setup(bootstrap: &str) {
     use rdkafka::ClientConfig;
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -171,7 +163,7 @@ fn tansu_setup(bootstrap: &str) {
         let names: Vec<String> = (0..topics).map(|t| format!("events-{t}")).collect();
         let new: Vec<NewTopic> = names
             .iter()
-            .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+            .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(3)))
             .collect();
         admin
             .create_topics(&new, &AdminOptions::new())
@@ -218,63 +210,47 @@ fn tansu_setup(bootstrap: &str) {
     }
 }
 
-fn tansu() {
-    if let Ok(bootstrap) = std::env::var("CYCLE_TANSU_SETUP") {
-        tansu_setup(&bootstrap);
+fn kafka() {
+    if let Ok(bootstrap) = std::env::var("CYCLE_KAFKA_SETUP") {
+        kafka_setup(&bootstrap);
         return;
     }
-
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let mut broker = Command::new(tansu_binary())
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args([
-            "--storage-engine",
-            "memory://tansu/",
-            "--cluster-id",
-            "bench",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tansu (install it with scripts/test-deps.sh)");
-    let bootstrap = format!("127.0.0.1:{port}");
-    while std::net::TcpStream::connect(&bootstrap).is_err() {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    // The JVMs are child processes: their memory is not the agent's.
+    let cluster = foresight_testkit::Cluster::start(foresight_testkit::ClusterSpec::new(
+        foresight_testkit::Version::Kafka4,
+    ))
+    .expect("a real Kafka cluster (scripts/kafka.sh fetch)");
+    let bootstrap = cluster.bootstrap();
     // Topics, records and commits come from another process, so that its clients are
     // not counted in the agent's memory.
     let status = Command::new(std::env::current_exe().expect("own path"))
-        .env("CYCLE_TANSU_SETUP", &bootstrap)
+        .env("CYCLE_KAFKA_SETUP", &bootstrap)
         .arg("--bench")
         .status()
         .expect("setup process");
-    assert!(status.success(), "tansu setup failed");
+    assert!(status.success(), "kafka setup failed");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let agent = Reporter::new(AgentConfig {
+        let mut config = AgentConfig {
             kafka: KafkaConfig {
                 bootstrap_servers: bootstrap.clone(),
                 request_timeout_ms: 10_000,
                 ..KafkaConfig::default()
             },
             ..AgentConfig::default()
-        })
-        .expect("agent");
-        measure(&agent, "tansu").await;
+        };
+        for n in &cluster.nodes {
+            match n.role {
+                foresight_testkit::Role::Broker => config.jmx_exporter.insert(n.id, n.jmx_url()),
+                foresight_testkit::Role::Controller => {
+                    config.controller_jmx_exporter.insert(n.id, n.jmx_url())
+                }
+            };
+        }
+        let agent = Reporter::new(config).expect("agent");
+        measure(&agent, "kafka 4 (3+3 nodes, jmx_exporter on each)").await;
     });
-    let _ = broker.kill();
-    let _ = broker.wait();
 }

@@ -112,6 +112,22 @@ impl Pending {
     }
 }
 
+/// A scraped series' identity: its name and labels.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct SeriesKey(String, BTreeMap<String, String>);
+
+impl SeriesKey {
+    fn of(s: &Series) -> Self {
+        SeriesKey(
+            s.name.clone(),
+            s.labels
+                .iter()
+                .map(|l| (l.name.clone(), l.value.clone()))
+                .collect(),
+        )
+    }
+}
+
 /// Batches kept in memory while the ingest is unreachable; the oldest go first.
 const MAX_PENDING_BATCHES: usize = 1_000;
 
@@ -134,6 +150,12 @@ pub struct Reporter {
     /// system's roots).
     scrape_client: Option<reqwest::Client>,
     privacy: privacy::Privacy,
+    /// Per scrape endpoint, the series (name and labels) its last scrape gave: those
+    /// missing from the next scrape, or all of them when it fails, get Prometheus'
+    /// staleness marker, as a Prometheus server does for a target that goes away.
+    /// Without it a killed controller's last `ActiveControllerCount` of 1 would stay
+    /// visible beside its successor's for the 5-minute lookback.
+    scraped: Mutex<BTreeMap<String, std::collections::BTreeSet<SeriesKey>>>,
     /// The previous snapshot, to derive events from.
     last: Mutex<Option<foresight_proto::v1::ClusterSnapshot>>,
     pending: tokio::sync::Mutex<Pending>,
@@ -201,6 +223,7 @@ impl Reporter {
             sequence: AtomicU64::new(0),
             extra: Mutex::new(Vec::new()),
             last: Mutex::new(None),
+            scraped: Mutex::new(BTreeMap::new()),
             privacy,
             scrape_client,
             pending: tokio::sync::Mutex::new(pending),
@@ -307,15 +330,32 @@ impl Reporter {
             } else {
                 collector::jmx::scrape(client, &url, timeout, &labels, ts).await
             };
-            match scraped {
+            let now_seen = match scraped {
                 Ok(mut s) => {
                     self.privacy.hash_labels(&mut s);
+                    let keys = s.iter().map(SeriesKey::of).collect();
                     series.extend(s);
+                    keys
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "JMX scrape failed; its series left out.");
+                    tracing::warn!(error = %e, "JMX scrape failed; its series marked stale.");
                     scrape_failures += 1;
+                    std::collections::BTreeSet::new()
                 }
+            };
+            let before = self
+                .scraped
+                .lock()
+                .expect("scrape memory lock is never poisoned")
+                .insert(url.clone(), now_seen.clone())
+                .unwrap_or_default();
+            for gone in before.difference(&now_seen) {
+                series.push(series::single(
+                    gone.0.clone(),
+                    gone.1.clone(),
+                    ts,
+                    f64::from_bits(foresight_proto::STALE_NAN_BITS),
+                ));
             }
         }
         series.push(own(

@@ -16,8 +16,7 @@ fn is_name_label(n: &str) -> bool {
     n == METRIC_NAME || n == "__type__" || n == "__unit__"
 }
 
-/// Prometheus' staleness marker: a NaN with this exact bit pattern.
-pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+pub use foresight_proto::STALE_NAN_BITS;
 
 /// Whether `v` is the staleness marker (and not an ordinary NaN).
 pub fn is_stale_marker(v: f64) -> bool {

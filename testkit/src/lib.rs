@@ -174,6 +174,9 @@ pub struct ClusterSpec {
     pub log_dirs: usize,
     /// Broker properties over the defaults ([`ClusterSpec::broker_defaults`]).
     pub broker_props: BTreeMap<String, String>,
+    /// Controller properties (`broker.session.timeout.ms` is one: the controllers
+    /// decide when a silent broker is fenced).
+    pub controller_props: BTreeMap<String, String>,
     /// Maximum heap of each JVM, in MiB.
     pub heap_mib: u32,
 }
@@ -187,6 +190,7 @@ impl ClusterSpec {
             brokers: 3,
             log_dirs: 1,
             broker_props: BTreeMap::new(),
+            controller_props: BTreeMap::new(),
             heap_mib: 320,
         }
     }
@@ -194,6 +198,12 @@ impl ClusterSpec {
     /// Sets a broker property.
     pub fn broker_prop(mut self, key: &str, value: impl ToString) -> Self {
         self.broker_props.insert(key.into(), value.to_string());
+        self
+    }
+
+    /// Sets a controller property.
+    pub fn controller_prop(mut self, key: &str, value: impl ToString) -> Self {
+        self.controller_props.insert(key.into(), value.to_string());
         self
     }
 
@@ -208,7 +218,7 @@ impl ClusterSpec {
     /// topics replicated over every broker, no rebalance delay, and failure detection
     /// fast enough for tests.
     pub fn broker_defaults(&self) -> BTreeMap<String, String> {
-        let rf = self.brokers.min(3).max(1);
+        let rf = self.brokers.clamp(1, 3);
         let min_isr = if rf >= 3 { 2 } else { 1 };
         [
             ("offsets.topic.num.partitions", "3".to_string()),
@@ -222,7 +232,6 @@ impl ClusterSpec {
             ("auto.create.topics.enable", "false".to_string()),
             ("replica.lag.time.max.ms", "6000".to_string()),
             ("broker.heartbeat.interval.ms", "500".to_string()),
-            ("broker.session.timeout.ms", "4000".to_string()),
             ("log.segment.bytes", "1048576".to_string()),
         ]
         .into_iter()
@@ -583,6 +592,7 @@ impl Cluster {
                         "listeners",
                         format!("CONTROLLER://127.0.0.1:{port}"),
                     );
+                    props.extend(spec.controller_props.clone());
                 }
                 Role::Broker => {
                     set(&mut props, "process.roles", "broker".into());

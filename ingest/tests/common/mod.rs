@@ -242,9 +242,12 @@ pub fn kafka_agent(
     foresight_reporter::Reporter::new(config).expect("agent config is valid")
 }
 
+/// A topic to create: name, partitions, replication factor, configs.
+pub type TopicSpec<'a> = (&'a str, i32, i32, &'a [(&'a str, &'a str)]);
+
 /// Creates `topics` (name, partitions, replication factor, configs) on a real cluster
 /// and waits until every partition has a leader.
-pub async fn create_topics(bootstrap: &str, topics: &[(&str, i32, i32, &[(&str, &str)])]) {
+pub async fn create_topics(bootstrap: &str, topics: &[TopicSpec<'_>]) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     use rdkafka::consumer::{BaseConsumer, Consumer};

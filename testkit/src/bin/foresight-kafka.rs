@@ -23,6 +23,9 @@ struct Args {
     /// Broker properties, KEY=VALUE, repeatable.
     #[arg(long = "broker-prop")]
     broker_props: Vec<String>,
+    /// Controller properties, KEY=VALUE, repeatable.
+    #[arg(long = "controller-prop")]
+    controller_props: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,6 +41,12 @@ fn main() -> anyhow::Result<()> {
             .split_once('=')
             .with_context(|| format!("--broker-prop {p}: expected KEY=VALUE"))?;
         spec = spec.broker_prop(k, v);
+    }
+    for p in &args.controller_props {
+        let (k, v) = p
+            .split_once('=')
+            .with_context(|| format!("--controller-prop {p}: expected KEY=VALUE"))?;
+        spec = spec.controller_prop(k, v);
     }
     let cluster = Cluster::start(spec).context("starting the cluster")?;
     println!("cluster id: {}", cluster.cluster_id);

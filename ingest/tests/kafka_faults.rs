@@ -1,0 +1,386 @@
+//! Faults on a real Apache Kafka 4.x KRaft cluster, each ending in the notifications a
+//! user would get (agent with the jmx_exporter scrapes of every node, the ingest with
+//! the built-in pack as shipped but for shortened `for` windows, a webhook), and their
+//! resolution where the fault heals. Each test breaks its own cluster, one at a time.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use foresight_testkit::{Cluster, ClusterSpec, Version};
+use rdkafka::ClientConfig;
+
+/// Breaking clusters is heavy on two cores: one scenario at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Every pack rule's `for`, shortened to `2s` for these tests; the expressions are the
+/// pack's own.
+const SHORT_FOR: &[(&str, &str)] = &[
+    ("KafkaOfflinePartitions", "2s"),
+    ("KafkaReplicasOnMissingBrokers", "2s"),
+    ("KafkaUnderReplicatedPartitions", "2s"),
+    ("KafkaControllerReportsOfflinePartitions", "2s"),
+    ("KafkaBrokerUnderReplicatedPartitions", "2s"),
+    ("KafkaUnderMinIsrPartitions", "2s"),
+    ("KafkaTopicUnderMinIsr", "2s"),
+    ("KafkaNoActiveController", "3s"),
+    ("KafkaSeveralActiveControllers", "3s"),
+    ("KafkaIsrChurn", "1s"),
+    ("KafkaBrokerCountDropped", "2s"),
+];
+
+async fn start(spec: ClusterSpec) -> std::sync::Arc<Cluster> {
+    tokio::task::spawn_blocking(move || {
+        std::sync::Arc::new(Cluster::start(spec).expect("a real Kafka cluster starts"))
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits for each `(alertname, status)` of `want`, in any order, and returns the
+/// notifications seen (for a later check of what must not have come).
+async fn expect_all(
+    receiver: &mut common::Receiver,
+    want: &[(&str, &str)],
+    within: Duration,
+    cluster: &Cluster,
+) -> Vec<serde_json::Value> {
+    let mut missing: BTreeSet<(String, String)> = want
+        .iter()
+        .map(|(a, s)| (a.to_string(), s.to_string()))
+        .collect();
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while !missing.is_empty() {
+        let Ok(msg) = tokio::time::timeout_at(deadline, receiver.rx.recv()).await else {
+            let logs: String = cluster.nodes.iter().map(|n| n.log_tail(5)).collect();
+            panic!("within {within:?} no notification for {missing:?}; seen {seen:?}\n{logs}");
+        };
+        let msg = msg.unwrap();
+        let name = msg["commonLabels"]["alertname"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let status = msg["status"].as_str().unwrap_or_default().to_string();
+        missing.remove(&(name.clone(), status.clone()));
+        seen.push(msg);
+    }
+    seen
+}
+
+fn names(seen: &[serde_json::Value], status: &str) -> BTreeSet<String> {
+    seen.iter()
+        .filter(|m| m["status"] == status)
+        .filter_map(|m| m["commonLabels"]["alertname"].as_str().map(String::from))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_broker_is_reported_and_resolved_after_its_restart() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let _one = ONE_AT_A_TIME.lock().await;
+    let cluster = start(ClusterSpec::new(Version::Kafka4)).await;
+    common::create_topics(
+        &cluster.bootstrap(),
+        &[
+            ("payments", 3, 3, &[]),
+            ("strict", 1, 3, &[("min.insync.replicas", "3")]),
+        ],
+    )
+    .await;
+    // A replication-factor-1 topic whose only replica is on broker 3.
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .create()
+        .unwrap();
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(
+                "solo",
+                1,
+                TopicReplication::Variable(&[&[3]]),
+            )],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = common::start_receiver().await;
+    let server = common::start_pack_server(dir.path(), SHORT_FOR, &receiver.url).await;
+    let key = server.store.create_key("acme").unwrap();
+    let (_agent, cancel) = common::run_agent(common::kafka_agent(&cluster, &server, &key, true));
+    // A healthy start: let the agent be heard before the fault.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    cluster.node(3).kill();
+    let seen = expect_all(
+        &mut receiver,
+        &[
+            ("KafkaUnderReplicatedPartitions", "firing"),
+            ("KafkaReplicasOnMissingBrokers", "firing"),
+            ("KafkaBrokerCountDropped", "firing"),
+            ("KafkaOfflinePartitions", "firing"),
+            ("KafkaControllerReportsOfflinePartitions", "firing"),
+            ("KafkaTopicUnderMinIsr", "firing"),
+            ("KafkaBrokerUnderReplicatedPartitions", "firing"),
+            ("KafkaUnderMinIsrPartitions", "firing"),
+        ],
+        Duration::from_secs(90),
+        &cluster,
+    )
+    .await;
+    let offline = seen
+        .iter()
+        .find(|m| m["commonLabels"]["alertname"] == "KafkaOfflinePartitions")
+        .unwrap();
+    assert_eq!(offline["alerts"][0]["labels"]["topic"], "solo", "{offline}");
+    assert!(
+        !names(&seen, "firing").contains("KafkaNoActiveController"),
+        "a broker's death is no controller problem: {seen:?}"
+    );
+
+    cluster.node(3).start().unwrap();
+    expect_all(
+        &mut receiver,
+        &[
+            ("KafkaUnderReplicatedPartitions", "resolved"),
+            ("KafkaReplicasOnMissingBrokers", "resolved"),
+            ("KafkaBrokerCountDropped", "resolved"),
+            ("KafkaOfflinePartitions", "resolved"),
+            ("KafkaTopicUnderMinIsr", "resolved"),
+        ],
+        Duration::from_secs(120),
+        &cluster,
+    )
+    .await;
+    cancel.cancel();
+    server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_follower_leaves_the_isr_and_acks_all_producers_fail() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // The broker must stay registered while paused: a session (the controllers'
+    // setting) longer than the pause, a replica lag bound shorter.
+    let cluster = start(
+        ClusterSpec::new(Version::Kafka4)
+            .controller_prop("broker.session.timeout.ms", 120_000)
+            .broker_prop("replica.lag.time.max.ms", 4_000),
+    )
+    .await;
+    common::create_topics(
+        &cluster.bootstrap(),
+        &[("ledger", 1, 3, &[("min.insync.replicas", "3")])],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = common::start_receiver().await;
+    let server = common::start_pack_server(dir.path(), SHORT_FOR, &receiver.url).await;
+    let key = server.store.create_key("acme").unwrap();
+    let (agent, cancel) = common::run_agent(common::kafka_agent(&cluster, &server, &key, true));
+
+    // The leader of ledger-0, and a follower to pause.
+    let batch = agent.collect_batch().await.unwrap();
+    let p = batch
+        .snapshot
+        .unwrap()
+        .topics
+        .into_iter()
+        .find(|t| t.name == "ledger")
+        .unwrap()
+        .partitions[0]
+        .clone();
+    let follower = *p.replicas.iter().find(|r| **r != p.leader).unwrap();
+    // Writes keep the leader's log end moving: a follower that stops fetching falls
+    // behind it (an idle partition's follower stays in sync without fetching).
+    let writer: rdkafka::producer::FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("acks", "1")
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    let writes = tokio::spawn(async move {
+        loop {
+            let _ = writer
+                .send(
+                    rdkafka::producer::FutureRecord::to("ledger")
+                        .key("k")
+                        .payload("v"),
+                    Duration::from_secs(2),
+                )
+                .await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.node(follower).pause();
+    let seen = expect_all(
+        &mut receiver,
+        &[
+            ("KafkaUnderReplicatedPartitions", "firing"),
+            ("KafkaTopicUnderMinIsr", "firing"),
+            ("KafkaUnderMinIsrPartitions", "firing"),
+        ],
+        Duration::from_secs(90),
+        &cluster,
+    )
+    .await;
+    assert!(
+        !names(&seen, "firing").contains("KafkaBrokerCountDropped"),
+        "{seen:?}"
+    );
+    // An acks=all producer now fails (NotEnoughReplicas, retried until the message
+    // times out), as the alert says.
+    let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("acks", "all")
+        .set("message.timeout.ms", "4000")
+        .create()
+        .unwrap();
+    let sent = producer
+        .send(
+            rdkafka::producer::FutureRecord::to("ledger")
+                .key("k")
+                .payload("must fail"),
+            Duration::from_secs(10),
+        )
+        .await;
+    let err = sent
+        .expect_err("an acks=all write under min.insync.replicas is refused")
+        .0;
+    assert!(
+        matches!(
+            err.rdkafka_error_code(),
+            Some(
+                rdkafka::types::RDKafkaErrorCode::NotEnoughReplicas
+                    | rdkafka::types::RDKafkaErrorCode::MessageTimedOut
+            )
+        ),
+        "{err}"
+    );
+
+    cluster.node(follower).resume();
+    expect_all(
+        &mut receiver,
+        &[
+            ("KafkaUnderReplicatedPartitions", "resolved"),
+            ("KafkaTopicUnderMinIsr", "resolved"),
+        ],
+        Duration::from_secs(90),
+        &cluster,
+    )
+    .await;
+    // Once more: out of the ISR and back. Two cycles are churn.
+    cluster.node(follower).pause();
+    wait_isr(&agent, "ledger", 2).await;
+    cluster.node(follower).resume();
+    wait_isr(&agent, "ledger", 3).await;
+    expect_all(
+        &mut receiver,
+        &[("KafkaIsrChurn", "firing")],
+        Duration::from_secs(60),
+        &cluster,
+    )
+    .await;
+    writes.abort();
+    cancel.cancel();
+    server.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Waits until the agent sees `size` in-sync replicas for partition 0 of `topic`.
+async fn wait_isr(agent: &foresight_reporter::Reporter, topic: &str, size: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(batch) = agent.collect_batch().await {
+            let isr = batch.snapshot.and_then(|s| {
+                s.topics
+                    .into_iter()
+                    .find(|t| t.name == topic)
+                    .map(|t| t.partitions[0].isr.len())
+            });
+            if isr == Some(size) {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ISR of {topic}-0 did not reach {size} replicas"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The controller that leads the quorum, from its exporter.
+fn active_controller(cluster: &Cluster) -> Option<i32> {
+    cluster
+        .controllers()
+        .filter(|n| n.is_running())
+        .find_map(|n| {
+            let body = foresight_testkit::scrape(&n.jmx_url()).ok()?;
+            body.lines()
+                .any(|l| l.starts_with("kafka_controller_kafkacontroller_activecontrollercount 1"))
+                .then_some(n.id)
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_failover_is_quiet_and_a_lost_quorum_is_reported() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let cluster = start(ClusterSpec::new(Version::Kafka4)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = common::start_receiver().await;
+    let server = common::start_pack_server(dir.path(), SHORT_FOR, &receiver.url).await;
+    let key = server.store.create_key("acme").unwrap();
+    let (_agent, cancel) = common::run_agent(common::kafka_agent(&cluster, &server, &key, true));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let first = active_controller(&cluster).expect("an active controller");
+    cluster.node(first).kill();
+    let c = cluster.clone();
+    let next = tokio::task::spawn_blocking(move || {
+        foresight_testkit::wait_until(Duration::from_secs(60), || active_controller(&c))
+    })
+    .await
+    .unwrap()
+    .expect("a new active controller after the failover");
+    assert_ne!(next, first);
+    // Longer than the rule's `for` and several agent cycles: nothing may fire.
+    let quiet = tokio::time::timeout(Duration::from_secs(12), async {
+        loop {
+            let msg = receiver.rx.recv().await.unwrap();
+            if msg["status"] == "firing" {
+                return msg;
+            }
+        }
+    })
+    .await;
+    assert!(
+        quiet.is_err(),
+        "a clean failover raised {:?}",
+        quiet.unwrap()
+    );
+
+    // Two of three gone: no majority, no leader.
+    cluster.node(next).kill();
+    expect_all(
+        &mut receiver,
+        &[("KafkaNoActiveController", "firing")],
+        Duration::from_secs(120),
+        &cluster,
+    )
+    .await;
+    cluster.node(first).start().unwrap();
+    cluster.node(next).start().unwrap();
+    expect_all(
+        &mut receiver,
+        &[("KafkaNoActiveController", "resolved")],
+        Duration::from_secs(120),
+        &cluster,
+    )
+    .await;
+    cancel.cancel();
+    server.shutdown(Duration::from_secs(5)).await;
+}

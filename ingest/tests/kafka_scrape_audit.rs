@@ -1,0 +1,155 @@
+//! The scrape audit: every JMX series the built-in pack reads must be in a real scrape
+//! of Apache Kafka 4.x and 3.9 through the jmx_exporter Java agent with its example
+//! KRaft configuration, on the processes that export it, read by the agent's own
+//! parser. A future Kafka or exporter rename fails here the day it lands.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use foresight_testkit::{Cluster, ClusterSpec, Role, Version};
+
+/// Pack series that no Apache Kafka process exports, each with the reason.
+const NOT_APACHE_KAFKA: &[(&str, &str)] = &[(
+    "kafka_server_replicamanager_maxlaststableoffsetlag",
+    "Confluent Server's ReplicaManager MaxLastStableOffsetLag",
+)];
+
+/// Names of which a rule reads whichever exists: jmx_exporter 1.x writes COUNTER
+/// rules' `_count` names with `_total`, 0.x without.
+const ALTERNATIVES: &[&[&str]] = &[&[
+    "kafka_server_kafkarequesthandlerpool_requesthandleravgidlepercent_count_total",
+    "kafka_server_kafkarequesthandlerpool_requesthandleravgidlepercent_count",
+]];
+
+/// Series the agent or the ingest make, not a JMX scrape.
+fn made_by_foresight(name: &str) -> bool {
+    foresight_proto::derive::METRIC_NAMES.contains(&name)
+        || name.starts_with("kafka_topic_config_")
+        || name.starts_with("kafka_log_dir_")
+        || name == "kafka_consumergroup_lag_seconds"
+}
+
+/// The JMX series names the pack's expressions read.
+fn pack_jmx_names() -> BTreeSet<String> {
+    let groups =
+        foresight_rules::rulefile::load_str("kafka.yml", foresight_rules::packs::KAFKA_PACK)
+            .expect("the pack loads");
+    let ident = regex::Regex::new(r"\bkafka_[a-z0-9_]+").unwrap();
+    let mut names = BTreeSet::new();
+    for g in &groups {
+        for r in &g.rules {
+            for m in ident.find_iter(&r.expr_text) {
+                if !made_by_foresight(m.as_str()) {
+                    names.insert(m.as_str().to_string());
+                }
+            }
+        }
+    }
+    names
+}
+
+/// Series names per role, scraped from every node of `cluster` through the agent's
+/// parser.
+fn scrape(cluster: &Cluster) -> BTreeMap<&'static str, BTreeSet<String>> {
+    let mut by_role: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
+    for n in &cluster.nodes {
+        let url = n.jmx_url();
+        let body = foresight_testkit::scrape(&url).expect("exporter answers");
+        let series = foresight_reporter::collector::jmx::parse(&url, &body, &BTreeMap::new(), 0)
+            .expect("a real scrape parses");
+        let role = match n.role {
+            Role::Broker => "broker",
+            Role::Controller => "controller",
+        };
+        by_role
+            .entry(role)
+            .or_default()
+            .extend(series.into_iter().map(|s| s.name));
+    }
+    by_role
+}
+
+#[test]
+fn every_jmx_series_the_pack_reads_is_in_real_scrapes_of_4_and_3_9() {
+    let wanted = pack_jmx_names();
+    for known in [
+        "kafka_server_replicamanager_underreplicatedpartitions",
+        "kafka_controller_kafkacontroller_activecontrollercount",
+        "kafka_server_raft_metrics_current_leader",
+        "kafka_server_kafkarequesthandlerpool_requesthandleravgidlepercent_count_total",
+        "kafka_network_requestmetrics_totaltimems",
+    ] {
+        assert!(
+            wanted.contains(known),
+            "the audit does not see {known} in the pack: {wanted:?}"
+        );
+    }
+    // Both versions at once: one controller and one broker each, with a topic so that
+    // per-partition beans exist.
+    let clusters: Vec<(Version, Cluster)> = std::thread::scope(|s| {
+        let handles: Vec<_> = Version::ALL
+            .into_iter()
+            .map(|v| {
+                s.spawn(move || {
+                    let mut spec = ClusterSpec::new(v).nodes(1, 1);
+                    spec.heap_mib = 256;
+                    (v, Cluster::start(spec).expect("cluster starts"))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut problems = Vec::new();
+    for (version, cluster) in &clusters {
+        let release = version.release().unwrap();
+        let by_role = scrape(cluster);
+        let all: BTreeSet<&String> = by_role.values().flatten().collect();
+        for name in &wanted {
+            if NOT_APACHE_KAFKA.iter().any(|(n, _)| n == name) {
+                assert!(
+                    !all.contains(name),
+                    "Kafka {release} has {name}: it is no longer Confluent-only"
+                );
+                continue;
+            }
+            let present = match ALTERNATIVES.iter().find(|a| a.contains(&name.as_str())) {
+                Some(alts) => alts.iter().any(|a| all.iter().any(|n| n == a)),
+                None => all.contains(name),
+            };
+            if !present {
+                problems.push(format!("Kafka {release}: no {name} on any node"));
+            }
+        }
+        // KRaft facts the pack relies on: the controller gauges are on controller
+        // processes only, and every node reports the quorum leader it knows.
+        for name in [
+            "kafka_controller_kafkacontroller_activecontrollercount",
+            "kafka_controller_kafkacontroller_offlinepartitionscount",
+        ] {
+            if !by_role["controller"].contains(name) {
+                problems.push(format!("Kafka {release}: controllers lack {name}"));
+            }
+            if by_role["broker"].contains(name) {
+                problems.push(format!("Kafka {release}: brokers have {name}"));
+            }
+        }
+        for role in ["controller", "broker"] {
+            for raft in [
+                "kafka_server_raft_metrics_current_leader",
+                "kafka_server_raft_metrics_high_watermark",
+            ] {
+                if !by_role[role].contains(raft) {
+                    problems.push(format!("Kafka {release}: {role}s lack {raft}"));
+                }
+            }
+        }
+        // 3.9 introduced the KRaft unclean-election counter; both lines must have it.
+        if !by_role["controller"]
+            .contains("kafka_controller_controllerstats_uncleanleaderelections_total")
+        {
+            problems.push(format!(
+                "Kafka {release}: controllers lack UncleanLeaderElectionsPerSec"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
