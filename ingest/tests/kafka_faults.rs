@@ -384,3 +384,102 @@ async fn controller_failover_is_quiet_and_a_lost_quorum_is_reported() {
     cancel.cancel();
     server.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unclean_leader_election_is_reported() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let _one = ONE_AT_A_TIME.lock().await;
+    // The controllers look for partitions to elect uncleanly every second, not every
+    // five minutes.
+    let cluster = start(
+        ClusterSpec::new(Version::Kafka4).controller_prop("unclean.leader.election.interval.ms", 1_000),
+    )
+    .await;
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .create()
+        .unwrap();
+    let created = admin
+        .create_topics(
+            &[NewTopic::new("risky", 1, TopicReplication::Variable(&[&[1, 2]]))
+                .set("unclean.leader.election.enable", "true")
+                .set("min.insync.replicas", "1")],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = common::start_receiver().await;
+    let server = common::start_pack_server(dir.path(), SHORT_FOR, &receiver.url).await;
+    let key = server.store.create_key("acme").unwrap();
+    let (agent, cancel) = common::run_agent(common::kafka_agent(&cluster, &server, &key, true));
+    wait_isr(&agent, "risky", 2).await;
+
+    let produce = |n: usize| {
+        let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap())
+            .set("acks", "1")
+            .set("message.timeout.ms", "10000")
+            .create()
+            .unwrap();
+        async move {
+            for i in 0..n {
+                producer
+                    .send(
+                        rdkafka::producer::FutureRecord::to("risky")
+                            .key("k")
+                            .payload(&format!("r{i}")),
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .expect("acknowledged by the leader");
+            }
+        }
+    };
+    produce(10).await;
+    // The follower dies; the leader takes 20 more records alone; then the leader dies
+    // and only the stale follower comes back.
+    cluster.node(2).kill();
+    wait_isr(&agent, "risky", 1).await;
+    produce(20).await;
+    let hw_before = high_watermark(&agent, "risky").await;
+    cluster.node(1).kill();
+    cluster.node(2).start().unwrap();
+    let seen = expect_all(
+        &mut receiver,
+        &[("KafkaUncleanLeaderElection", "firing")],
+        Duration::from_secs(120),
+        &cluster,
+    )
+    .await;
+    let alert = seen.last().unwrap();
+    assert_eq!(alert["alerts"][0]["labels"]["role"], "controller", "{alert}");
+    // The acknowledged records that only broker 1 had are gone: the new leader's high
+    // watermark is behind the old one.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let hw_after = loop {
+        if let Some(hw) = high_watermark(&agent, "risky").await
+            && hw_before.is_some_and(|b| hw < b)
+        {
+            break hw;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no new leader with a shorter log");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(hw_before.unwrap() - hw_after, 20, "the 20 records broker 1 alone had");
+    cancel.cancel();
+    server.shutdown(Duration::from_secs(5)).await;
+}
+
+/// The high watermark of partition 0 of `topic` as the agent reads it.
+async fn high_watermark(agent: &foresight_reporter::Reporter, topic: &str) -> Option<i64> {
+    let batch = agent.collect_batch().await.ok()?;
+    batch
+        .snapshot?
+        .topics
+        .into_iter()
+        .find(|t| t.name == topic)?
+        .partitions[0]
+        .high_watermark
+}
