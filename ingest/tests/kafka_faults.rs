@@ -392,7 +392,8 @@ async fn an_unclean_leader_election_is_reported() {
     // The controllers look for partitions to elect uncleanly every second, not every
     // five minutes.
     let cluster = start(
-        ClusterSpec::new(Version::Kafka4).controller_prop("unclean.leader.election.interval.ms", 1_000),
+        ClusterSpec::new(Version::Kafka4)
+            .controller_prop("unclean.leader.election.interval.ms", 1_000),
     )
     .await;
     let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
@@ -401,9 +402,11 @@ async fn an_unclean_leader_election_is_reported() {
         .unwrap();
     let created = admin
         .create_topics(
-            &[NewTopic::new("risky", 1, TopicReplication::Variable(&[&[1, 2]]))
-                .set("unclean.leader.election.enable", "true")
-                .set("min.insync.replicas", "1")],
+            &[
+                NewTopic::new("risky", 1, TopicReplication::Variable(&[&[1, 2]]))
+                    .set("unclean.leader.election.enable", "true")
+                    .set("min.insync.replicas", "1"),
+            ],
             &AdminOptions::new(),
         )
         .await
@@ -454,7 +457,10 @@ async fn an_unclean_leader_election_is_reported() {
     )
     .await;
     let alert = seen.last().unwrap();
-    assert_eq!(alert["alerts"][0]["labels"]["role"], "controller", "{alert}");
+    assert_eq!(
+        alert["alerts"][0]["labels"]["role"], "controller",
+        "{alert}"
+    );
     // The acknowledged records that only broker 1 had are gone: the new leader's high
     // watermark is behind the old one.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -464,10 +470,17 @@ async fn an_unclean_leader_election_is_reported() {
         {
             break hw;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no new leader with a shorter log");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no new leader with a shorter log"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
-    assert_eq!(hw_before.unwrap() - hw_after, 20, "the 20 records broker 1 alone had");
+    assert_eq!(
+        hw_before.unwrap() - hw_after,
+        20,
+        "the 20 records broker 1 alone had"
+    );
     cancel.cancel();
     server.shutdown(Duration::from_secs(5)).await;
 }
