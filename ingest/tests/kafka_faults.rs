@@ -28,6 +28,8 @@ const SHORT_FOR: &[(&str, &str)] = &[
     ("KafkaSeveralActiveControllers", "3s"),
     ("KafkaIsrChurn", "1s"),
     ("KafkaBrokerCountDropped", "2s"),
+    ("KafkaLogDirUsageCritical", "2s"),
+    ("KafkaLogDirFillingUp", "2s"),
 ];
 
 async fn start(spec: ClusterSpec) -> std::sync::Arc<Cluster> {
@@ -495,4 +497,94 @@ async fn high_watermark(agent: &foresight_reporter::Reporter, topic: &str) -> Op
         .find(|t| t.name == topic)?
         .partitions[0]
         .high_watermark
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_dir_that_fills_is_reported_and_goes_offline() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let _one = ONE_AT_A_TIME.lock().await;
+    // Broker 1 has two log dirs (JBOD), the second a 48 MiB tmpfs: when it fills, that
+    // dir goes offline and the broker stays up with the other.
+    let mut spec = ClusterSpec::new(Version::Kafka4);
+    spec.log_dirs = 2;
+    spec.small_log_dir = Some((1, 48 << 20));
+    let cluster = start(spec).await;
+    let small = cluster.node(1).log_dirs[1].clone();
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .create()
+        .unwrap();
+    let on_broker_1: Vec<&[i32]> = vec![&[1]; 8];
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(
+                "bulk",
+                8,
+                TopicReplication::Variable(&on_broker_1),
+            )],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = common::start_receiver().await;
+    let server = common::start_pack_server(dir.path(), SHORT_FOR, &receiver.url).await;
+    let key = server.store.create_key("acme").unwrap();
+    // The agent beside broker 1: its exporter and its log dirs.
+    let mut agent = common::kafka_agent_config(&cluster, &server, &key, false);
+    agent.broker_id = Some(1);
+    agent.log_dirs = cluster.node(1).log_dirs.clone();
+    agent.jmx_exporter.insert(1, cluster.node(1).jmx_url());
+    let (_agent, cancel) = common::run_agent(foresight_reporter::Reporter::new(agent).unwrap());
+
+    // Writes of 256 KiB records to every partition until the small dir is full (it
+    // crosses the 50% and 70% bands too fast for their rules to hold).
+    let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("acks", "1")
+        .set("message.timeout.ms", "5000")
+        .set("message.max.bytes", "1000000")
+        .create()
+        .unwrap();
+    let payload = vec![b'x'; 256 << 10];
+    let writes = tokio::spawn(async move {
+        for i in 0..400i32 {
+            let _ = producer
+                .send(
+                    rdkafka::producer::FutureRecord::<(), _>::to("bulk")
+                        .partition(i % 8)
+                        .payload(&payload),
+                    Duration::from_secs(5),
+                )
+                .await;
+        }
+    });
+    let seen = expect_all(
+        &mut receiver,
+        &[
+            ("KafkaLogDirUsageCritical", "firing"),
+            ("KafkaLogDirFillingUp", "firing"),
+            ("KafkaLogDirOffline", "firing"),
+        ],
+        Duration::from_secs(120),
+        &cluster,
+    )
+    .await;
+    let full = seen
+        .iter()
+        .find(|m| m["commonLabels"]["alertname"] == "KafkaLogDirUsageCritical")
+        .unwrap();
+    assert_eq!(
+        full["alerts"][0]["labels"]["log_dir"],
+        small.display().to_string(),
+        "{full}"
+    );
+    assert!(
+        cluster.node(1).is_running(),
+        "one offline dir of two must not stop the broker"
+    );
+    writes.abort();
+    cancel.cancel();
+    server.shutdown(Duration::from_secs(5)).await;
 }

@@ -179,6 +179,9 @@ pub struct ClusterSpec {
     pub controller_props: BTreeMap<String, String>,
     /// Maximum heap of each JVM, in MiB.
     pub heap_mib: u32,
+    /// A broker whose last log dir is a tmpfs of this many bytes, to fill: `(broker
+    /// id, bytes)`. Mounting needs root; [`Cluster::start`] says so when it fails.
+    pub small_log_dir: Option<(i32, u64)>,
 }
 
 impl ClusterSpec {
@@ -192,6 +195,7 @@ impl ClusterSpec {
             broker_props: BTreeMap::new(),
             controller_props: BTreeMap::new(),
             heap_mib: 320,
+            small_log_dir: None,
         }
     }
 
@@ -379,6 +383,7 @@ pub struct Cluster {
     /// Controllers first, then brokers.
     pub nodes: Vec<Node>,
     lib: PathBuf,
+    mounts: Vec<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -388,7 +393,29 @@ impl Drop for Cluster {
             n.resume();
             n.kill();
         }
+        for m in &self.mounts {
+            unmount(m);
+        }
     }
+}
+
+fn unmount(path: &Path) {
+    let _ = Command::new("umount")
+        .arg("-l")
+        .arg(path)
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Mount points at or under `dir`, from `/proc/mounts`.
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(PathBuf::from)
+        .filter(|m| m.starts_with(dir))
+        .collect()
 }
 
 /// A JVM spawned from the one long-lived thread, so that `PR_SET_PDEATHSIG` (which
@@ -497,6 +524,9 @@ fn clusters_root() -> Result<PathBuf, Error> {
                 .and_then(|p| p.trim().parse::<u32>().ok());
             let alive = owner.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
             if !alive {
+                for m in mounts_under(&e.path()) {
+                    unmount(&m);
+                }
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
@@ -550,6 +580,7 @@ impl Cluster {
                 message: "no jmx_prometheus_javaagent jar".into(),
             })?;
         let classpath = format!("{}/*", lib.display());
+        let mut mounts = Vec::new();
         let java = java_binary();
         let mut nodes = Vec::new();
         let mut formats = Vec::new();
@@ -563,6 +594,28 @@ impl Cluster {
                     .map(|i| node_dir.join(format!("data-{i}")))
                     .collect(),
             };
+            if let (Role::Broker, Some((small, bytes))) = (role, spec.small_log_dir)
+                && small == id
+                && let Some(last) = log_dirs.last()
+            {
+                std::fs::create_dir_all(last)
+                    .map_err(io(format!("creating {}", last.display())))?;
+                let out = Command::new("mount")
+                    .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+                    .arg(last)
+                    .output()
+                    .map_err(io("running mount"))?;
+                if !out.status.success() {
+                    return Err(Error::Command {
+                        what: format!(
+                            "mounting a {bytes}-byte tmpfs at {} (needs root)",
+                            last.display()
+                        ),
+                        output: String::from_utf8_lossy(&out.stderr).into_owned(),
+                    });
+                }
+                mounts.push(last.clone());
+            }
             let mut props: BTreeMap<String, String> = BTreeMap::new();
             let set = |p: &mut BTreeMap<String, String>, k: &str, v: String| {
                 p.insert(k.to_string(), v);
@@ -726,6 +779,7 @@ impl Cluster {
             cluster_id,
             nodes,
             lib,
+            mounts,
             _dir: dir,
         };
         cluster.wait_healthy(Duration::from_secs(120))?;

@@ -214,6 +214,17 @@ pub fn kafka_agent(
     key: &str,
     jmx: bool,
 ) -> foresight_reporter::Reporter {
+    foresight_reporter::Reporter::new(kafka_agent_config(cluster, server, key, jmx))
+        .expect("agent config is valid")
+}
+
+/// The configuration [`kafka_agent`] runs with, to adapt.
+pub fn kafka_agent_config(
+    cluster: &foresight_testkit::Cluster,
+    server: &Server,
+    key: &str,
+    jmx: bool,
+) -> foresight_reporter::config::AgentConfig {
     use foresight_reporter::config::{AgentConfig, IngestConfig, KafkaConfig};
     use foresight_testkit::Role;
     let mut config = AgentConfig {
@@ -239,7 +250,7 @@ pub fn kafka_agent(
             };
         }
     }
-    foresight_reporter::Reporter::new(config).expect("agent config is valid")
+    config
 }
 
 /// A topic to create: name, partitions, replication factor, configs.
