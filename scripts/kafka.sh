@@ -27,13 +27,15 @@ fetch() {
   version="$(version_of "$profile")"
   [ -n "$version" ] || { echo "kafka.sh: no profile kafka-$profile in scripts/kafka/pom.xml" >&2; exit 2; }
   lib="$cache/$version/lib"
-  if [ ! -f "$lib/.complete" ]; then
+  # Fetched again when the pom changes (another agent version, say).
+  pom_hash="$(sha256sum "$root/scripts/kafka/pom.xml" | cut -c1-16)"
+  if [ "$(cat "$lib/.complete" 2>/dev/null)" != "$pom_hash" ]; then
     command -v mvn >/dev/null || { echo "kafka.sh: mvn is missing: run scripts/test-deps.sh" >&2; exit 2; }
     echo "kafka.sh: fetching Apache Kafka $version from Maven Central" >&2
     rm -rf "$lib"
     mvn -q -B -f "$root/scripts/kafka/pom.xml" -P "kafka-$profile" \
       dependency:copy-dependencies -DoutputDirectory="$lib" >&2
-    touch "$lib/.complete"
+    echo "$pom_hash" > "$lib/.complete"
   fi
   echo "$lib"
 }

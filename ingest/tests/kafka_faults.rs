@@ -40,6 +40,43 @@ async fn start(spec: ClusterSpec) -> std::sync::Arc<Cluster> {
     .unwrap()
 }
 
+/// What watches a scenario's cluster: the ingest with the pack (`SHORT_FOR`), a webhook
+/// receiver, and an agent that scrapes every node's exporter (as `adapt` leaves it).
+struct Watch {
+    receiver: common::Receiver,
+    server: foresight_ingest::Server,
+    agent: std::sync::Arc<foresight_reporter::Reporter>,
+    cancel: tokio_util::sync::CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+async fn watch(
+    cluster: &Cluster,
+    adapt: impl FnOnce(&mut foresight_reporter::config::AgentConfig),
+) -> Watch {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = common::start_receiver().await;
+    let server = common::start_pack_server(dir.path(), SHORT_FOR, &receiver.url).await;
+    let key = server.store.create_key("acme").unwrap();
+    let mut config = common::kafka_agent_config(cluster, &server, &key, true);
+    adapt(&mut config);
+    let (agent, cancel) = common::run_agent(foresight_reporter::Reporter::new(config).unwrap());
+    Watch {
+        receiver,
+        server,
+        agent,
+        cancel,
+        _dir: dir,
+    }
+}
+
+impl Watch {
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.server.shutdown(Duration::from_secs(5)).await;
+    }
+}
+
 /// Waits for each `(alertname, status)` of `want`, in any order, and returns the
 /// notifications seen (for a later check of what must not have come).
 async fn expect_all(
@@ -80,7 +117,6 @@ fn names(seen: &[serde_json::Value], status: &str) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_broker_is_reported_and_resolved_after_its_restart() {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     let _one = ONE_AT_A_TIME.lock().await;
     let cluster = start(ClusterSpec::new(Version::Kafka4)).await;
     common::create_topics(
@@ -92,34 +128,15 @@ async fn a_killed_broker_is_reported_and_resolved_after_its_restart() {
     )
     .await;
     // A replication-factor-1 topic whose only replica is on broker 3.
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap())
-        .create()
-        .unwrap();
-    let created = admin
-        .create_topics(
-            &[NewTopic::new(
-                "solo",
-                1,
-                TopicReplication::Variable(&[&[3]]),
-            )],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap();
-    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    common::create_assigned_topic(&cluster.bootstrap(), "solo", &[&[3]], &[]).await;
 
-    let dir = tempfile::tempdir().unwrap();
-    let mut receiver = common::start_receiver().await;
-    let server = common::start_pack_server(dir.path(), SHORT_FOR, &receiver.url).await;
-    let key = server.store.create_key("acme").unwrap();
-    let (_agent, cancel) = common::run_agent(common::kafka_agent(&cluster, &server, &key, true));
+    let mut w = watch(&cluster, |_| {}).await;
     // A healthy start: let the agent be heard before the fault.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     cluster.node(3).kill();
     let seen = expect_all(
-        &mut receiver,
+        &mut w.receiver,
         &[
             ("KafkaUnderReplicatedPartitions", "firing"),
             ("KafkaReplicasOnMissingBrokers", "firing"),
@@ -146,7 +163,7 @@ async fn a_killed_broker_is_reported_and_resolved_after_its_restart() {
 
     cluster.node(3).start().unwrap();
     expect_all(
-        &mut receiver,
+        &mut w.receiver,
         &[
             ("KafkaUnderReplicatedPartitions", "resolved"),
             ("KafkaReplicasOnMissingBrokers", "resolved"),
@@ -158,8 +175,7 @@ async fn a_killed_broker_is_reported_and_resolved_after_its_restart() {
         &cluster,
     )
     .await;
-    cancel.cancel();
-    server.shutdown(Duration::from_secs(5)).await;
+    w.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,11 +194,8 @@ async fn a_paused_follower_leaves_the_isr_and_acks_all_producers_fail() {
         &[("ledger", 1, 3, &[("min.insync.replicas", "3")])],
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut receiver = common::start_receiver().await;
-    let server = common::start_pack_server(dir.path(), SHORT_FOR, &receiver.url).await;
-    let key = server.store.create_key("acme").unwrap();
-    let (agent, cancel) = common::run_agent(common::kafka_agent(&cluster, &server, &key, true));
+    let mut w = watch(&cluster, |_| {}).await;
+    let agent = w.agent.clone();
 
     // The leader of ledger-0, and a follower to pause.
     let batch = agent.collect_batch().await.unwrap();
@@ -220,7 +233,7 @@ async fn a_paused_follower_leaves_the_isr_and_acks_all_producers_fail() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.node(follower).pause();
     let seen = expect_all(
-        &mut receiver,
+        &mut w.receiver,
         &[
             ("KafkaUnderReplicatedPartitions", "firing"),
             ("KafkaTopicUnderMinIsr", "firing"),
@@ -266,7 +279,7 @@ async fn a_paused_follower_leaves_the_isr_and_acks_all_producers_fail() {
 
     cluster.node(follower).resume();
     expect_all(
-        &mut receiver,
+        &mut w.receiver,
         &[
             ("KafkaUnderReplicatedPartitions", "resolved"),
             ("KafkaTopicUnderMinIsr", "resolved"),
@@ -281,15 +294,14 @@ async fn a_paused_follower_leaves_the_isr_and_acks_all_producers_fail() {
     cluster.node(follower).resume();
     wait_isr(&agent, "ledger", 3).await;
     expect_all(
-        &mut receiver,
+        &mut w.receiver,
         &[("KafkaIsrChurn", "firing")],
         Duration::from_secs(60),
         &cluster,
     )
     .await;
     writes.abort();
-    cancel.cancel();
-    server.shutdown(Duration::from_secs(5)).await;
+    w.stop().await;
 }
 
 /// Waits until the agent sees `size` in-sync replicas for partition 0 of `topic`.
@@ -332,11 +344,7 @@ fn active_controller(cluster: &Cluster) -> Option<i32> {
 async fn controller_failover_is_quiet_and_a_lost_quorum_is_reported() {
     let _one = ONE_AT_A_TIME.lock().await;
     let cluster = start(ClusterSpec::new(Version::Kafka4)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut receiver = common::start_receiver().await;
-    let server = common::start_pack_server(dir.path(), SHORT_FOR, &receiver.url).await;
-    let key = server.store.create_key("acme").unwrap();
-    let (_agent, cancel) = common::run_agent(common::kafka_agent(&cluster, &server, &key, true));
+    let mut w = watch(&cluster, |_| {}).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let first = active_controller(&cluster).expect("an active controller");
@@ -352,7 +360,7 @@ async fn controller_failover_is_quiet_and_a_lost_quorum_is_reported() {
     // Longer than the rule's `for` and several agent cycles: nothing may fire.
     let quiet = tokio::time::timeout(Duration::from_secs(12), async {
         loop {
-            let msg = receiver.rx.recv().await.unwrap();
+            let msg = w.receiver.rx.recv().await.unwrap();
             if msg["status"] == "firing" {
                 return msg;
             }
@@ -368,7 +376,7 @@ async fn controller_failover_is_quiet_and_a_lost_quorum_is_reported() {
     // Two of three gone: no majority, no leader.
     cluster.node(next).kill();
     expect_all(
-        &mut receiver,
+        &mut w.receiver,
         &[("KafkaNoActiveController", "firing")],
         Duration::from_secs(120),
         &cluster,
@@ -377,19 +385,17 @@ async fn controller_failover_is_quiet_and_a_lost_quorum_is_reported() {
     cluster.node(first).start().unwrap();
     cluster.node(next).start().unwrap();
     expect_all(
-        &mut receiver,
+        &mut w.receiver,
         &[("KafkaNoActiveController", "resolved")],
         Duration::from_secs(120),
         &cluster,
     )
     .await;
-    cancel.cancel();
-    server.shutdown(Duration::from_secs(5)).await;
+    w.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unclean_leader_election_is_reported() {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     let _one = ONE_AT_A_TIME.lock().await;
     // The controllers look for partitions to elect uncleanly every second, not every
     // five minutes.
@@ -398,27 +404,18 @@ async fn an_unclean_leader_election_is_reported() {
             .controller_prop("unclean.leader.election.interval.ms", 1_000),
     )
     .await;
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap())
-        .create()
-        .unwrap();
-    let created = admin
-        .create_topics(
-            &[
-                NewTopic::new("risky", 1, TopicReplication::Variable(&[&[1, 2]]))
-                    .set("unclean.leader.election.enable", "true")
-                    .set("min.insync.replicas", "1"),
-            ],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap();
-    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
-    let dir = tempfile::tempdir().unwrap();
-    let mut receiver = common::start_receiver().await;
-    let server = common::start_pack_server(dir.path(), SHORT_FOR, &receiver.url).await;
-    let key = server.store.create_key("acme").unwrap();
-    let (agent, cancel) = common::run_agent(common::kafka_agent(&cluster, &server, &key, true));
+    common::create_assigned_topic(
+        &cluster.bootstrap(),
+        "risky",
+        &[&[1, 2]],
+        &[
+            ("unclean.leader.election.enable", "true"),
+            ("min.insync.replicas", "1"),
+        ],
+    )
+    .await;
+    let mut w = watch(&cluster, |_| {}).await;
+    let agent = w.agent.clone();
     wait_isr(&agent, "risky", 2).await;
 
     let produce = |n: usize| {
@@ -452,7 +449,7 @@ async fn an_unclean_leader_election_is_reported() {
     cluster.node(1).kill();
     cluster.node(2).start().unwrap();
     let seen = expect_all(
-        &mut receiver,
+        &mut w.receiver,
         &[("KafkaUncleanLeaderElection", "firing")],
         Duration::from_secs(120),
         &cluster,
@@ -483,8 +480,7 @@ async fn an_unclean_leader_election_is_reported() {
         20,
         "the 20 records broker 1 alone had"
     );
-    cancel.cancel();
-    server.shutdown(Duration::from_secs(5)).await;
+    w.stop().await;
 }
 
 /// The high watermark of partition 0 of `topic` as the agent reads it.
@@ -501,7 +497,6 @@ async fn high_watermark(agent: &foresight_reporter::Reporter, topic: &str) -> Op
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_dir_that_fills_is_reported_and_goes_offline() {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     let _one = ONE_AT_A_TIME.lock().await;
     // Broker 1 has two log dirs (JBOD), the second a 48 MiB tmpfs: when it fills, that
     // dir goes offline and the broker stays up with the other.
@@ -510,33 +505,18 @@ async fn a_log_dir_that_fills_is_reported_and_goes_offline() {
     spec.small_log_dir = Some((1, 48 << 20));
     let cluster = start(spec).await;
     let small = cluster.node(1).log_dirs[1].clone();
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap())
-        .create()
-        .unwrap();
     let on_broker_1: Vec<&[i32]> = vec![&[1]; 8];
-    let created = admin
-        .create_topics(
-            &[NewTopic::new(
-                "bulk",
-                8,
-                TopicReplication::Variable(&on_broker_1),
-            )],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap();
-    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
-    let dir = tempfile::tempdir().unwrap();
-    let mut receiver = common::start_receiver().await;
-    let server = common::start_pack_server(dir.path(), SHORT_FOR, &receiver.url).await;
-    let key = server.store.create_key("acme").unwrap();
-    // The agent beside broker 1: its exporter and its log dirs.
-    let mut agent = common::kafka_agent_config(&cluster, &server, &key, false);
-    agent.broker_id = Some(1);
-    agent.log_dirs = cluster.node(1).log_dirs.clone();
-    agent.jmx_exporter.insert(1, cluster.node(1).jmx_url());
-    let (_agent, cancel) = common::run_agent(foresight_reporter::Reporter::new(agent).unwrap());
+    common::create_assigned_topic(&cluster.bootstrap(), "bulk", &on_broker_1, &[]).await;
+    // The agent beside broker 1: its exporter and its log dirs, nothing else.
+    let node = cluster.node(1);
+    let mut w = watch(&cluster, |agent| {
+        agent.jmx_exporter.clear();
+        agent.controller_jmx_exporter.clear();
+        agent.broker_id = Some(1);
+        agent.log_dirs = node.log_dirs.clone();
+        agent.jmx_exporter.insert(1, node.jmx_url());
+    })
+    .await;
 
     // Writes of 256 KiB records to every partition until the small dir is full (it
     // crosses the 50% and 70% bands too fast for their rules to hold).
@@ -561,7 +541,7 @@ async fn a_log_dir_that_fills_is_reported_and_goes_offline() {
         }
     });
     let seen = expect_all(
-        &mut receiver,
+        &mut w.receiver,
         &[
             ("KafkaLogDirUsageCritical", "firing"),
             ("KafkaLogDirFillingUp", "firing"),
@@ -585,6 +565,5 @@ async fn a_log_dir_that_fills_is_reported_and_goes_offline() {
         "one offline dir of two must not stop the broker"
     );
     writes.abort();
-    cancel.cancel();
-    server.shutdown(Duration::from_secs(5)).await;
+    w.stop().await;
 }

@@ -92,6 +92,7 @@ fn every_jmx_series_the_pack_reads_is_in_real_scrapes_of_4_and_3_9() {
                 s.spawn(move || {
                     let mut spec = ClusterSpec::new(v).nodes(1, 1);
                     spec.heap_mib = 256;
+                    spec.jolokia = true;
                     (v, Cluster::start(spec).expect("cluster starts"))
                 })
             })
@@ -149,6 +150,60 @@ fn every_jmx_series_the_pack_reads_is_in_real_scrapes_of_4_and_3_9() {
             problems.push(format!(
                 "Kafka {release}: controllers lack UncleanLeaderElectionsPerSec"
             ));
+        }
+    }
+    // The agent's Jolokia collector, on the same nodes, must give every pack series the
+    // exporter gives, with the same labels.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(foresight_reporter::tls::client_config(None, None).unwrap())
+        .build()
+        .unwrap();
+    let mbeans: Vec<String> = foresight_reporter::collector::jolokia::DEFAULT_MBEANS
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    for (version, cluster) in &clusters {
+        let release = version.release().unwrap();
+        for n in &cluster.nodes {
+            let url = n.jmx_url();
+            let body = foresight_testkit::scrape(&url).unwrap();
+            let exporter =
+                foresight_reporter::collector::jmx::parse(&url, &body, &BTreeMap::new(), 0)
+                    .unwrap();
+            let jolokia_url = n.jolokia_url().unwrap();
+            let jolokia = runtime
+                .block_on(foresight_reporter::collector::jolokia::read(
+                    &client,
+                    &jolokia_url,
+                    &mbeans,
+                    std::time::Duration::from_secs(20),
+                    &BTreeMap::new(),
+                    0,
+                ))
+                .unwrap_or_else(|e| panic!("Jolokia on node {} of {release}: {e}", n.id));
+            let key = |s: &foresight_proto::v1::Series| {
+                let mut labels: Vec<(String, String)> = s
+                    .labels
+                    .iter()
+                    .map(|l| (l.name.clone(), l.value.clone()))
+                    .collect();
+                labels.sort();
+                (s.name.clone(), labels)
+            };
+            let from_jolokia: BTreeSet<_> = jolokia.iter().map(key).collect();
+            for s in exporter.iter().filter(|s| wanted.contains(&s.name)) {
+                let k = key(s);
+                if !from_jolokia.contains(&k) {
+                    problems.push(format!(
+                        "Kafka {release} node {}: the exporter has {k:?}, Jolokia does not",
+                        n.id
+                    ));
+                }
+            }
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));

@@ -182,6 +182,9 @@ pub struct ClusterSpec {
     /// A broker whose last log dir is a tmpfs of this many bytes, to fill: `(broker
     /// id, bytes)`. Mounting needs root; [`Cluster::start`] says so when it fails.
     pub small_log_dir: Option<(i32, u64)>,
+    /// Whether each JVM also runs Jolokia's JVM agent (for the agent's Jolokia
+    /// collector), beside the jmx_exporter.
+    pub jolokia: bool,
 }
 
 impl ClusterSpec {
@@ -196,6 +199,7 @@ impl ClusterSpec {
             controller_props: BTreeMap::new(),
             heap_mib: 320,
             small_log_dir: None,
+            jolokia: false,
         }
     }
 
@@ -254,6 +258,8 @@ pub struct Node {
     pub port: u16,
     /// The jmx_exporter agent's HTTP port.
     pub jmx_port: u16,
+    /// Jolokia's HTTP port, when the cluster runs it ([`ClusterSpec::jolokia`]).
+    pub jolokia_port: Option<u16>,
     /// Its directory: `server.properties`, `data*/`, `logs/`.
     pub dir: PathBuf,
     /// Its log dirs (brokers), or metadata dir (controllers).
@@ -266,6 +272,12 @@ impl Node {
     /// `http://127.0.0.1:<port>/metrics`, the jmx_exporter's endpoint.
     pub fn jmx_url(&self) -> String {
         format!("http://127.0.0.1:{}/metrics", self.jmx_port)
+    }
+
+    /// `http://127.0.0.1:<port>/jolokia/`, when the cluster runs Jolokia.
+    pub fn jolokia_url(&self) -> Option<String> {
+        self.jolokia_port
+            .map(|p| format!("http://127.0.0.1:{p}/jolokia/"))
     }
 
     /// `127.0.0.1:<port>`.
@@ -466,12 +478,23 @@ fn spawn_here(command: &[String], log: &Path) -> Result<Child, Error> {
     cmd.spawn().map_err(io(format!("starting {}", command[0])))
 }
 
+/// A loopback port nothing listens on, never the same twice in this process: clusters
+/// started in parallel choose their ports at the same time, and a port is only taken
+/// when its JVM binds it, seconds later.
 fn free_port() -> Result<u16, Error> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(io("binding a loopback port"))?
-        .local_addr()
-        .map_err(io("reading a bound port"))?
-        .port())
+    static HANDED_OUT: Mutex<std::collections::BTreeSet<u16>> =
+        Mutex::new(std::collections::BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .map_err(io("binding a loopback port"))?
+            .local_addr()
+            .map_err(io("reading a bound port"))?
+            .port();
+        if handed_out.insert(port) {
+            return Ok(port);
+        }
+    }
 }
 
 /// A Kafka `Uuid` in its text form (22 characters of URL-safe base64), random enough
@@ -539,7 +562,7 @@ impl Cluster {
     /// once every broker is registered and every exporter answers.
     ///
     /// # Errors
-    /// [`Error`] when Kafka cannot be fetched, formatted or started within two minutes.
+    /// [`Error`] when Kafka cannot be fetched, formatted or started within three minutes.
     pub fn start(spec: ClusterSpec) -> Result<Cluster, Error> {
         let lib = spec.version.lib_dir()?;
         let release = spec.version.release()?;
@@ -567,18 +590,27 @@ impl Cluster {
         for i in 0..spec.brokers {
             plans.push((1 + i as i32, Role::Broker, free_port()?));
         }
-        let agent = std::fs::read_dir(&lib)
-            .map_err(io(format!("reading {}", lib.display())))?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("jmx_prometheus_javaagent"))
-            })
-            .ok_or_else(|| Error::Fetch {
+        let jar = |prefix: &str| {
+            std::fs::read_dir(&lib)
+                .ok()?
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+                })
+        };
+        let agent = jar("jmx_prometheus_javaagent").ok_or_else(|| Error::Fetch {
+            version: spec.version.profile(),
+            message: "no jmx_prometheus_javaagent jar".into(),
+        })?;
+        let jolokia_agent = match spec.jolokia {
+            true => Some(jar("jolokia-agent-jvm").ok_or_else(|| Error::Fetch {
                 version: spec.version.profile(),
-                message: "no jmx_prometheus_javaagent jar".into(),
-            })?;
+                message: "no jolokia-agent-jvm jar".into(),
+            })?),
+            false => None,
+        };
         let classpath = format!("{}/*", lib.display());
         let mut mounts = Vec::new();
         let java = java_binary();
@@ -694,6 +726,10 @@ impl Cluster {
                 ),
             )?;
             let jmx_port = free_port()?;
+            let jolokia_port = match &jolokia_agent {
+                Some(_) => Some(free_port()?),
+                None => None,
+            };
             let jvm = |main: &str, agent_arg: Option<String>| -> Vec<String> {
                 let mut c = vec![
                     java.clone(),
@@ -744,12 +780,21 @@ impl Cluster {
                     jmx_exporter_config().display()
                 )),
             );
+            if let (Some(jar), Some(port)) = (&jolokia_agent, jolokia_port) {
+                // Before the main class: JVM options, not program arguments.
+                let at = command.len() - 3;
+                command.insert(
+                    at,
+                    format!("-javaagent:{}=host=127.0.0.1,port={port}", jar.display()),
+                );
+            }
             command.push(config.display().to_string());
             nodes.push(Node {
                 id,
                 role,
                 port,
                 jmx_port,
+                jolokia_port,
                 dir: node_dir,
                 log_dirs,
                 child: Mutex::new(None),
@@ -782,7 +827,7 @@ impl Cluster {
             mounts,
             _dir: dir,
         };
-        cluster.wait_healthy(Duration::from_secs(120))?;
+        cluster.wait_healthy(Duration::from_secs(180))?;
         Ok(cluster)
     }
 

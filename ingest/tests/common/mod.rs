@@ -321,3 +321,31 @@ pub fn run_agent(
     tokio::spawn(async move { a.run(c).await });
     (agent, cancel)
 }
+
+/// Creates `topic` with its replicas placed as `assignment` says (one list of broker
+/// ids per partition) and `configs`.
+pub async fn create_assigned_topic(
+    bootstrap: &str,
+    topic: &str,
+    assignment: &[&[i32]],
+    configs: &[(&str, &str)],
+) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let new = configs.iter().fold(
+        NewTopic::new(
+            topic,
+            assignment.len() as i32,
+            TopicReplication::Variable(assignment),
+        ),
+        |t, (k, v)| t.set(k, v),
+    );
+    let created = admin
+        .create_topics(&[new], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+}

@@ -23,6 +23,9 @@ struct Args {
     /// Broker properties, KEY=VALUE, repeatable.
     #[arg(long = "broker-prop")]
     broker_props: Vec<String>,
+    /// Also run Jolokia's JVM agent in every node.
+    #[arg(long)]
+    jolokia: bool,
     /// Controller properties, KEY=VALUE, repeatable.
     #[arg(long = "controller-prop")]
     controller_props: Vec<String>,
@@ -48,6 +51,7 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("--controller-prop {p}: expected KEY=VALUE"))?;
         spec = spec.controller_prop(k, v);
     }
+    spec.jolokia = args.jolokia;
     let cluster = Cluster::start(spec).context("starting the cluster")?;
     println!("cluster id: {}", cluster.cluster_id);
     println!("bootstrap.servers: {}", cluster.bootstrap());
