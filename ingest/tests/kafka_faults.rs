@@ -90,7 +90,8 @@ async fn expect_all(
         .map(|(a, s)| (a.to_string(), s.to_string()))
         .collect();
     let mut seen = Vec::new();
-    let deadline = tokio::time::Instant::now() + within;
+    let started = tokio::time::Instant::now();
+    let deadline = started + within;
     while !missing.is_empty() {
         let Ok(msg) = tokio::time::timeout_at(deadline, receiver.rx.recv()).await else {
             let logs: String = cluster.nodes.iter().map(|n| n.log_tail(5)).collect();
@@ -102,7 +103,13 @@ async fn expect_all(
             .unwrap_or_default()
             .to_string();
         let status = msg["status"].as_str().unwrap_or_default().to_string();
-        missing.remove(&(name.clone(), status.clone()));
+        if missing.remove(&(name.clone(), status.clone())) {
+            // For the README's table: from the fault (or the heal) to the webhook.
+            eprintln!(
+                "notification {name} {status} after {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
         seen.push(msg);
     }
     seen
