@@ -225,10 +225,7 @@ async fn risky_topic_configs_reach_the_webhook() {
     let agents: Vec<_> = cluster
         .brokers()
         .map(|b| {
-            let mut config = common::kafka_agent_config(cluster, &server, &key, false);
-            config.host = Some(format!("kafka-host-{}", b.id));
-            config.broker_id = Some(b.id);
-            config.jmx_exporter.insert(b.id, b.jmx_url());
+            let config = common::host_agent_config(cluster, &server, &key, b, None);
             common::run_agent(foresight_reporter::Reporter::new(config).unwrap())
         })
         .collect();

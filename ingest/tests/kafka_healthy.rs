@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use foresight_reporter::config::{AgentConfig, IngestConfig, KafkaConfig};
 use foresight_testkit::{Cluster, ClusterSpec, Version};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -172,28 +171,11 @@ async fn a_healthy_busy_cluster_raises_nothing() {
     // broker's log dir.
     let mut cancels = Vec::new();
     for (broker, controller) in cluster.brokers().zip(cluster.controllers()) {
-        let mut config = AgentConfig {
-            kafka: KafkaConfig {
-                bootstrap_servers: cluster.bootstrap(),
-                request_timeout_ms: 5_000,
-                ..KafkaConfig::default()
-            },
-            ingest: IngestConfig {
-                url: format!("https://{}", server.addr),
-                api_key: Some(key.clone()),
-                pinned_sha256: Some(server.fingerprint.clone()),
-                ..IngestConfig::default()
-            },
-            interval_secs: 10,
-            host: Some(format!("kafka-host-{}", broker.id)),
-            broker_id: Some(broker.id),
-            log_dirs: broker.log_dirs.clone(),
-            ..AgentConfig::default()
-        };
-        config.jmx_exporter.insert(broker.id, broker.jmx_url());
-        config
-            .controller_jmx_exporter
-            .insert(controller.id, controller.jmx_url());
+        let mut config =
+            common::host_agent_config(&cluster, &server, &key, broker, Some(controller));
+        config.kafka.request_timeout_ms = 5_000;
+        config.interval_secs = 10;
+        config.log_dirs = broker.log_dirs.clone();
         let agent = foresight_reporter::Reporter::new(config).unwrap();
         cancels.push(common::run_agent(agent));
     }

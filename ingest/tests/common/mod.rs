@@ -256,6 +256,26 @@ pub fn kafka_agent_config(
 /// A topic to create: name, partitions, replication factor, configs.
 pub type TopicSpec<'a> = (&'a str, i32, i32, &'a [(&'a str, &'a str)]);
 
+/// The configuration of the agent beside `broker`, as the README deploys one per broker
+/// host: its own host name and broker id, its broker's exporter and, where one runs on
+/// the same host, `controller`'s.
+pub fn host_agent_config(
+    cluster: &foresight_testkit::Cluster,
+    server: &Server,
+    key: &str,
+    broker: &foresight_testkit::Node,
+    controller: Option<&foresight_testkit::Node>,
+) -> foresight_reporter::config::AgentConfig {
+    let mut config = kafka_agent_config(cluster, server, key, false);
+    config.host = Some(format!("kafka-host-{}", broker.id));
+    config.broker_id = Some(broker.id);
+    config.jmx_exporter.insert(broker.id, broker.jmx_url());
+    if let Some(c) = controller {
+        config.controller_jmx_exporter.insert(c.id, c.jmx_url());
+    }
+    config
+}
+
 /// Creates `topics` (name, partitions, replication factor, configs) on a real cluster
 /// and waits until every partition has a leader.
 pub async fn create_topics(bootstrap: &str, topics: &[TopicSpec<'_>]) {
