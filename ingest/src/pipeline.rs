@@ -173,6 +173,11 @@ pub struct Pipeline {
     /// Per tenant and cluster, when the last snapshot whose series were derived was
     /// taken (see [`Pipeline::ingest`]).
     derived_at_ms: HashMap<(String, String), i64>,
+    /// Per tenant and cluster, the series of [`derive::ENDS_WHEN_ABSENT`] families the
+    /// last derived snapshot had: one the next snapshot lacks (an aborted transaction,
+    /// a quorum member gone) gets a staleness marker, so that rules stop seeing it at
+    /// once rather than for the 5-minute lookback.
+    transient: HashMap<(String, String), std::collections::HashSet<Labels>>,
 }
 
 impl Pipeline {
@@ -197,6 +202,7 @@ impl Pipeline {
             view: AlertsView::default(),
             clusters: ClustersView::default(),
             derived_at_ms: HashMap::new(),
+            transient: HashMap::new(),
             store,
             rules_retention_ms,
             batch_retention_ms: 7 * 24 * 3_600_000,
@@ -432,6 +438,7 @@ impl Pipeline {
             .map(|r| r.labels.clone())
             .unwrap_or_default();
         let mut derived = Vec::new();
+        let mut derived_ts = 0;
         // One agent runs beside each broker, and each sends the whole cluster's
         // snapshot: the series of at most one snapshot per cluster and half evaluation
         // interval are derived, the first to arrive, so that three agents neither
@@ -452,7 +459,7 @@ impl Pipeline {
         });
         if let Some(snap) = snapshot {
             let mut base: BTreeMap<String, String> = resource_labels.clone().into_iter().collect();
-            base.insert("cluster".to_string(), cluster.unwrap_or_default());
+            base.insert("cluster".to_string(), cluster.clone().unwrap_or_default());
             let excluded: std::collections::HashSet<&str> =
                 batch.excluded_metrics.iter().map(String::as_str).collect();
             let ts = if snap.collected_at_ms > 0 {
@@ -461,9 +468,17 @@ impl Pipeline {
                 batch.created_at_ms
             };
             derived = derive::snapshot_series(snap, &base, ts, &|name| !excluded.contains(name));
+            derived_ts = ts;
         }
+        let transient_key = (accepted.tenant.clone(), cluster.clone().unwrap_or_default());
+        let derived_from = batch.series.len();
+        let mut now_transient = std::collections::HashSet::new();
         let tenant = self.tenant(&accepted.tenant);
-        for s in batch.series.into_iter().chain(derived) {
+        for (i, s) in batch.series.into_iter().chain(derived).enumerate() {
+            let transient = i >= derived_from
+                && derive::ENDS_WHEN_ABSENT
+                    .iter()
+                    .any(|prefix| s.name.starts_with(prefix));
             let labels = Labels::new(
                 resource_labels
                     .iter()
@@ -475,6 +490,23 @@ impl Pipeline {
                 tenant
                     .series
                     .append(&labels, sample.timestamp_ms, sample.value);
+            }
+            if transient {
+                now_transient.insert(labels);
+            }
+        }
+        if derived_ts > 0 {
+            let before = self
+                .transient
+                .insert(transient_key, now_transient.clone())
+                .unwrap_or_default();
+            let tenant = self.tenant(&accepted.tenant);
+            for gone in before.difference(&now_transient) {
+                tenant.series.append(
+                    gone,
+                    derived_ts,
+                    f64::from_bits(foresight_proto::STALE_NAN_BITS),
+                );
             }
         }
     }

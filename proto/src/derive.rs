@@ -34,7 +34,21 @@ pub const METRIC_NAMES: &[&str] = &[
     "kafka_consumergroup_current_offset",
     "kafka_consumergroup_lag",
     "kafka_consumergroup_lag_sum",
+    "kafka_quorum_leader",
+    "kafka_quorum_leader_epoch",
+    "kafka_quorum_high_watermark",
+    "kafka_quorum_voters",
+    "kafka_quorum_replica_log_end_offset",
+    "kafka_quorum_replica_lag",
+    "kafka_quorum_replica_last_fetch_age_seconds",
+    "kafka_quorum_replica_last_caught_up_age_seconds",
+    "kafka_transaction_open_seconds",
 ];
+
+/// Name prefixes of derived series that end when a snapshot no longer has them (the
+/// ingest writes a staleness marker): an aborted transaction or a quorum member that
+/// left must stop matching rules at once, not after the 5-minute lookback.
+pub const ENDS_WHEN_ABSENT: &[&str] = &["kafka_transaction_", "kafka_quorum_replica_"];
 
 /// The series name of topic config `key`, `kafka_topic_config_min_insync_replicas` for
 /// `min.insync.replicas`.
@@ -57,11 +71,11 @@ pub fn snapshot_series(
     for b in &snap.brokers {
         let id = b.id.to_string();
         let port = b.port.to_string();
-        out.push(
-            "kafka_broker_info",
-            &[("broker", &id), ("host", &b.host), ("port", &port)],
-            1.0,
-        );
+        let mut l = vec![("broker", id.as_str()), ("host", &b.host), ("port", &port)];
+        if !b.rack.is_empty() {
+            l.push(("rack", &b.rack));
+        }
+        out.push("kafka_broker_info", &l, 1.0);
     }
     for t in &snap.topics {
         out.push(
@@ -194,7 +208,98 @@ pub fn snapshot_series(
             );
         }
     }
+    quorum_series(snap, &mut out);
+    transaction_series(snap, &mut out);
     out.finish()
+}
+
+/// Seconds from `ts_ms` to the snapshot's collection; `None` for an unknown (-1) time.
+fn age_seconds(snap: &ClusterSnapshot, ts_ms: i64) -> Option<f64> {
+    (ts_ms >= 0).then(|| (snap.collected_at_ms - ts_ms).max(0) as f64 / 1000.0)
+}
+
+/// The quorum as `kafka-metadata-quorum describe --status` and `--replication` show it:
+/// `kind` is `voter` or `observer` (stable across leader changes, unlike the tool's
+/// Leader/Follower status); lag is against the leader's log end offset, as the tool's.
+fn quorum_series(snap: &ClusterSnapshot, out: &mut SeriesBuilder<'_>) {
+    let Some(q) = &snap.quorum else { return };
+    out.push("kafka_quorum_leader", &[], f64::from(q.leader_id));
+    if q.leader_id < 0 {
+        return;
+    }
+    out.push("kafka_quorum_leader_epoch", &[], f64::from(q.leader_epoch));
+    out.push("kafka_quorum_high_watermark", &[], q.high_watermark as f64);
+    out.push("kafka_quorum_voters", &[], q.voters.len() as f64);
+    let leader_end = q
+        .voters
+        .iter()
+        .find(|v| v.id == q.leader_id)
+        .map(|v| v.log_end_offset);
+    for (kind, replicas) in [("voter", &q.voters), ("observer", &q.observers)] {
+        for r in replicas {
+            let id = r.id.to_string();
+            let l = [("node", id.as_str()), ("kind", kind)];
+            out.push(
+                "kafka_quorum_replica_log_end_offset",
+                &l,
+                r.log_end_offset as f64,
+            );
+            if let Some(end) = leader_end {
+                out.push(
+                    "kafka_quorum_replica_lag",
+                    &l,
+                    (end - r.log_end_offset).max(0) as f64,
+                );
+            }
+            if let Some(a) = age_seconds(snap, r.last_fetch_timestamp_ms) {
+                out.push("kafka_quorum_replica_last_fetch_age_seconds", &l, a);
+            }
+            if let Some(a) = age_seconds(snap, r.last_caught_up_timestamp_ms) {
+                out.push("kafka_quorum_replica_last_caught_up_age_seconds", &l, a);
+            }
+        }
+    }
+}
+
+/// One series per open transaction, valued at the seconds since its last write (as
+/// find-hanging's Duration), labelled with everything `kafka-transactions.sh abort`
+/// needs and with `bootstrap`, the leader's address, to run it against.
+fn transaction_series(snap: &ClusterSnapshot, out: &mut SeriesBuilder<'_>) {
+    use crate::v1::TransactionVerdict;
+    for t in &snap.open_transactions {
+        let verdict = match t.verdict() {
+            TransactionVerdict::Hanging => "hanging",
+            TransactionVerdict::LongOpen => "long_open",
+            TransactionVerdict::Open | TransactionVerdict::Unspecified => "open",
+        };
+        let bootstrap = snap
+            .brokers
+            .iter()
+            .find(|b| b.id == t.leader)
+            .map(|b| format!("{}:{}", b.host, b.port))
+            .unwrap_or_default();
+        let (partition, pid, epoch, start) = (
+            t.partition.to_string(),
+            t.producer_id.to_string(),
+            t.producer_epoch.to_string(),
+            t.start_offset.to_string(),
+        );
+        let mut l = vec![
+            ("topic", t.topic.as_str()),
+            ("partition", &partition),
+            ("producer_id", &pid),
+            ("producer_epoch", &epoch),
+            ("start_offset", &start),
+            ("verdict", verdict),
+            ("bootstrap", &bootstrap),
+        ];
+        if !t.transactional_id.is_empty() {
+            l.push(("transactional_id", &t.transactional_id));
+        }
+        if let Some(a) = age_seconds(snap, t.last_timestamp_ms) {
+            out.push("kafka_transaction_open_seconds", &l, a);
+        }
+    }
 }
 
 /// A partition's ends: the high watermark and, where known, the last stable offset.

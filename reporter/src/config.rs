@@ -136,6 +136,12 @@ pub struct KafkaConfig {
     pub request_timeout_ms: u64,
     /// Consumer groups whose committed offsets are read, at most (default 500).
     pub max_consumer_groups: usize,
+    /// Whether the agent also asks the admin RPCs librdkafka lacks, over its second
+    /// client with the same settings: DescribeQuorum (the KRaft quorum), DescribeCluster
+    /// (racks), broker DescribeConfigs (`transaction.max.timeout.ms`), and for
+    /// partitions whose last stable offset lags, DescribeProducers, ListTransactions and
+    /// DescribeTransactions (open and hanging transactions). Default true.
+    pub admin_requests: bool,
 }
 
 impl Default for KafkaConfig {
@@ -146,6 +152,7 @@ impl Default for KafkaConfig {
             cluster_name: None,
             request_timeout_ms: 10_000,
             max_consumer_groups: 500,
+            admin_requests: true,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! - [`events`]: what changed between two snapshots.
 //! - [`spool`]: the disk spool batches wait in.
 //! - [`collector`]: sources (the Kafka protocol, the host's log dirs).
+//! - [`protocol`]: the second Kafka client, for the admin RPCs librdkafka lacks.
 //! - [`series`]: snapshot to series, with kafka_exporter's names.
 //! - [`shipper`]: HTTPS upload with retries.
 //! - [`tls`]: trust for the upload: system roots, a CA file or a pinned certificate.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod events;
 pub mod librdkafka_stats;
 pub mod privacy;
+pub mod protocol;
 pub mod series;
 pub mod shipper;
 pub mod spool;
@@ -142,6 +144,7 @@ fn now_ms() -> i64 {
 pub struct Reporter {
     config: AgentConfig,
     collector: Arc<collector::kafka::KafkaCollector>,
+    admin: collector::admin::AdminCollector,
     shipper: Option<Shipper>,
     instance_id: String,
     sequence: AtomicU64,
@@ -215,7 +218,9 @@ impl Reporter {
                     .map_err(|e| Error::Tls(e.to_string()))?,
             )
         };
+        let admin = collector::admin::AdminCollector::new(&config.kafka);
         Ok(Reporter {
+            admin,
             config,
             collector,
             shipper,
@@ -229,6 +234,12 @@ impl Reporter {
             pending: tokio::sync::Mutex::new(pending),
             stats: Stats::default(),
         })
+    }
+
+    /// The second Kafka client (admin RPCs librdkafka lacks), unless its settings were
+    /// refused.
+    pub fn protocol_client(&self) -> Option<&protocol::Client> {
+        self.admin.client()
     }
 
     /// This process's agent instance id, which scopes batch sequence numbers.
@@ -272,6 +283,12 @@ impl Reporter {
         let mut snapshot = tokio::task::spawn_blocking(move || collector.collect(ts))
             .await
             .map_err(|e| Error::Kafka(format!("collector task failed: {e}")))??;
+        // Before names are hashed: the requests need the real ones.
+        let admin_parts = if self.config.kafka.admin_requests {
+            self.admin.enrich(&mut snapshot, ts).await
+        } else {
+            Vec::new()
+        };
         self.privacy.snapshot(&mut snapshot);
         let excluded_metrics = self.privacy.minimize(&mut snapshot);
         let mut base = self.config.labels.clone();
@@ -357,6 +374,22 @@ impl Reporter {
                     f64::from_bits(foresight_proto::STALE_NAN_BITS),
                 ));
             }
+        }
+        for p in &admin_parts {
+            let mut l = own_labels.clone();
+            l.insert("part".into(), p.part.into());
+            series.push(series::single(
+                "foresight_agent_protocol_up",
+                l.clone(),
+                ts,
+                f64::from(u8::from(p.error.is_none())),
+            ));
+            series.push(series::single(
+                "foresight_agent_protocol_duration_seconds",
+                l,
+                ts,
+                p.seconds,
+            ));
         }
         series.push(own(
             "foresight_agent_scrape_failures",

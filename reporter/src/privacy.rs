@@ -95,6 +95,12 @@ impl Privacy {
                 o.topic = self.hash(&o.topic);
             }
         }
+        for t in &mut snap.open_transactions {
+            t.topic = self.hash(&t.topic);
+            if !t.transactional_id.is_empty() {
+                t.transactional_id = self.hash(&t.transactional_id);
+            }
+        }
     }
 
     /// Whether the metric filter lets series `name` through.
@@ -117,6 +123,9 @@ impl Privacy {
             .filter(|n| !self.keeps(n))
             .map(|n| (*n).to_string())
             .collect();
+        if !self.keeps("kafka_transaction_open_seconds") {
+            snap.open_transactions.clear();
+        }
         let groups_needed = derive::METRIC_NAMES
             .iter()
             .chain(&["kafka_consumergroup_lag_seconds"])

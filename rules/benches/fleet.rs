@@ -100,6 +100,7 @@ fn cluster_series(
         topics,
         // Groups are added below as gauges, as the measured run did.
         groups: Vec::new(),
+        ..Default::default()
     };
     let base = BTreeMap::from([("cluster".to_string(), format!("c{cluster}"))]);
     let mut series = foresight_proto::derive::snapshot_series(&snap, &base, ts_ms, &|_| true);

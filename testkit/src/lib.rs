@@ -185,7 +185,19 @@ pub struct ClusterSpec {
     /// Whether each JVM also runs Jolokia's JVM agent (for the agent's Jolokia
     /// collector), beside the jmx_exporter.
     pub jolokia: bool,
+    /// Whether brokers also listen on `SSL`, `SASL_SSL` and `SASL_PLAINTEXT` (PLAIN,
+    /// SCRAM-SHA-256 and SCRAM-SHA-512 for [`SASL_USER`]), with a certificate for
+    /// `localhost` and `127.0.0.1` signed by [`Cluster::ca_file`].
+    pub secure: bool,
 }
+
+/// The SASL user of a [`ClusterSpec::secure`] cluster, for every mechanism.
+pub const SASL_USER: &str = "foresight";
+/// Its password.
+pub const SASL_PASSWORD: &str = "foresight-secret";
+
+/// The security protocols of a [`ClusterSpec::secure`] cluster's extra listeners.
+pub const SECURE_PROTOCOLS: &[&str] = &["SSL", "SASL_SSL", "SASL_PLAINTEXT"];
 
 impl ClusterSpec {
     /// Three controllers and three brokers, as production clusters run.
@@ -200,6 +212,7 @@ impl ClusterSpec {
             heap_mib: 320,
             small_log_dir: None,
             jolokia: false,
+            secure: false,
         }
     }
 
@@ -260,6 +273,8 @@ pub struct Node {
     pub jmx_port: u16,
     /// Jolokia's HTTP port, when the cluster runs it ([`ClusterSpec::jolokia`]).
     pub jolokia_port: Option<u16>,
+    /// A secure cluster's broker listeners by security protocol ([`SECURE_PROTOCOLS`]).
+    pub secure_ports: BTreeMap<String, u16>,
     /// Its directory: `server.properties`, `data*/`, `logs/`.
     pub dir: PathBuf,
     /// Its log dirs (brokers), or metadata dir (controllers).
@@ -396,6 +411,7 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     lib: PathBuf,
     mounts: Vec<PathBuf>,
+    ca_file: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -409,6 +425,79 @@ impl Drop for Cluster {
             unmount(m);
         }
     }
+}
+
+/// A secure cluster's key material: a CA, and the brokers' key and certificate.
+struct Tls {
+    ca: PathBuf,
+    /// The brokers' private key and certificate, PEM, in one file (Kafka's PEM keystore).
+    keystore: PathBuf,
+}
+
+fn write_certificates(dir: &Path) -> Result<Tls, Error> {
+    let fail = |e: rcgen::Error| Error::Io {
+        what: "generating test certificates".into(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let ca_key = rcgen::KeyPair::generate().map_err(fail)?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "foresight test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).map_err(fail)?;
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().map_err(fail)?;
+    let params = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .map_err(fail)?;
+    let cert = params.signed_by(&key, &issuer).map_err(fail)?;
+    let tls = Tls {
+        ca: dir.join("ca.pem"),
+        keystore: dir.join("broker.pem"),
+    };
+    write(&tls.ca, &ca_cert.pem())?;
+    write(
+        &tls.keystore,
+        &format!("{}{}", key.serialize_pem(), cert.pem()),
+    )?;
+    Ok(tls)
+}
+
+/// Listener settings of a secure broker: a PEM keystore for both TLS listeners, and
+/// PLAIN and SCRAM for both SASL ones.
+fn secure_broker_props(tls: &Tls) -> BTreeMap<String, String> {
+    let mut p = BTreeMap::new();
+    p.insert(
+        "listener.security.protocol.map".into(),
+        "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL,\
+         SASL_PLAINTEXT:SASL_PLAINTEXT"
+            .into(),
+    );
+    p.insert("ssl.keystore.type".into(), "PEM".into());
+    p.insert(
+        "ssl.keystore.location".into(),
+        tls.keystore.display().to_string(),
+    );
+    p.insert(
+        "sasl.enabled.mechanisms".into(),
+        "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512".into(),
+    );
+    for listener in ["sasl_ssl", "sasl_plaintext"] {
+        p.insert(
+            format!("listener.name.{listener}.plain.sasl.jaas.config"),
+            format!(
+                "org.apache.kafka.common.security.plain.PlainLoginModule required \
+                 user_{SASL_USER}=\"{SASL_PASSWORD}\";"
+            ),
+        );
+        for m in ["scram-sha-256", "scram-sha-512"] {
+            p.insert(
+                format!("listener.name.{listener}.{m}.sasl.jaas.config"),
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;".into(),
+            );
+        }
+    }
+    p
 }
 
 fn unmount(path: &Path) {
@@ -583,6 +672,11 @@ impl Cluster {
             .map(|(id, port)| format!("{id}@127.0.0.1:{port}"))
             .collect::<Vec<_>>()
             .join(",");
+        let tls = if spec.secure {
+            Some(write_certificates(dir.path())?)
+        } else {
+            None
+        };
         let mut plans = Vec::new();
         for (id, port) in &controllers {
             plans.push((*id, Role::Controller, *port));
@@ -649,6 +743,7 @@ impl Cluster {
                 mounts.push(last.clone());
             }
             let mut props: BTreeMap<String, String> = BTreeMap::new();
+            let mut secure_ports = BTreeMap::new();
             let set = |p: &mut BTreeMap<String, String>, k: &str, v: String| {
                 p.insert(k.to_string(), v);
             };
@@ -681,16 +776,17 @@ impl Cluster {
                 }
                 Role::Broker => {
                     set(&mut props, "process.roles", "broker".into());
-                    set(
-                        &mut props,
-                        "listeners",
-                        format!("PLAINTEXT://127.0.0.1:{port}"),
-                    );
-                    set(
-                        &mut props,
-                        "advertised.listeners",
-                        format!("PLAINTEXT://127.0.0.1:{port}"),
-                    );
+                    let mut listeners = vec![format!("PLAINTEXT://127.0.0.1:{port}")];
+                    if let Some(pem) = &tls {
+                        for protocol in SECURE_PROTOCOLS {
+                            let p = free_port()?;
+                            secure_ports.insert((*protocol).to_string(), p);
+                            listeners.push(format!("{protocol}://127.0.0.1:{p}"));
+                        }
+                        props.extend(secure_broker_props(pem));
+                    }
+                    set(&mut props, "listeners", listeners.join(","));
+                    set(&mut props, "advertised.listeners", listeners.join(","));
                     set(&mut props, "inter.broker.listener.name", "PLAINTEXT".into());
                     set(&mut props, "broker.rack", format!("rack-{id}"));
                     props.extend(spec.broker_defaults());
@@ -762,6 +858,14 @@ impl Cluster {
                 cluster_id.clone(),
                 "--ignore-formatted".into(),
             ]);
+            if spec.secure {
+                for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512"] {
+                    format_cmd.extend([
+                        "--add-scram".into(),
+                        format!("{mechanism}=[name={SASL_USER},password={SASL_PASSWORD}]"),
+                    ]);
+                }
+            }
             formats.push((
                 id,
                 Command::new(&format_cmd[0])
@@ -795,6 +899,7 @@ impl Cluster {
                 port,
                 jmx_port,
                 jolokia_port,
+                secure_ports,
                 dir: node_dir,
                 log_dirs,
                 child: Mutex::new(None),
@@ -825,10 +930,30 @@ impl Cluster {
             nodes,
             lib,
             mounts,
+            ca_file: tls.map(|t| t.ca),
             _dir: dir,
         };
         cluster.wait_healthy(Duration::from_secs(180))?;
         Ok(cluster)
+    }
+
+    /// The CA certificate (PEM) that signed a secure cluster's broker certificates.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca_file.as_deref()
+    }
+
+    /// A secure cluster's `bootstrap.servers` for `protocol` (one of
+    /// [`SECURE_PROTOCOLS`]); `None` for a cluster without it.
+    pub fn bootstrap_for(&self, protocol: &str) -> Option<String> {
+        let addrs: Option<Vec<String>> = self
+            .brokers()
+            .map(|b| {
+                b.secure_ports
+                    .get(protocol)
+                    .map(|p| format!("127.0.0.1:{p}"))
+            })
+            .collect();
+        addrs.map(|a| a.join(","))
     }
 
     /// The brokers' `bootstrap.servers`.

@@ -181,6 +181,7 @@ impl KafkaCollector {
             brokers,
             topics,
             groups,
+            ..Default::default()
         })
     }
 

@@ -1,12 +1,16 @@
 //! Collectors: each reads one source and returns what it saw.
 //!
-//! - [`kafka`]: cluster metadata and offsets over the Kafka protocol.
+//! - [`kafka`]: cluster metadata and offsets over the Kafka protocol (librdkafka).
+//! - [`admin`]: the quorum, racks and transactions over the second client.
+//! - [`transactions`]: open and hanging transactions, as find-hanging finds them.
 //! - [`host`]: the broker's log dirs on this machine.
 //! - [`jmx`]: broker metrics from the jmx_exporter endpoint.
 //! - [`jolokia`]: broker MBeans from a Jolokia agent, named as the jmx_exporter would.
 
+pub mod admin;
 pub mod group_offsets;
 pub mod host;
 pub mod jmx;
 pub mod jolokia;
 pub mod kafka;
+pub mod transactions;

@@ -1,0 +1,265 @@
+//! What only the Kafka protocol's admin RPCs tell, over the second client
+//! ([`crate::protocol`]): the KRaft quorum (DescribeQuorum), the brokers' racks
+//! (DescribeCluster), the maximum transaction timeout (broker DescribeConfigs) and open
+//! and hanging transactions ([`super::transactions`]).
+//!
+//! Each part fails alone: a broker that lacks an API, or a cluster that does not answer,
+//! leaves that part out of the snapshot, says so once in the log, and shows as
+//! `foresight_agent_protocol_up{part=…} 0`; the rest of the cycle goes on.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use foresight_proto::v1::{ClusterSnapshot, Quorum, QuorumReplica};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+use kafka_protocol::messages::{
+    DescribeClusterRequest, DescribeConfigsRequest, DescribeQuorumRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::config::KafkaConfig;
+use crate::protocol::{Client, ProtocolError, error_name};
+
+/// The parts, as the `part` label of `foresight_agent_protocol_up` names them.
+pub const PARTS: &[&str] = &["quorum", "cluster", "transactions"];
+
+/// Kafka's default `transaction.max.timeout.ms` (15 minutes), used until the brokers'
+/// own value is read; it is also find-hanging's default.
+pub const DEFAULT_MAX_TRANSACTION_TIMEOUT_MS: i64 = 900_000;
+
+/// How often the brokers' `transaction.max.timeout.ms` is read again.
+const CONFIG_EVERY: Duration = Duration::from_secs(300);
+
+/// How one part went this cycle.
+#[derive(Debug, Clone)]
+pub struct PartStatus {
+    /// One of [`PARTS`].
+    pub part: &'static str,
+    /// `None` when it answered.
+    pub error: Option<String>,
+    /// Wall time it took.
+    pub seconds: f64,
+}
+
+/// The second client and what it remembers between cycles.
+pub struct AdminCollector {
+    client: Option<Client>,
+    /// Why there is no client (a setting it cannot honour), said once.
+    disabled: Option<String>,
+    max_timeout: Mutex<(Option<Instant>, i64)>,
+    /// Per part, the error last logged, so that a failure is said once, not per cycle.
+    said: Mutex<BTreeMap<&'static str, String>>,
+}
+
+impl AdminCollector {
+    /// The collector for `cfg`. Settings the client cannot honour do not fail the
+    /// agent: the admin parts are then off, and say why.
+    pub fn new(cfg: &KafkaConfig) -> Self {
+        match Client::new(
+            &cfg.bootstrap_servers,
+            &cfg.properties,
+            Duration::from_millis(cfg.request_timeout_ms),
+        ) {
+            Ok(c) => AdminCollector {
+                client: Some(c),
+                disabled: None,
+                max_timeout: Mutex::new((None, DEFAULT_MAX_TRANSACTION_TIMEOUT_MS)),
+                said: Mutex::new(BTreeMap::new()),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "The Kafka admin requests (quorum, hanging transactions) are off.");
+                AdminCollector {
+                    client: None,
+                    disabled: Some(e.to_string()),
+                    max_timeout: Mutex::new((None, DEFAULT_MAX_TRANSACTION_TIMEOUT_MS)),
+                    said: Mutex::new(BTreeMap::new()),
+                }
+            }
+        }
+    }
+
+    /// The client, for embedders and tests that ask the cluster themselves.
+    pub fn client(&self) -> Option<&Client> {
+        self.client.as_ref()
+    }
+
+    /// Adds the quorum, racks and open transactions to `snap`.
+    pub async fn enrich(&self, snap: &mut ClusterSnapshot, now_ms: i64) -> Vec<PartStatus> {
+        let Some(client) = &self.client else {
+            let why = self.disabled.clone().unwrap_or_default();
+            return PARTS
+                .iter()
+                .map(|part| PartStatus {
+                    part,
+                    error: Some(why.clone()),
+                    seconds: 0.0,
+                })
+                .collect();
+        };
+        client.set_brokers(
+            snap.brokers
+                .iter()
+                .map(|b| (b.id, format!("{}:{}", b.host, b.port))),
+        );
+        let mut out = Vec::new();
+        let started = Instant::now();
+        let describe_cluster = DescribeClusterRequest::default();
+        let (quorum, cluster) =
+            tokio::join!(describe_quorum(client), client.send_any(&describe_cluster));
+        let quorum_secs = started.elapsed().as_secs_f64();
+        out.push(self.status("quorum", quorum.as_ref().err(), quorum_secs));
+        if let Ok(q) = quorum {
+            if q.leader_id >= 0 {
+                snap.controller_id = q.leader_id;
+            }
+            snap.quorum = Some(q);
+        }
+        let cluster_err = match cluster {
+            Ok(r) if r.error_code == 0 => {
+                for b in &mut snap.brokers {
+                    if let Some(d) = r.brokers.iter().find(|d| d.broker_id.0 == b.id)
+                        && let Some(rack) = &d.rack
+                    {
+                        b.rack = rack.to_string();
+                    }
+                }
+                None
+            }
+            Ok(r) => Some(format!(
+                "DescribeCluster: {}",
+                r.error_message
+                    .map(|m| m.to_string())
+                    .unwrap_or_else(|| error_name(r.error_code))
+            )),
+            Err(e) => Some(e.to_string()),
+        };
+        out.push(self.status_msg("cluster", cluster_err, quorum_secs));
+        let started = Instant::now();
+        let max_timeout = self.max_transaction_timeout(client, snap).await;
+        snap.transaction_max_timeout_ms = max_timeout;
+        let tx = super::transactions::find(client, snap, max_timeout, now_ms).await;
+        let tx_secs = started.elapsed().as_secs_f64();
+        out.push(self.status("transactions", tx.as_ref().err(), tx_secs));
+        if let Ok(t) = tx {
+            snap.open_transactions = t;
+        }
+        out
+    }
+
+    fn status(&self, part: &'static str, e: Option<&ProtocolError>, seconds: f64) -> PartStatus {
+        self.status_msg(part, e.map(ToString::to_string), seconds)
+    }
+
+    fn status_msg(&self, part: &'static str, error: Option<String>, seconds: f64) -> PartStatus {
+        let mut said = self.said.lock().expect("said lock is never poisoned");
+        match &error {
+            Some(e) if said.get(part) != Some(e) => {
+                tracing::warn!(part, error = %e, "A Kafka admin request failed; that part is left out until it answers.");
+                said.insert(part, e.clone());
+            }
+            None if said.remove(part).is_some() => {
+                tracing::info!(part, "A Kafka admin request answers again.");
+            }
+            _ => {}
+        }
+        PartStatus {
+            part,
+            error,
+            seconds,
+        }
+    }
+
+    /// The smallest `transaction.max.timeout.ms` of the brokers asked, read every
+    /// [`CONFIG_EVERY`]; Kafka's default until one answers.
+    async fn max_transaction_timeout(&self, client: &Client, snap: &ClusterSnapshot) -> i64 {
+        let (at, value) = *self
+            .max_timeout
+            .lock()
+            .expect("timeout lock is never poisoned");
+        if at.is_some_and(|t| t.elapsed() < CONFIG_EVERY) {
+            return value;
+        }
+        let Some(broker) = snap.brokers.first().map(|b| b.id) else {
+            return value;
+        };
+        let request = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(StrBytes::from_string(broker.to_string()))
+                .with_configuration_keys(Some(vec![StrBytes::from_static_str(
+                    "transaction.max.timeout.ms",
+                )])),
+        ]);
+        let read = match client.send_to(broker, &request).await {
+            Ok(r) => r
+                .results
+                .iter()
+                .flat_map(|r| &r.configs)
+                .find(|c| c.name.as_str() == "transaction.max.timeout.ms")
+                .and_then(|c| c.value.as_ref())
+                .and_then(|v| v.parse::<i64>().ok()),
+            Err(e) => {
+                tracing::debug!(error = %e, "Reading transaction.max.timeout.ms failed.");
+                None
+            }
+        };
+        let value = read.unwrap_or(value);
+        *self
+            .max_timeout
+            .lock()
+            .expect("timeout lock is never poisoned") = (read.map(|_| Instant::now()), value);
+        value
+    }
+}
+
+/// DescribeQuorum of `__cluster_metadata`, which brokers forward to the active
+/// controller. An error in the answer (no leader, a quorum that lost its majority) is
+/// a quorum with leader -1, not a failure of the request.
+///
+/// # Errors
+/// [`ProtocolError`] when no broker answers, or none offers DescribeQuorum.
+pub async fn describe_quorum(client: &Client) -> Result<Quorum, ProtocolError> {
+    let request = DescribeQuorumRequest::default().with_topics(vec![
+        TopicData::default()
+            .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+            .with_partitions(vec![PartitionData::default().with_partition_index(0)]),
+    ]);
+    let r = client.send_any(&request).await?;
+    let no_leader = |code: i16| Quorum {
+        leader_id: -1,
+        error_code: i32::from(code),
+        ..Default::default()
+    };
+    if r.error_code != 0 {
+        return Ok(no_leader(r.error_code));
+    }
+    let Some(p) = r.topics.first().and_then(|t| t.partitions.first()) else {
+        return Ok(no_leader(-1));
+    };
+    if p.error_code != 0 {
+        return Ok(no_leader(p.error_code));
+    }
+    let replica =
+        |s: &kafka_protocol::messages::describe_quorum_response::ReplicaState| QuorumReplica {
+            id: s.replica_id.0,
+            log_end_offset: s.log_end_offset,
+            last_fetch_timestamp_ms: s.last_fetch_timestamp,
+            last_caught_up_timestamp_ms: s.last_caught_up_timestamp,
+        };
+    let voters: Vec<QuorumReplica> = p.current_voters.iter().map(replica).collect();
+    let leader_id = if voters.iter().any(|v| v.id == p.leader_id.0) {
+        p.leader_id.0
+    } else {
+        -1
+    };
+    Ok(Quorum {
+        leader_id,
+        leader_epoch: p.leader_epoch,
+        high_watermark: p.high_watermark,
+        voters,
+        observers: p.observers.iter().map(replica).collect(),
+        error_code: 0,
+    })
+}
