@@ -30,6 +30,9 @@ const SHORT_FOR: &[(&str, &str)] = &[
     ("KafkaBrokerCountDropped", "2s"),
     ("KafkaLogDirUsageCritical", "2s"),
     ("KafkaLogDirFillingUp", "2s"),
+    ("KafkaQuorumNoLeader", "2s"),
+    ("KafkaQuorumVoterNotFetching", "2s"),
+    ("KafkaQuorumNoFailureMargin", "2s"),
 ];
 
 async fn start(spec: ClusterSpec) -> std::sync::Arc<Cluster> {
@@ -364,7 +367,20 @@ async fn controller_failover_is_quiet_and_a_lost_quorum_is_reported() {
     .unwrap()
     .expect("a new active controller after the failover");
     assert_ne!(next, first);
-    // Longer than the rule's `for` and several agent cycles: nothing may fire.
+    // Longer than the rules' `for` and several agent cycles: the failover itself is
+    // quiet; what fires is the truth that one voter is gone and the quorum has no
+    // margin left (the new leader has had no fetch from the dead one).
+    let lost_voter = [
+        ("KafkaQuorumVoterNotFetching", "firing"),
+        ("KafkaQuorumNoFailureMargin", "firing"),
+    ];
+    let seen = expect_all(
+        &mut w.receiver,
+        &lost_voter,
+        Duration::from_secs(60),
+        &cluster,
+    )
+    .await;
     let quiet = tokio::time::timeout(Duration::from_secs(12), async {
         loop {
             let msg = w.receiver.rx.recv().await.unwrap();
@@ -379,25 +395,45 @@ async fn controller_failover_is_quiet_and_a_lost_quorum_is_reported() {
         "a clean failover raised {:?}",
         quiet.unwrap()
     );
+    let fired = names(&seen, "firing");
+    assert_eq!(
+        fired,
+        lost_voter.iter().map(|(n, _)| n.to_string()).collect(),
+        "only the lost voter is reported"
+    );
+    let voter = seen
+        .iter()
+        .find(|m| m["commonLabels"]["alertname"] == "KafkaQuorumVoterNotFetching")
+        .unwrap();
+    assert_eq!(voter["alerts"][0]["labels"]["node"], first.to_string());
 
     // Two of three gone: no majority, no leader.
     cluster.node(next).kill();
-    expect_all(
+    let seen = expect_all(
         &mut w.receiver,
-        &[("KafkaNoActiveController", "firing")],
+        &[
+            ("KafkaNoActiveController", "firing"),
+            ("KafkaQuorumNoLeader", "firing"),
+        ],
         Duration::from_secs(120),
         &cluster,
     )
     .await;
+    // Without a leader there are no voters' fetch times to judge: those alerts resolve
+    // (now or once the quorum is back), and no-leader speaks for the quorum.
+    let resolved = names(&seen, "resolved");
+    let mut want = vec![
+        ("KafkaNoActiveController", "resolved"),
+        ("KafkaQuorumNoLeader", "resolved"),
+    ];
+    for (name, _) in lost_voter {
+        if !resolved.contains(name) {
+            want.push((name, "resolved"));
+        }
+    }
     cluster.node(first).start().unwrap();
     cluster.node(next).start().unwrap();
-    expect_all(
-        &mut w.receiver,
-        &[("KafkaNoActiveController", "resolved")],
-        Duration::from_secs(120),
-        &cluster,
-    )
-    .await;
+    expect_all(&mut w.receiver, &want, Duration::from_secs(120), &cluster).await;
     w.stop().await;
 }
 

@@ -251,10 +251,18 @@ fn quorum_series(snap: &ClusterSnapshot, out: &mut SeriesBuilder<'_>) {
                     (end - r.log_end_offset).max(0) as f64,
                 );
             }
-            if let Some(a) = age_seconds(snap, r.last_fetch_timestamp_ms) {
+            // A leader starts with no fetch time for each voter (-1) until it fetches:
+            // a voter that never fetched from this leader (one down since before the
+            // election) reads as infinitely long ago, so that the rules see it.
+            let never = |ts: i64| (kind == "voter" && ts < 0).then_some(f64::INFINITY);
+            if let Some(a) = age_seconds(snap, r.last_fetch_timestamp_ms)
+                .or_else(|| never(r.last_fetch_timestamp_ms))
+            {
                 out.push("kafka_quorum_replica_last_fetch_age_seconds", &l, a);
             }
-            if let Some(a) = age_seconds(snap, r.last_caught_up_timestamp_ms) {
+            if let Some(a) = age_seconds(snap, r.last_caught_up_timestamp_ms)
+                .or_else(|| never(r.last_caught_up_timestamp_ms))
+            {
                 out.push("kafka_quorum_replica_last_caught_up_age_seconds", &l, a);
             }
         }

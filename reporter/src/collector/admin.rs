@@ -49,6 +49,12 @@ pub struct AdminCollector {
     /// Why there is no client (a setting it cannot honour), said once.
     disabled: Option<String>,
     max_timeout: Mutex<(Option<Instant>, i64)>,
+    /// Whether DescribeQuorum has answered before: from then on, a cluster whose brokers
+    /// cannot describe the quorum in time (they forward it to an active controller
+    /// there is none of) has no leader, rather than no quorum.
+    quorum_seen: std::sync::atomic::AtomicBool,
+    /// The bound on the quorum request, all brokers tried included.
+    timeout: Duration,
     /// Per part, the error last logged, so that a failure is said once, not per cycle.
     said: Mutex<BTreeMap<&'static str, String>>,
 }
@@ -66,6 +72,8 @@ impl AdminCollector {
                 client: Some(c),
                 disabled: None,
                 max_timeout: Mutex::new((None, DEFAULT_MAX_TRANSACTION_TIMEOUT_MS)),
+                quorum_seen: false.into(),
+                timeout: Duration::from_millis(cfg.request_timeout_ms),
                 said: Mutex::new(BTreeMap::new()),
             },
             Err(e) => {
@@ -74,6 +82,8 @@ impl AdminCollector {
                     client: None,
                     disabled: Some(e.to_string()),
                     max_timeout: Mutex::new((None, DEFAULT_MAX_TRANSACTION_TIMEOUT_MS)),
+                    quorum_seen: false.into(),
+                    timeout: Duration::from_millis(cfg.request_timeout_ms),
                     said: Mutex::new(BTreeMap::new()),
                 }
             }
@@ -106,15 +116,37 @@ impl AdminCollector {
         let mut out = Vec::new();
         let started = Instant::now();
         let describe_cluster = DescribeClusterRequest::default();
-        let (quorum, cluster) =
-            tokio::join!(describe_quorum(client), client.send_any(&describe_cluster));
+        let bounded = async {
+            tokio::time::timeout(self.timeout, describe_quorum(client))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ProtocolError::NoBroker(format!(
+                        "no broker described the quorum within {} ms",
+                        self.timeout.as_millis()
+                    )))
+                })
+        };
+        let (quorum, cluster) = tokio::join!(bounded, client.send_any(&describe_cluster));
         let quorum_secs = started.elapsed().as_secs_f64();
         out.push(self.status("quorum", quorum.as_ref().err(), quorum_secs));
-        if let Ok(q) = quorum {
-            if q.leader_id >= 0 {
-                snap.controller_id = q.leader_id;
+        use std::sync::atomic::Ordering;
+        match quorum {
+            Ok(q) => {
+                self.quorum_seen.store(true, Ordering::Relaxed);
+                if q.leader_id >= 0 {
+                    snap.controller_id = q.leader_id;
+                }
+                snap.quorum = Some(q);
             }
-            snap.quorum = Some(q);
+            Err(e) if !e.is_unsupported_api() && self.quorum_seen.load(Ordering::Relaxed) => {
+                // Kafka's REQUEST_TIMED_OUT: asked, and no answer from a leader.
+                snap.quorum = Some(Quorum {
+                    leader_id: -1,
+                    error_code: 7,
+                    ..Default::default()
+                });
+            }
+            Err(_) => {}
         }
         let cluster_err = match cluster {
             Ok(r) if r.error_code == 0 => {
