@@ -153,3 +153,44 @@ async fn a_downed_broker_shows_as_replicas_on_a_missing_broker() {
         "each of 3 partitions has a replica on broker 3"
     );
 }
+
+/// librdkafka's mock cluster lacks the admin APIs of the agent's second client (it has
+/// no KRaft quorum): that part is left out, visibly, and the rest of the cycle is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_without_the_admin_apis_degrades_only_that_part() {
+    let cluster = MockCluster::new(3).unwrap();
+    cluster.create_topic("payments", 4, 3).unwrap();
+    let agent = Reporter::new(AgentConfig {
+        kafka: KafkaConfig {
+            bootstrap_servers: cluster.bootstrap_servers(),
+            request_timeout_ms: 2_000,
+            ..KafkaConfig::default()
+        },
+        ..AgentConfig::default()
+    })
+    .unwrap();
+    for _ in 0..2 {
+        let batch = agent.collect_batch().await.unwrap();
+        let snap = batch.snapshot.as_ref().unwrap();
+        assert_eq!(snap.brokers.len(), 3);
+        assert!(
+            snap.topics
+                .iter()
+                .any(|t| t.name == "payments" && t.partitions.len() == 4)
+        );
+        assert!(snap.quorum.is_none(), "no quorum to describe");
+        let up = |part: &str| {
+            batch
+                .series
+                .iter()
+                .find(|s| {
+                    s.name == "foresight_agent_protocol_up"
+                        && s.labels.iter().any(|l| l.name == "part" && l.value == part)
+                })
+                .map(|s| s.samples[0].value)
+        };
+        assert_eq!(up("quorum"), Some(0.0));
+        // No partition holds an open transaction: nothing to ask, nothing failed.
+        assert_eq!(up("transactions"), Some(1.0));
+    }
+}

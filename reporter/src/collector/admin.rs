@@ -185,21 +185,29 @@ impl AdminCollector {
     }
 
     fn status_msg(&self, part: &'static str, error: Option<String>, seconds: f64) -> PartStatus {
-        let mut said = self.said.lock().expect("said lock is never poisoned");
-        match &error {
-            Some(e) if said.get(part) != Some(e) => {
-                tracing::warn!(part, error = %e, "A Kafka admin request failed; that part is left out until it answers.");
-                said.insert(part, e.clone());
-            }
-            None if said.remove(part).is_some() => {
-                tracing::info!(part, "A Kafka admin request answers again.");
-            }
-            _ => {}
-        }
+        self.note(part, error.as_deref());
         PartStatus {
             part,
             error,
             seconds,
+        }
+    }
+
+    /// Logs a part's failure once (and again only when the error changes), and its
+    /// recovery; returns whether it logged.
+    fn note(&self, part: &'static str, error: Option<&str>) -> bool {
+        let mut said = self.said.lock().expect("said lock is never poisoned");
+        match error {
+            Some(e) if said.get(part).map(String::as_str) != Some(e) => {
+                tracing::warn!(part, error = %e, "A Kafka admin request failed; that part is left out until it answers.");
+                said.insert(part, e.to_string());
+                true
+            }
+            None if said.remove(part).is_some() => {
+                tracing::info!(part, "A Kafka admin request answers again.");
+                true
+            }
+            _ => false,
         }
     }
 
@@ -294,4 +302,52 @@ pub async fn describe_quorum(client: &Client) -> Result<Quorum, ProtocolError> {
         observers: p.observers.iter().map(replica).collect(),
         error_code: 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_part_is_said_once_and_its_recovery_once() {
+        let a = AdminCollector::new(&KafkaConfig {
+            bootstrap_servers: "127.0.0.1:1".into(),
+            ..KafkaConfig::default()
+        });
+        let e = "127.0.0.1:1 does not offer DescribeQuorum";
+        assert!(a.note("quorum", Some(e)));
+        assert!(
+            !a.note("quorum", Some(e)),
+            "the same failure is not said again"
+        );
+        assert!(a.note("quorum", Some("timed out")), "a different one is");
+        assert!(!a.note("cluster", None));
+        assert!(a.note("quorum", None), "the recovery is said");
+        assert!(!a.note("quorum", None));
+    }
+
+    #[test]
+    fn settings_it_cannot_honour_turn_the_parts_off_not_the_agent() {
+        let a = AdminCollector::new(&KafkaConfig {
+            bootstrap_servers: "127.0.0.1:1".into(),
+            properties: [
+                ("sasl.mechanisms".to_string(), "GSSAPI".to_string()),
+                ("security.protocol".to_string(), "SASL_SSL".to_string()),
+            ]
+            .into(),
+            ..KafkaConfig::default()
+        });
+        assert!(a.client().is_none());
+        let parts = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(a.enrich(&mut ClusterSnapshot::default(), 0));
+        assert_eq!(parts.len(), PARTS.len());
+        for p in parts {
+            assert!(
+                p.error.as_deref().is_some_and(|e| e.contains("GSSAPI")),
+                "{p:?}"
+            );
+        }
+    }
 }
