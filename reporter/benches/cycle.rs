@@ -6,10 +6,15 @@
 //! - a real Apache Kafka 4.x KRaft cluster on loopback (three controllers, three
 //!   brokers, from `foresight-testkit`) with 100 consumer groups that committed offsets
 //!   on 10 topics of 10 partitions, replication 3 (the mock has no ListGroups), the
-//!   agent scraping all six nodes' jmx_exporter, measured in a fresh process of its own.
+//!   agent scraping all six nodes' jmx_exporter, measured in a fresh process of its own;
+//! - the same cluster with 10,000 partitions (100 topics of 100, replication 1: three
+//!   small JVMs on one machine hold 10,000 replicas, not 30,000), 1,000 of them held by
+//!   open transactions, measured with and without the admin requests of the second
+//!   client (DescribeQuorum, DescribeCluster, DescribeConfigs, DescribeProducers,
+//!   ListTransactions), which is their cost.
 //!
 //! Run: `cargo bench -p foresight-reporter --bench cycle` (`CYCLE_PARTITIONS` resizes
-//! the mock, `CYCLE_SCENARIO=mock|kafka` runs one).
+//! the mock, `CYCLE_SCENARIO=mock|kafka|kafka-large` runs one).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -47,9 +52,10 @@ fn main() {
     match std::env::var("CYCLE_SCENARIO").as_deref() {
         Ok("mock") => mock(),
         Ok("kafka") => kafka(),
+        Ok("kafka-large") => kafka_large(),
         _ => {
             // Each scenario in a fresh process, so that one's memory is not the other's.
-            for scenario in ["mock", "kafka"] {
+            for scenario in ["mock", "kafka", "kafka-large"] {
                 let status = Command::new(std::env::current_exe().expect("own path"))
                     .env("CYCLE_SCENARIO", scenario)
                     .arg("--bench")
@@ -253,4 +259,136 @@ fn kafka() {
         let agent = Reporter::new(config).expect("agent");
         measure(&agent, "kafka 4 (3+3 nodes, jmx_exporter on each)").await;
     });
+}
+
+/// Partitions of the large scenario: topics of 100.
+const LARGE_TOPICS: usize = 100;
+
+fn kafka_large_setup(bootstrap: &str) {
+    use rdkafka::ClientConfig;
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let admin: AdminClient<_> = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .expect("admin");
+        let names: Vec<String> = (0..LARGE_TOPICS).map(|t| format!("bulk-{t}")).collect();
+        for chunk in names.chunks(10) {
+            let new: Vec<NewTopic> = chunk
+                .iter()
+                .map(|n| NewTopic::new(n, 100, TopicReplication::Fixed(1)))
+                .collect();
+            let results = admin
+                .create_topics(&new, &AdminOptions::new())
+                .await
+                .expect("topics");
+            assert!(results.iter().all(Result::is_ok), "{results:?}");
+        }
+    });
+    // Open transactions on the first 10 topics' partitions, never committed; the
+    // process then waits for the parent to close stdin, holding them open.
+    let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("transactional.id", "bench-open")
+        .set("transaction.timeout.ms", "900000")
+        .create()
+        .expect("producer");
+    let wait = std::time::Duration::from_secs(120);
+    producer.init_transactions(wait).expect("init");
+    producer.begin_transaction().expect("begin");
+    for t in 0..10 {
+        for p in 0..100 {
+            producer
+                .send(
+                    BaseRecord::to(&format!("bulk-{t}"))
+                        .partition(p)
+                        .key("k")
+                        .payload("v"),
+                )
+                .map_err(|(e, _)| e)
+                .expect("produce");
+        }
+    }
+    producer.flush(wait).expect("flush");
+    println!("ready");
+    std::io::stdout().flush().expect("stdout");
+    let _ = std::io::stdin().read_line(&mut String::new());
+}
+
+fn kafka_large() {
+    if let Ok(bootstrap) = std::env::var("CYCLE_KAFKA_LARGE_SETUP") {
+        kafka_large_setup(&bootstrap);
+        return;
+    }
+    let mut spec = foresight_testkit::ClusterSpec::new(foresight_testkit::Version::Kafka4);
+    spec.heap_mib = 768;
+    let cluster = foresight_testkit::Cluster::start(spec)
+        .expect("a real Kafka cluster (scripts/kafka.sh fetch)");
+    let bootstrap = cluster.bootstrap();
+    let mut setup = Command::new(std::env::current_exe().expect("own path"))
+        .env("CYCLE_KAFKA_LARGE_SETUP", &bootstrap)
+        .arg("--bench")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("setup process");
+    let mut ready = String::new();
+    BufReader::new(setup.stdout.take().expect("piped"))
+        .read_line(&mut ready)
+        .expect("setup says ready");
+    assert_eq!(ready.trim(), "ready", "kafka large setup failed");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        for admin_requests in [false, true] {
+            let agent = Reporter::new(AgentConfig {
+                kafka: KafkaConfig {
+                    bootstrap_servers: bootstrap.clone(),
+                    request_timeout_ms: 30_000,
+                    admin_requests,
+                    ..KafkaConfig::default()
+                },
+                ..AgentConfig::default()
+            })
+            .expect("agent");
+            let what = if admin_requests {
+                "kafka 4, 10,000 partitions, with the admin requests"
+            } else {
+                "kafka 4, 10,000 partitions, librdkafka only"
+            };
+            measure(&agent, what).await;
+            if admin_requests {
+                let batch = agent.collect_batch().await.expect("collects");
+                let snap = batch.snapshot.as_ref().expect("a snapshot");
+                let parts: Vec<String> = batch
+                    .series
+                    .iter()
+                    .filter(|s| s.name == "foresight_agent_protocol_duration_seconds")
+                    .map(|s| {
+                        let part = s
+                            .labels
+                            .iter()
+                            .find(|l| l.name == "part")
+                            .map_or("", |l| l.value.as_str());
+                        format!("{part} {:.3} s", s.samples[0].value)
+                    })
+                    .collect();
+                println!(
+                    "{what}: {} open transactions found; admin parts' wall time: {}",
+                    snap.open_transactions.len(),
+                    parts.join(", ")
+                );
+            }
+        }
+    });
+    drop(setup.stdin.take());
+    let _ = setup.wait();
 }

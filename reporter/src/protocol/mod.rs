@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
     SaslAuthenticateRequest, SaslHandshakeRequest,
@@ -339,7 +339,7 @@ impl Conn {
             self.stream.read_exact(&mut buf).await?;
             Ok(Bytes::from(buf))
         };
-        let mut buf = tokio::time::timeout(timeout, exchange)
+        let buf = tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| ProtocolError::Timeout {
                 addr: addr.clone(),
@@ -350,24 +350,30 @@ impl Conn {
                 addr: addr.clone(),
                 source,
             })?;
-        let header = ResponseHeader::decode(&mut buf, R::Response::header_version(version))
-            .map_err(|e| codec(&addr, e.to_string()))?;
-        if header.correlation_id != id {
-            return Err(codec(
-                &addr,
-                format!(
-                    "correlation id {} answers request {id}",
-                    header.correlation_id
-                ),
-            ));
-        }
-        let response =
-            R::Response::decode(&mut buf, version).map_err(|e| codec(&addr, e.to_string()))?;
-        if buf.has_remaining() && R::KEY != ApiKey::ApiVersions as i16 {
-            tracing::debug!(%addr, ?api, left = buf.remaining(), "Response longer than decoded.");
-        }
-        Ok(response)
+        decode_response::<R>(buf, version, id).map_err(|m| codec(&addr, m))
     }
+}
+
+/// Decodes a response frame (without its length prefix) to `R` sent at `version` with
+/// correlation id `correlation`. A broker's bytes are untrusted: this is what the
+/// `kafka_response` fuzz target drives.
+///
+/// # Errors
+/// What the decoder said, or a correlation id that does not answer the request.
+pub fn decode_response<R: Request>(
+    mut buf: Bytes,
+    version: i16,
+    correlation: i32,
+) -> Result<R::Response, String> {
+    let header = ResponseHeader::decode(&mut buf, R::Response::header_version(version))
+        .map_err(|e| e.to_string())?;
+    if header.correlation_id != correlation {
+        return Err(format!(
+            "correlation id {} answers request {correlation}",
+            header.correlation_id
+        ));
+    }
+    R::Response::decode(&mut buf, version).map_err(|e| e.to_string())
 }
 
 /// SCRAM-SHA-512 for the `sasl` crate, which ships SHA-1 and SHA-256 only.
