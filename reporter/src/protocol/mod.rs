@@ -598,3 +598,26 @@ pub fn error_name(code: i16) -> String {
         .map(|e| format!("{e:?}"))
         .unwrap_or_else(|| format!("error code {code}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{DescribeProducersRequest, DescribeQuorumRequest};
+
+    #[test]
+    fn a_huge_declared_array_is_an_error_not_an_abort() {
+        // Response header v1 (correlation id 1, no tagged fields), then DescribeProducers
+        // v0: throttle time, and a topics array declaring 2^35 - 1 elements.
+        let frame = [0, 0, 0, 1, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x7f];
+        let r = decode_response::<DescribeProducersRequest>(Bytes::copy_from_slice(&frame), 0, 1);
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn a_response_to_another_request_is_refused() {
+        let frame = [0, 0, 0, 9, 0];
+        let err = decode_response::<DescribeQuorumRequest>(Bytes::copy_from_slice(&frame), 2, 1)
+            .unwrap_err();
+        assert!(err.contains("correlation id 9 answers request 1"), "{err}");
+    }
+}
