@@ -69,7 +69,7 @@ fn scrape(cluster: &Cluster) -> BTreeMap<&'static str, BTreeSet<String>> {
 }
 
 #[test]
-fn every_jmx_series_the_pack_reads_is_in_real_scrapes_of_4_and_3_9() {
+fn every_jmx_series_the_pack_reads_is_in_real_scrapes_of_4_and_3_9_and_the_admin_requests_answer() {
     let wanted = pack_jmx_names();
     for known in [
         "kafka_server_replicamanager_underreplicatedpartitions",
@@ -204,6 +204,68 @@ fn every_jmx_series_the_pack_reads_is_in_real_scrapes_of_4_and_3_9() {
                     ));
                 }
             }
+        }
+    }
+    // The agent's second client on both lines: every admin part answers, and the quorum
+    // is the one kafka-metadata-quorum describes.
+    for (version, cluster) in &clusters {
+        let release = version.release().unwrap();
+        let agent = foresight_reporter::Reporter::new(foresight_reporter::config::AgentConfig {
+            kafka: foresight_reporter::config::KafkaConfig {
+                bootstrap_servers: cluster.bootstrap(),
+                request_timeout_ms: 5_000,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .unwrap();
+        let batch = runtime.block_on(agent.collect_batch()).unwrap();
+        for part in foresight_reporter::collector::admin::PARTS {
+            let up = batch.series.iter().find(|s| {
+                s.name == "foresight_agent_protocol_up"
+                    && s.labels
+                        .iter()
+                        .any(|l| l.name == "part" && l.value == *part)
+            });
+            if up.map(|s| s.samples[0].value) != Some(1.0) {
+                problems.push(format!("Kafka {release}: admin part {part} did not answer"));
+            }
+        }
+        let out = cluster
+            .tool(
+                "org.apache.kafka.tools.MetadataQuorumCommand",
+                &[
+                    "--bootstrap-server",
+                    &cluster.bootstrap(),
+                    "describe",
+                    "--status",
+                ],
+            )
+            .unwrap();
+        let status = String::from_utf8_lossy(&out.stdout);
+        let leader = status
+            .lines()
+            .find_map(|l| l.strip_prefix("LeaderId:"))
+            .map(|v| v.trim().parse::<i32>().unwrap());
+        let quorum = batch
+            .snapshot
+            .as_ref()
+            .unwrap()
+            .quorum
+            .clone()
+            .unwrap_or_default();
+        if leader != Some(quorum.leader_id) {
+            problems.push(format!(
+                "Kafka {release}: the agent's quorum leader is {}, kafka-metadata-quorum says {status}",
+                quorum.leader_id
+            ));
+        }
+        let voters: Vec<i32> = quorum.voters.iter().map(|v| v.id).collect();
+        let observers: Vec<i32> = quorum.observers.iter().map(|v| v.id).collect();
+        if voters != [101] || observers != [1] {
+            problems.push(format!(
+                "Kafka {release}: voters {voters:?}, observers {observers:?}"
+            ));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
