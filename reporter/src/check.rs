@@ -8,7 +8,7 @@ use crate::shipper::{ShipError, Shipper};
 /// One verdict of a check.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finding {
-    /// What was checked: `config`, `kafka` or `ingest`.
+    /// What was checked: `config`, `kafka`, `admin` or `ingest`.
     pub what: &'static str,
     /// Whether it works.
     pub ok: bool,
@@ -38,6 +38,7 @@ pub async fn run(config: &AgentConfig) -> Vec<Finding> {
     }
     out.push(finding("config", true, "valid".into()));
     out.push(check_kafka(config).await);
+    out.push(check_admin(config).await);
     if config.ingest.url.is_empty() {
         out.push(finding(
             "ingest",
@@ -82,6 +83,69 @@ async fn check_kafka(config: &AgentConfig) -> Finding {
             ),
         ),
         Err(e) => finding("kafka", false, format!("collector failed: {e}")),
+    }
+}
+
+/// The second client's settings and the cluster's answer to DescribeQuorum.
+async fn check_admin(config: &AgentConfig) -> Finding {
+    if !config.kafka.admin_requests {
+        return finding("admin", true, "off (kafka.admin_requests: false)".into());
+    }
+    let admin = crate::collector::admin::AdminCollector::new(&config.kafka);
+    let Some(client) = admin.client() else {
+        let why = crate::protocol::Client::new(
+            &config.kafka.bootstrap_servers,
+            &config.kafka.properties,
+            Duration::from_millis(config.kafka.request_timeout_ms),
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        return finding(
+            "admin",
+            false,
+            format!(
+                "{why}. The rest of the agent works; the quorum and hanging-transaction \
+                 checks stay off. Fix: use a setting listed in the README, or set \
+                 kafka.admin_requests: false"
+            ),
+        );
+    };
+    match crate::collector::admin::describe_quorum(client).await {
+        Ok(q) if q.leader_id >= 0 => finding(
+            "admin",
+            true,
+            format!(
+                "DescribeQuorum: leader {} (epoch {}), {} voters, {} observers",
+                q.leader_id,
+                q.leader_epoch,
+                q.voters.len(),
+                q.observers.len()
+            ),
+        ),
+        Ok(q) => finding(
+            "admin",
+            false,
+            format!(
+                "DescribeQuorum: the quorum has no leader ({}). Fix: check the controllers \
+                 (kafka-metadata-quorum.sh describe --status)",
+                crate::protocol::error_name(q.error_code as i16)
+            ),
+        ),
+        Err(e) if e.is_unsupported_api() => finding(
+            "admin",
+            true,
+            format!("{e}: a ZooKeeper-mode or old cluster, so the quorum rules stay silent"),
+        ),
+        Err(e) => finding(
+            "admin",
+            false,
+            format!(
+                "{e}. Fix: the second client connects with the same bootstrap servers and \
+                 kafka.properties as librdkafka; check the listener's security.protocol \
+                 and credentials"
+            ),
+        ),
     }
 }
 

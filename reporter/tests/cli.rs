@@ -191,6 +191,11 @@ fn check_says_what_works_and_what_to_fix() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("ok   kafka: cluster"), "{stdout}");
+    // The mock has no KRaft quorum: said, and not a failure.
+    assert!(
+        stdout.contains("ok   admin:") && stdout.contains("the quorum rules stay silent"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("FAIL ingest") && stdout.contains("Fix: check the address and port"),
         "{stdout}"
