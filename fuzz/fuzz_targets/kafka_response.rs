@@ -8,7 +8,7 @@ use kafka_protocol::messages::{
     DescribeQuorumRequest, DescribeTransactionsRequest, FindCoordinatorRequest,
     ListTransactionsRequest, SaslAuthenticateRequest, SaslHandshakeRequest,
 };
-use kafka_protocol::protocol::{Message, Request};
+use kafka_protocol::protocol::Request;
 use libfuzzer_sys::fuzz_target;
 
 fn all_versions<R: Request>(data: &[u8]) {
