@@ -493,15 +493,49 @@ async fn an_unclean_leader_election_is_reported() {
     cluster.node(2).start().unwrap();
     let seen = expect_all(
         &mut w.receiver,
-        &[("KafkaUncleanLeaderElection", "firing")],
+        &[
+            ("KafkaUncleanLeaderElection", "firing"),
+            ("KafkaAcknowledgedRecordsLost", "firing"),
+        ],
         Duration::from_secs(120),
         &cluster,
     )
     .await;
-    let alert = seen.last().unwrap();
+    let of = |name: &str| {
+        seen.iter()
+            .find(|m| m["commonLabels"]["alertname"] == name && m["status"] == "firing")
+            .unwrap()
+            .clone()
+    };
+    let alert = of("KafkaUncleanLeaderElection");
     assert_eq!(
         alert["alerts"][0]["labels"]["role"], "controller",
         "{alert}"
+    );
+    // The durability audit: broker 2, elected from outside the ISR, ends broker 1's
+    // epoch 20 offsets below the high watermark seen under it.
+    let lost = of("KafkaAcknowledgedRecordsLost");
+    let labels = &lost["alerts"][0]["labels"];
+    assert_eq!(
+        (
+            &labels["topic"],
+            &labels["partition"],
+            &labels["previous_leader"],
+            &labels["leader"],
+            &labels["clean"]
+        ),
+        (
+            &"risky".into(),
+            &"0".into(),
+            &"1".into(),
+            &"2".into(),
+            &"false".into()
+        ),
+        "{lost}"
+    );
+    assert_eq!(
+        lost["alerts"][0]["annotations"]["summary"], "20 acknowledged offsets lost on risky-0",
+        "{lost}"
     );
     // The acknowledged records that only broker 1 had are gone: the new leader's high
     // watermark is behind the old one.

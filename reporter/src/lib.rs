@@ -284,11 +284,12 @@ impl Reporter {
             .await
             .map_err(|e| Error::Kafka(format!("collector task failed: {e}")))??;
         // Before names are hashed: the requests need the real ones.
-        let admin_parts = if self.config.kafka.admin_requests {
+        let admin = if self.config.kafka.admin_requests {
             self.admin.enrich(&mut snapshot, ts).await
         } else {
-            Vec::new()
+            Default::default()
         };
+        let admin_parts = admin.parts;
         self.privacy.snapshot(&mut snapshot);
         let excluded_metrics = self.privacy.minimize(&mut snapshot);
         let mut base = self.config.labels.clone();
@@ -434,6 +435,55 @@ impl Reporter {
         );
         self.privacy.hash_labels(&mut extra);
         series.append(&mut extra);
+        let mut lost_series = Vec::new();
+        let mut durability_events = Vec::new();
+        for l in &admin.losses {
+            let mut labels = base.clone();
+            let topic = self.privacy.hash(&l.topic);
+            let pairs = [
+                ("topic", topic.clone()),
+                ("partition", l.partition.to_string()),
+                ("previous_epoch", l.previous_epoch.to_string()),
+                ("epoch", l.epoch.to_string()),
+                ("previous_leader", l.previous_leader.to_string()),
+                ("leader", l.leader.to_string()),
+                ("clean", l.clean.to_string()),
+            ];
+            for (k, v) in &pairs {
+                labels.insert((*k).into(), v.clone());
+            }
+            lost_series.push(series::single(
+                "kafka_partition_acknowledged_offsets_lost",
+                labels,
+                ts,
+                l.offsets_lost as f64,
+            ));
+            let mut ev: BTreeMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), v.clone()))
+                .collect();
+            ev.insert("offsets_lost".into(), l.offsets_lost.to_string());
+            tracing::warn!(topic = %topic, partition = l.partition, offsets_lost = l.offsets_lost, clean = l.clean, "Durability: a leader change lost acknowledged records or was unclean.");
+            durability_events.push(foresight_proto::v1::Event {
+                timestamp_ms: ts,
+                kind: foresight_proto::v1::EventKind::Durability as i32,
+                labels: ev.into_iter().collect(),
+                message: format!(
+                    "{topic}-{}: leader {} (epoch {}) replaced leader {} (epoch {}){}; the new leader ends epoch {} at offset {}, {} below the high watermark {} seen under it",
+                    l.partition,
+                    l.leader,
+                    l.epoch,
+                    l.previous_leader,
+                    l.previous_epoch,
+                    if l.clean { "" } else { " from outside the ISR" },
+                    l.previous_epoch,
+                    l.end_offset,
+                    l.offsets_lost,
+                    l.high_watermark_seen
+                ),
+            });
+        }
+        series.append(&mut lost_series);
         let events = {
             let mut last = self.last.lock().expect("snapshot lock is never poisoned");
             if let Some(prev) = last.as_ref() {
@@ -444,6 +494,8 @@ impl Reporter {
                 .map(|prev| events::diff(prev, &snapshot))
                 .unwrap_or_default();
             *last = Some(snapshot.clone());
+            let mut events = events;
+            events.append(&mut durability_events);
             events
         };
         self.privacy.filter(&mut series);

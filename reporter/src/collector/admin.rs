@@ -23,7 +23,7 @@ use crate::config::KafkaConfig;
 use crate::protocol::{Client, ProtocolError, error_name};
 
 /// The parts, as the `part` label of `foresight_agent_protocol_up` names them.
-pub const PARTS: &[&str] = &["quorum", "cluster", "transactions"];
+pub const PARTS: &[&str] = &["quorum", "cluster", "transactions", "durability"];
 
 /// Kafka's default `transaction.max.timeout.ms` (15 minutes), used until the brokers'
 /// own value is read; it is also find-hanging's default.
@@ -43,6 +43,15 @@ pub struct PartStatus {
     pub seconds: f64,
 }
 
+/// What a cycle of admin requests found besides what it put in the snapshot.
+#[derive(Debug, Default)]
+pub struct Findings {
+    /// How each part went.
+    pub parts: Vec<PartStatus>,
+    /// The durability audit's findings ([`super::durability`]).
+    pub losses: Vec<super::durability::Loss>,
+}
+
 /// The second client and what it remembers between cycles.
 pub struct AdminCollector {
     client: Option<Client>,
@@ -55,6 +64,7 @@ pub struct AdminCollector {
     quorum_seen: std::sync::atomic::AtomicBool,
     /// The bound on the quorum request, all brokers tried included.
     timeout: Duration,
+    audit: super::durability::Audit,
     /// Per part, the error last logged, so that a failure is said once, not per cycle.
     said: Mutex<BTreeMap<&'static str, String>>,
 }
@@ -73,6 +83,7 @@ impl AdminCollector {
                 disabled: None,
                 max_timeout: Mutex::new((None, DEFAULT_MAX_TRANSACTION_TIMEOUT_MS)),
                 quorum_seen: false.into(),
+                audit: Default::default(),
                 timeout: Duration::from_millis(cfg.request_timeout_ms),
                 said: Mutex::new(BTreeMap::new()),
             },
@@ -83,6 +94,7 @@ impl AdminCollector {
                     disabled: Some(e.to_string()),
                     max_timeout: Mutex::new((None, DEFAULT_MAX_TRANSACTION_TIMEOUT_MS)),
                     quorum_seen: false.into(),
+                    audit: Default::default(),
                     timeout: Duration::from_millis(cfg.request_timeout_ms),
                     said: Mutex::new(BTreeMap::new()),
                 }
@@ -95,18 +107,22 @@ impl AdminCollector {
         self.client.as_ref()
     }
 
-    /// Adds the quorum, racks and open transactions to `snap`.
-    pub async fn enrich(&self, snap: &mut ClusterSnapshot, now_ms: i64) -> Vec<PartStatus> {
+    /// Adds the quorum, racks and open transactions to `snap`, and audits its leader
+    /// changes.
+    pub async fn enrich(&self, snap: &mut ClusterSnapshot, now_ms: i64) -> Findings {
         let Some(client) = &self.client else {
             let why = self.disabled.clone().unwrap_or_default();
-            return PARTS
-                .iter()
-                .map(|part| PartStatus {
-                    part,
-                    error: Some(why.clone()),
-                    seconds: 0.0,
-                })
-                .collect();
+            return Findings {
+                parts: PARTS
+                    .iter()
+                    .map(|part| PartStatus {
+                        part,
+                        error: Some(why.clone()),
+                        seconds: 0.0,
+                    })
+                    .collect(),
+                losses: Vec::new(),
+            };
         };
         client.set_brokers(
             snap.brokers
@@ -177,7 +193,17 @@ impl AdminCollector {
         if let Ok(t) = tx {
             snap.open_transactions = t;
         }
-        out
+        let started = Instant::now();
+        let audit = self.audit.check(client, snap).await;
+        out.push(self.status(
+            "durability",
+            audit.as_ref().err(),
+            started.elapsed().as_secs_f64(),
+        ));
+        Findings {
+            parts: out,
+            losses: audit.unwrap_or_default(),
+        }
     }
 
     fn status(&self, part: &'static str, e: Option<&ProtocolError>, seconds: f64) -> PartStatus {
@@ -341,7 +367,8 @@ mod tests {
         let parts = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
-            .block_on(a.enrich(&mut ClusterSnapshot::default(), 0));
+            .block_on(a.enrich(&mut ClusterSnapshot::default(), 0))
+            .parts;
         assert_eq!(parts.len(), PARTS.len());
         for p in parts {
             assert!(

@@ -2,12 +2,14 @@
 //!
 //! - [`kafka`]: cluster metadata and offsets over the Kafka protocol (librdkafka).
 //! - [`admin`]: the quorum, racks and transactions over the second client.
+//! - [`durability`]: leader changes checked against the epochs' end offsets.
 //! - [`transactions`]: open and hanging transactions, as find-hanging finds them.
 //! - [`host`]: the broker's log dirs on this machine.
 //! - [`jmx`]: broker metrics from the jmx_exporter endpoint.
 //! - [`jolokia`]: broker MBeans from a Jolokia agent, named as the jmx_exporter would.
 
 pub mod admin;
+pub mod durability;
 pub mod group_offsets;
 pub mod host;
 pub mod jmx;
