@@ -170,6 +170,10 @@ async fn a_killed_broker_is_reported_and_resolved_after_its_restart() {
         !names(&seen, "firing").contains("KafkaNoActiveController"),
         "a broker's death is no controller problem: {seen:?}"
     );
+    assert!(
+        !names(&seen, "firing").contains("KafkaAcknowledgedRecordsLost"),
+        "the clean elections after a broker's death lose nothing: {seen:?}"
+    );
 
     cluster.node(3).start().unwrap();
     expect_all(

@@ -62,6 +62,9 @@ struct Led {
     pending: Option<(Box<Led>, u8)>,
 }
 
+/// A check to make: the partition, its previous epoch, its current one.
+type Ask = ((String, i32), Led, Led);
+
 /// What the audit remembers between cycles.
 #[derive(Default)]
 pub struct Audit {
@@ -97,7 +100,7 @@ impl Audit {
             })
             .collect();
         // (new leader) -> checks to ask it.
-        let mut asks: BTreeMap<i32, Vec<((String, i32), Led, Led)>> = BTreeMap::new();
+        let mut asks: BTreeMap<i32, Vec<Ask>> = BTreeMap::new();
         {
             let mut led = self.led.lock().expect("audit lock is never poisoned");
             for t in &md.topics {
@@ -129,15 +132,15 @@ impl Audit {
                         Some(prev) if prev.topic_id == now.topic_id && now.epoch == prev.epoch => {
                             prev.hw_max = prev.hw_max.max(now.hw_max);
                             prev.isr = now.isr;
-                            if let Some((before, tries)) = prev.pending.take() {
-                                if tries > 0 {
-                                    asks.entry(leader).or_default().push((
-                                        key.clone(),
-                                        *before.clone(),
-                                        prev.clone(),
-                                    ));
-                                    prev.pending = Some((before, tries - 1));
-                                }
+                            if let Some((before, tries)) = prev.pending.take()
+                                && tries > 0
+                            {
+                                asks.entry(leader).or_default().push((
+                                    key.clone(),
+                                    *before.clone(),
+                                    prev.clone(),
+                                ));
+                                prev.pending = Some((before, tries - 1));
                             }
                         }
                         Some(prev) if prev.topic_id == now.topic_id && now.epoch > prev.epoch => {
