@@ -26,6 +26,7 @@ fn made_by_foresight(name: &str) -> bool {
         || name.starts_with("kafka_topic_config_")
         || name.starts_with("kafka_log_dir_")
         || name == "kafka_consumergroup_lag_seconds"
+        || name == foresight_reporter::collector::durability::METRIC_NAME
 }
 
 /// The JMX series names the pack's expressions read.

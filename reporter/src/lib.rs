@@ -453,7 +453,7 @@ impl Reporter {
                 labels.insert((*k).into(), v.clone());
             }
             lost_series.push(series::single(
-                "kafka_partition_acknowledged_offsets_lost",
+                collector::durability::METRIC_NAME,
                 labels,
                 ts,
                 l.offsets_lost as f64,

@@ -602,6 +602,9 @@ fn kafka_uuid() -> String {
         );
         bytes.extend_from_slice(&h.finish().to_be_bytes());
     }
+    // The first character must not be '-': kafka-storage would read the id as an option
+    // (Kafka's own Uuid.randomUuid avoids it too). A clear top bit keeps it in A-Z, a-f.
+    bytes[0] &= 0x7f;
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut bits = 0u32;
     let mut nbits = 0;

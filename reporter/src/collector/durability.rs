@@ -23,6 +23,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::protocol::{Client, ProtocolError};
 
+/// The series a finding becomes (valued at the offsets lost).
+pub const METRIC_NAME: &str = "kafka_partition_acknowledged_offsets_lost";
+
 /// Cycles a pending check is retried while the new leader cannot answer yet.
 const TRIES: u8 = 10;
 
