@@ -23,21 +23,9 @@ async fn shared_cluster() -> &'static Cluster {
     tokio::task::spawn_blocking(cluster).await.unwrap()
 }
 
-/// Output of one of Kafka's tools, which must succeed.
+/// Output of one of Kafka's tools against the shared cluster, which must succeed.
 async fn tool(class: &'static str, args: Vec<String>) -> String {
-    let out = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        cluster().tool(class, &args).expect("java runs")
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{class} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::kafka_tool(cluster(), class, args).await
 }
 
 const TRANSACTIONS: &str = "org.apache.kafka.tools.TransactionsCommand";

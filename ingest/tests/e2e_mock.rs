@@ -179,16 +179,7 @@ async fn a_broker_without_the_admin_apis_degrades_only_that_part() {
                 .any(|t| t.name == "payments" && t.partitions.len() == 4)
         );
         assert!(snap.quorum.is_none(), "no quorum to describe");
-        let up = |part: &str| {
-            batch
-                .series
-                .iter()
-                .find(|s| {
-                    s.name == "foresight_agent_protocol_up"
-                        && s.labels.iter().any(|l| l.name == "part" && l.value == part)
-                })
-                .map(|s| s.samples[0].value)
-        };
+        let up = |part: &str| common::protocol_up(&batch, part);
         assert_eq!(up("quorum"), Some(0.0));
         // No partition holds an open transaction: nothing to ask, nothing failed.
         assert_eq!(up("transactions"), Some(1.0));

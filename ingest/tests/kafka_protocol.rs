@@ -55,21 +55,9 @@ async fn shared_cluster() -> &'static Cluster {
     tokio::task::spawn_blocking(cluster).await.unwrap()
 }
 
-/// Output of one of Kafka's tools, which must succeed.
+/// Output of one of Kafka's tools against the shared cluster, which must succeed.
 async fn tool(class: &'static str, args: Vec<String>) -> String {
-    let out = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        cluster().tool(class, &args).expect("java runs")
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{class} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::kafka_tool(cluster(), class, args).await
 }
 
 fn agent_config(bootstrap: String, properties: BTreeMap<String, String>) -> AgentConfig {
@@ -83,18 +71,6 @@ fn agent_config(bootstrap: String, properties: BTreeMap<String, String>) -> Agen
         interval_secs: 1,
         ..AgentConfig::default()
     }
-}
-
-/// The value of `foresight_agent_protocol_up{part}` in a batch.
-fn protocol_up(batch: &foresight_proto::v1::TelemetryBatch, part: &str) -> Option<f64> {
-    batch
-        .series
-        .iter()
-        .find(|s| {
-            s.name == "foresight_agent_protocol_up"
-                && s.labels.iter().any(|l| l.name == "part" && l.value == part)
-        })
-        .map(|s| s.samples[0].value)
 }
 
 /// A table printed by Kafka's tools (a header row, then rows), as maps by column.
@@ -156,7 +132,7 @@ async fn the_quorum_is_reported_as_kafka_metadata_quorum_reports_it() {
     let agent = Reporter::new(agent_config(cluster.bootstrap(), BTreeMap::new())).unwrap();
     let batch = agent.collect_batch().await.unwrap();
     let after = table(&tool(QUORUM, describe("replication")).await);
-    assert_eq!(protocol_up(&batch, "quorum"), Some(1.0));
+    assert_eq!(common::protocol_up(&batch, "quorum"), Some(1.0));
     let snap = batch.snapshot.as_ref().unwrap();
     let q = snap.quorum.as_ref().expect("the snapshot has the quorum");
 
@@ -362,7 +338,7 @@ async fn open_and_hanging_transactions_are_found_as_find_hanging_finds_them() {
     let batch = agent.collect_batch().await.unwrap();
     let snap = batch.snapshot.clone().unwrap();
     assert_eq!(snap.transaction_max_timeout_ms, 8_000);
-    assert_eq!(protocol_up(&batch, "transactions"), Some(1.0));
+    assert_eq!(common::protocol_up(&batch, "transactions"), Some(1.0));
     let open = found(&snap, legit).expect("the open transaction is reported");
     assert_eq!(open.verdict(), TransactionVerdict::Open);
     assert_eq!(open.transactional_id, "foresight-payments");
@@ -554,7 +530,7 @@ async fn the_agent_connects_over_tls_and_sasl_as_librdkafka_does() {
         );
         for part in ["quorum", "cluster", "transactions"] {
             assert_eq!(
-                protocol_up(&batch, part),
+                common::protocol_up(&batch, part),
                 Some(1.0),
                 "{protocol} {mechanism:?}: {part}"
             );

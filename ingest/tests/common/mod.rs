@@ -369,3 +369,36 @@ pub async fn create_assigned_topic(
         .unwrap();
     assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
 }
+
+/// The value of the agent's `foresight_agent_protocol_up{part}` in a batch.
+pub fn protocol_up(batch: &foresight_proto::v1::TelemetryBatch, part: &str) -> Option<f64> {
+    batch
+        .series
+        .iter()
+        .find(|s| {
+            s.name == "foresight_agent_protocol_up"
+                && s.labels.iter().any(|l| l.name == "part" && l.value == part)
+        })
+        .map(|s| s.samples[0].value)
+}
+
+/// Output of one of Kafka's tools run against `cluster`; the tool must succeed.
+pub async fn kafka_tool(
+    cluster: &'static foresight_testkit::Cluster,
+    class: &'static str,
+    args: Vec<String>,
+) -> String {
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cluster.tool(class, &args).expect("java runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{class} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
