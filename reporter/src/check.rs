@@ -93,14 +93,7 @@ async fn check_admin(config: &AgentConfig) -> Finding {
     }
     let admin = crate::collector::admin::AdminCollector::new(&config.kafka);
     let Some(client) = admin.client() else {
-        let why = crate::protocol::Client::new(
-            &config.kafka.bootstrap_servers,
-            &config.kafka.properties,
-            Duration::from_millis(config.kafka.request_timeout_ms),
-        )
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+        let why = admin.disabled().unwrap_or_default();
         return finding(
             "admin",
             false,

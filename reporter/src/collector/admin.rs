@@ -73,33 +73,29 @@ impl AdminCollector {
     /// The collector for `cfg`. Settings the client cannot honour do not fail the
     /// agent: the admin parts are then off, and say why.
     pub fn new(cfg: &KafkaConfig) -> Self {
-        match Client::new(
-            &cfg.bootstrap_servers,
-            &cfg.properties,
-            Duration::from_millis(cfg.request_timeout_ms),
-        ) {
-            Ok(c) => AdminCollector {
-                client: Some(c),
-                disabled: None,
-                max_timeout: Mutex::new((None, DEFAULT_MAX_TRANSACTION_TIMEOUT_MS)),
-                quorum_seen: false.into(),
-                audit: Default::default(),
-                timeout: Duration::from_millis(cfg.request_timeout_ms),
-                said: Mutex::new(BTreeMap::new()),
-            },
+        let timeout = Duration::from_millis(cfg.request_timeout_ms);
+        let (client, disabled) = match Client::new(&cfg.bootstrap_servers, &cfg.properties, timeout)
+        {
+            Ok(c) => (Some(c), None),
             Err(e) => {
                 tracing::warn!(error = %e, "The Kafka admin requests (quorum, hanging transactions) are off.");
-                AdminCollector {
-                    client: None,
-                    disabled: Some(e.to_string()),
-                    max_timeout: Mutex::new((None, DEFAULT_MAX_TRANSACTION_TIMEOUT_MS)),
-                    quorum_seen: false.into(),
-                    audit: Default::default(),
-                    timeout: Duration::from_millis(cfg.request_timeout_ms),
-                    said: Mutex::new(BTreeMap::new()),
-                }
+                (None, Some(e.to_string()))
             }
+        };
+        AdminCollector {
+            client,
+            disabled,
+            max_timeout: Mutex::new((None, DEFAULT_MAX_TRANSACTION_TIMEOUT_MS)),
+            quorum_seen: false.into(),
+            audit: Default::default(),
+            timeout,
+            said: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Why the admin requests are off (a setting the client cannot honour), if they are.
+    pub fn disabled(&self) -> Option<&str> {
+        self.disabled.as_deref()
     }
 
     /// The client, for embedders and tests that ask the cluster themselves.
