@@ -250,6 +250,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/rules", get(crate::promapi::rules))
         .route("/api/v1/clusters", get(crate::clusters::list))
         .route("/api/v1/clusters/{name}", get(crate::clusters::get_one))
+        .route(
+            "/api/v1/clusters/{name}/context",
+            get(crate::clusters::context),
+        )
         .route("/api/v1/alerts/history", get(crate::clusters::history))
         .route("/openapi.json", get(openapi))
         .route("/api/v1/alerts", get(crate::promapi::alerts))
@@ -529,14 +533,26 @@ async fn store_batch(
     let resource = batch.resource.clone().unwrap_or_default();
     let sequence = batch.sequence;
     let store = state.store.clone();
+    let durability: Vec<_> = batch
+        .events
+        .iter()
+        .filter(|e| e.kind() == foresight_proto::v1::EventKind::Durability)
+        .cloned()
+        .collect();
+    let cluster = crate::pipeline::cluster_of(&batch).unwrap_or_default();
+    let tenant_name = tenant.clone();
     let outcome = tokio::task::spawn_blocking(move || {
-        store.insert_batch(
+        let outcome = store.insert_batch(
             tenant_id,
             &resource.agent_instance_id,
             sequence,
             &resource.cluster_id,
             &body_zstd,
-        )
+        )?;
+        if outcome == BatchOutcome::Stored && !durability.is_empty() {
+            store.insert_durability_events(&tenant_name, &cluster, &durability)?;
+        }
+        Ok::<_, crate::store::Error>(outcome)
     })
     .await
     .map_err(internal)?

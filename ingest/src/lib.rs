@@ -12,6 +12,7 @@
 pub mod amapi;
 pub mod clusters;
 pub mod config;
+pub mod context;
 pub mod decode;
 pub mod demo;
 pub mod http;

@@ -99,6 +99,11 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Ask a running service about its clusters.
+    Clusters {
+        #[command(subcommand)]
+        command: ClustersCommand,
+    },
     /// Run the whole pipeline in one process against an in-process Kafka mock cluster,
     /// inject a fault, and print each delivered notification as one JSON line.
     Demo {
@@ -108,6 +113,35 @@ enum Command {
         /// With --once: seconds to wait for a notification.
         #[arg(long, default_value_t = 120)]
         timeout: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClustersCommand {
+    /// Write a cluster's support context to one file: its shape, broker releases and
+    /// features, non-default and risky broker configs, drift between brokers, log dirs,
+    /// topics by size and growth, lagging groups, open alerts and durability events, in
+    /// Markdown with the whole JSON document at the end. Names are as the agents sent
+    /// them (hashed where they hash). Prints the file's path.
+    Context {
+        /// The cluster (its `cluster` label, as `GET /api/v1/clusters` lists it).
+        name: String,
+        /// The service's base URL.
+        #[arg(long, env = "FORESIGHT_URL", default_value = "https://127.0.0.1:8443")]
+        url: String,
+        /// A tenant key with the `read` scope.
+        #[arg(long, env = "FORESIGHT_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// CA certificate (PEM) that signed the service's certificate.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Trust the service's certificate by its SHA-256 fingerprint (as `serve`
+        /// prints it) instead.
+        #[arg(long)]
+        pinned_sha256: Option<String>,
+        /// The file to write (default `<name>-context.md`).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
 }
 
@@ -377,6 +411,49 @@ async fn main() -> anyhow::Result<()> {
             if failed {
                 std::process::exit(1);
             }
+        }
+        Command::Clusters {
+            command:
+                ClustersCommand::Context {
+                    name,
+                    url,
+                    api_key,
+                    ca_file,
+                    pinned_sha256,
+                    output,
+                },
+        } => {
+            let tls = foresight_reporter::tls::client_config(
+                ca_file.as_deref(),
+                pinned_sha256.as_deref(),
+            )?;
+            let client = reqwest::Client::builder()
+                .use_preconfigured_tls(tls)
+                .timeout(std::time::Duration::from_secs(60))
+                .build()?;
+            let mut endpoint = url::Url::parse(&url).context("--url")?;
+            endpoint
+                .path_segments_mut()
+                .map_err(|()| anyhow::anyhow!("--url {url} cannot take a path"))?
+                .pop_if_empty()
+                .extend(["api", "v1", "clusters", &name, "context"]);
+            let response = client
+                .get(endpoint.clone())
+                .bearer_auth(&api_key)
+                .send()
+                .await
+                .with_context(|| format!("GET {endpoint}"))?;
+            let status = response.status();
+            let body = response.text().await?;
+            if !status.is_success() {
+                anyhow::bail!("GET {endpoint}: {status}: {body}");
+            }
+            let ctx: serde_json::Value =
+                serde_json::from_str(&body).context("the context is not JSON")?;
+            let path = output.unwrap_or_else(|| PathBuf::from(format!("{name}-context.md")));
+            std::fs::write(&path, foresight_ingest::context::markdown(&ctx))
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!("{}", path.display());
         }
         Command::Demo { once, timeout } => {
             let opts = demo::DemoOptions {

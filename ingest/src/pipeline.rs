@@ -75,12 +75,52 @@ pub struct ClusterInfo {
     pub offline_partitions: usize,
     /// Versions of the agents reporting on it.
     pub agent_versions: std::collections::BTreeSet<String>,
+    /// Each broker's release line as its ApiVersions tells it (`4.4`).
+    pub versions: BTreeMap<i32, String>,
+    /// Finalized feature levels (`metadata.version`, `kraft.version`, …).
+    pub features: BTreeMap<String, i32>,
+    /// Each broker's number of API keys and the range of its highest versions, as a
+    /// compact fingerprint of what it speaks.
+    pub api_keys: BTreeMap<i32, usize>,
+    /// Each broker's configs that are not Kafka's defaults (and the watched ones).
+    pub broker_configs: BTreeMap<i32, BTreeMap<String, String>>,
+    /// Risky broker configs.
+    pub risky_configs: Vec<foresight_proto::facts::Risk>,
+    /// Configs whose values differ between brokers: value → brokers.
+    pub config_drift: BTreeMap<String, BTreeMap<String, Vec<i32>>>,
+    /// Each broker's log dirs (DescribeLogDirs).
+    pub log_dirs: Vec<LogDirInfo>,
+    /// The largest topics on disk (all replicas), largest first, at most
+    /// [`TOP_TOPICS`].
+    pub largest_topics: Vec<(String, i64)>,
+}
+
+/// How many topics the cluster facts list by size.
+pub const TOP_TOPICS: usize = 20;
+
+/// A broker log dir as DescribeLogDirs reports it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LogDirInfo {
+    /// Broker id.
+    pub broker: i32,
+    /// The dir.
+    pub path: String,
+    /// Size of its file system, -1 when the broker does not say.
+    pub total_bytes: i64,
+    /// Bytes the broker can still use, -1 when it does not say.
+    pub usable_bytes: i64,
+    /// Bytes its replicas take.
+    pub replica_bytes: i64,
+    /// Replicas in it.
+    pub replicas: usize,
+    /// The Kafka error (KAFKA_STORAGE_ERROR for an offline dir), empty when none.
+    pub error: String,
 }
 
 impl ClusterInfo {
     /// The facts notifications carry about the cluster.
     pub fn facts(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
+        let mut out = BTreeMap::from([
             ("brokers".to_string(), self.brokers.len().to_string()),
             (
                 "controller".to_string(),
@@ -96,13 +136,46 @@ impl ClusterInfo {
                 "offline partitions".to_string(),
                 self.offline_partitions.to_string(),
             ),
-        ])
+        ]);
+        let releases: std::collections::BTreeSet<&str> =
+            self.versions.values().map(String::as_str).collect();
+        if !releases.is_empty() {
+            let v: Vec<&str> = releases.into_iter().collect();
+            out.insert("kafka".to_string(), v.join(", "));
+        }
+        if let Some(level) = self.features.get("metadata.version") {
+            out.insert(
+                "metadata.version".to_string(),
+                match foresight_proto::facts::metadata_release(*level) {
+                    Some(r) => format!("{level} ({r})"),
+                    None => level.to_string(),
+                },
+            );
+        }
+        if !self.risky_configs.is_empty() {
+            let mut by: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for r in &self.risky_configs {
+                by.entry(format!("{}={}", r.config, r.value))
+                    .or_default()
+                    .push(r.broker.to_string());
+            }
+            let v: Vec<String> = by
+                .into_iter()
+                .map(|(k, b)| format!("{k} on {}", b.join(",")))
+                .collect();
+            out.insert("risky configs".to_string(), v.join("; "));
+        }
+        if !self.config_drift.is_empty() {
+            let v: Vec<&str> = self.config_drift.keys().map(String::as_str).collect();
+            out.insert("config drift".to_string(), v.join(", "));
+        }
+        out
     }
 }
 
 /// The `cluster` label of a batch: its cluster name, else its cluster id, else its
 /// snapshot's.
-fn cluster_of(batch: &TelemetryBatch) -> Option<String> {
+pub(crate) fn cluster_of(batch: &TelemetryBatch) -> Option<String> {
     let r = batch.resource.as_ref();
     [
         r.map(|r| r.cluster_name.as_str()),
@@ -113,6 +186,15 @@ fn cluster_of(batch: &TelemetryBatch) -> Option<String> {
     .flatten()
     .find(|s| !s.is_empty())
     .map(str::to_string)
+}
+
+/// Kafka's name for the log dir errors a broker reports.
+fn kafka_error_name(code: i32) -> String {
+    match code {
+        56 => "KAFKA_STORAGE_ERROR".to_string(),
+        57 => "LOG_DIR_NOT_FOUND".to_string(),
+        c => format!("error code {c}"),
+    }
 }
 
 /// A broker as the last snapshot shows it.
@@ -568,6 +650,52 @@ impl Pipeline {
                 .flat_map(|t| &t.partitions)
                 .filter(|p| p.leader < 0 || !live.contains(&p.leader))
                 .count();
+            if !snap.broker_facts.is_empty() {
+                let f = &snap.broker_facts;
+                info.versions = f
+                    .iter()
+                    .filter_map(|b| {
+                        Some((b.id, foresight_proto::facts::broker_release(b)?.to_string()))
+                    })
+                    .collect();
+                info.api_keys = f.iter().map(|b| (b.id, b.api_versions.len())).collect();
+                info.broker_configs = f.iter().map(|b| (b.id, b.configs.clone())).collect();
+                info.risky_configs = foresight_proto::facts::risky(f);
+                info.config_drift = foresight_proto::facts::drift(f);
+                info.features = snap.finalized_features.clone();
+            }
+            if !snap.log_dirs.is_empty() {
+                let mut topics: HashMap<&str, i64> = HashMap::new();
+                info.log_dirs = snap
+                    .log_dirs
+                    .iter()
+                    .map(|d| {
+                        for r in d.replicas.iter().filter(|r| !r.is_future) {
+                            *topics.entry(r.topic.as_str()).or_default() += r.size_bytes;
+                        }
+                        LogDirInfo {
+                            broker: d.broker,
+                            path: d.path.clone(),
+                            total_bytes: d.total_bytes,
+                            usable_bytes: d.usable_bytes,
+                            replica_bytes: d.replicas.iter().map(|r| r.size_bytes).sum(),
+                            replicas: d.replicas.len(),
+                            error: if d.error_code == 0 {
+                                String::new()
+                            } else {
+                                kafka_error_name(d.error_code)
+                            },
+                        }
+                    })
+                    .collect();
+                let mut largest: Vec<(String, i64)> = topics
+                    .into_iter()
+                    .map(|(t, b)| (t.to_string(), b))
+                    .collect();
+                largest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                largest.truncate(TOP_TOPICS);
+                info.largest_topics = largest;
+            }
         }
         Some(info.facts())
     }

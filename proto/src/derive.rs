@@ -43,12 +43,24 @@ pub const METRIC_NAMES: &[&str] = &[
     "kafka_quorum_replica_last_fetch_age_seconds",
     "kafka_quorum_replica_last_caught_up_age_seconds",
     "kafka_transaction_open_seconds",
+    "kafka_log_dir_total_bytes",
+    "kafka_log_dir_free_bytes",
+    "kafka_log_dir_readable",
+    "kafka_topic_size_bytes",
+    "kafka_cluster_feature_level",
+    "kafka_broker_config_risky",
+    "kafka_cluster_config_drift",
 ];
 
 /// Name prefixes of derived series that end when a snapshot no longer has them (the
 /// ingest writes a staleness marker): an aborted transaction or a quorum member that
 /// left must stop matching rules at once, not after the 5-minute lookback.
-pub const ENDS_WHEN_ABSENT: &[&str] = &["kafka_transaction_", "kafka_quorum_replica_"];
+pub const ENDS_WHEN_ABSENT: &[&str] = &[
+    "kafka_transaction_",
+    "kafka_quorum_replica_",
+    "kafka_broker_config_risky",
+    "kafka_cluster_config_drift",
+];
 
 /// The series name of topic config `key`, `kafka_topic_config_min_insync_replicas` for
 /// `min.insync.replicas`.
@@ -68,12 +80,20 @@ pub fn snapshot_series(
     out.keep = Some(keep);
     let live: HashSet<i32> = snap.brokers.iter().map(|b| b.id).collect();
     out.push("kafka_brokers", &[], snap.brokers.len() as f64);
+    let releases: HashMap<i32, &str> = snap
+        .broker_facts
+        .iter()
+        .filter_map(|f| Some((f.id, crate::facts::broker_release(f)?)))
+        .collect();
     for b in &snap.brokers {
         let id = b.id.to_string();
         let port = b.port.to_string();
         let mut l = vec![("broker", id.as_str()), ("host", &b.host), ("port", &port)];
         if !b.rack.is_empty() {
             l.push(("rack", &b.rack));
+        }
+        if let Some(r) = releases.get(&b.id) {
+            l.push(("version", r));
         }
         out.push("kafka_broker_info", &l, 1.0);
     }
@@ -210,7 +230,65 @@ pub fn snapshot_series(
     }
     quorum_series(snap, &mut out);
     transaction_series(snap, &mut out);
+    log_dir_series(snap, &mut out);
+    facts_series(snap, &mut out);
     out.finish()
+}
+
+/// The brokers' log dirs as DescribeLogDirs reports them, under the names the agent's
+/// host collector uses, so that the disk rules cover brokers no agent runs beside; and
+/// each topic's bytes on disk, all replicas counted (future replicas not).
+fn log_dir_series(snap: &ClusterSnapshot, out: &mut SeriesBuilder<'_>) {
+    let mut topics: BTreeMap<&str, i64> = BTreeMap::new();
+    for d in &snap.log_dirs {
+        let broker = d.broker.to_string();
+        let l = [("broker", broker.as_str()), ("log_dir", d.path.as_str())];
+        out.push(
+            "kafka_log_dir_readable",
+            &l,
+            f64::from(u8::from(d.error_code == 0)),
+        );
+        if d.total_bytes >= 0 && d.usable_bytes >= 0 {
+            out.push("kafka_log_dir_total_bytes", &l, d.total_bytes as f64);
+            out.push("kafka_log_dir_free_bytes", &l, d.usable_bytes as f64);
+        }
+        for r in d.replicas.iter().filter(|r| !r.is_future) {
+            *topics.entry(r.topic.as_str()).or_default() += r.size_bytes;
+        }
+    }
+    for (topic, bytes) in topics {
+        out.push("kafka_topic_size_bytes", &[("topic", topic)], bytes as f64);
+    }
+}
+
+/// Feature levels, risky broker configs and configuration drift ([`crate::facts`]).
+fn facts_series(snap: &ClusterSnapshot, out: &mut SeriesBuilder<'_>) {
+    for (name, level) in &snap.finalized_features {
+        out.push(
+            "kafka_cluster_feature_level",
+            &[("feature", name)],
+            f64::from(*level),
+        );
+    }
+    for r in crate::facts::risky(&snap.broker_facts) {
+        let broker = r.broker.to_string();
+        out.push(
+            "kafka_broker_config_risky",
+            &[
+                ("broker", &broker),
+                ("config", &r.config),
+                ("value", &r.value),
+            ],
+            1.0,
+        );
+    }
+    for (config, values) in crate::facts::drift(&snap.broker_facts) {
+        out.push(
+            "kafka_cluster_config_drift",
+            &[("config", &config)],
+            values.len() as f64,
+        );
+    }
 }
 
 /// Seconds from `ts_ms` to the snapshot's collection; `None` for an unknown (-1) time.

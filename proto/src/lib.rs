@@ -16,6 +16,7 @@ pub mod prometheus {
 }
 
 pub mod derive;
+pub mod facts;
 
 pub use prost::Message;
 

@@ -161,6 +161,8 @@ pub struct Reporter {
     scraped: Mutex<BTreeMap<String, std::collections::BTreeSet<SeriesKey>>>,
     /// The previous snapshot, to derive events from.
     last: Mutex<Option<foresight_proto::v1::ClusterSnapshot>>,
+    /// Per broker, the DeleteRecords requests its request metrics counted last cycle.
+    delete_records: Mutex<BTreeMap<String, f64>>,
     pending: tokio::sync::Mutex<Pending>,
     stats: Stats,
 }
@@ -228,6 +230,7 @@ impl Reporter {
             sequence: AtomicU64::new(0),
             extra: Mutex::new(Vec::new()),
             last: Mutex::new(None),
+            delete_records: Mutex::new(BTreeMap::new()),
             scraped: Mutex::new(BTreeMap::new()),
             privacy,
             scrape_client,
@@ -396,7 +399,19 @@ impl Reporter {
             "foresight_agent_scrape_failures",
             f64::from(scrape_failures),
         ));
+        // The brokers' own DescribeLogDirs answers, when the admin requests got them,
+        // stand for the same dirs: the host's view would be a second copy of the series.
+        let described: std::collections::BTreeSet<(i32, &str)> = snapshot
+            .log_dirs
+            .iter()
+            .map(|d| (d.broker, d.path.as_str()))
+            .collect();
         for d in collector::host::log_dirs(&self.config.log_dirs) {
+            if let Some(b) = self.config.broker_id
+                && described.contains(&(b, d.path.trim_end_matches('/')))
+            {
+                continue;
+            }
             let mut labels = base.clone();
             if let Some(b) = self.config.broker_id {
                 labels.insert("broker".into(), b.to_string());
@@ -448,6 +463,7 @@ impl Reporter {
                 ("previous_leader", l.previous_leader.to_string()),
                 ("leader", l.leader.to_string()),
                 ("clean", l.clean.to_string()),
+                ("check", l.check.to_string()),
             ];
             for (k, v) in &pairs {
                 labels.insert((*k).into(), v.clone());
@@ -463,12 +479,20 @@ impl Reporter {
                 .map(|(k, v)| ((*k).to_string(), v.clone()))
                 .collect();
             ev.insert("offsets_lost".into(), l.offsets_lost.to_string());
-            tracing::warn!(topic = %topic, partition = l.partition, offsets_lost = l.offsets_lost, clean = l.clean, "Durability: a leader change lost acknowledged records or was unclean.");
-            durability_events.push(foresight_proto::v1::Event {
-                timestamp_ms: ts,
-                kind: foresight_proto::v1::EventKind::Durability as i32,
-                labels: ev.into_iter().collect(),
-                message: format!(
+            tracing::warn!(topic = %topic, partition = l.partition, offsets_lost = l.offsets_lost, clean = l.clean, check = l.check, "Durability: acknowledged records lost, or an unclean election.");
+            let message = if l.check == collector::durability::check::HIGH_WATERMARK_REGRESSED {
+                format!(
+                    "{topic}-{}: the high watermark stayed at {} under leader {} (epoch {}), {} below the {} seen under epoch {}",
+                    l.partition,
+                    l.end_offset,
+                    l.leader,
+                    l.epoch,
+                    l.offsets_lost,
+                    l.high_watermark_seen,
+                    l.previous_epoch
+                )
+            } else {
+                format!(
                     "{topic}-{}: leader {} (epoch {}) replaced leader {} (epoch {}){}; the new leader ends epoch {} at offset {}, {} below the high watermark {} seen under it",
                     l.partition,
                     l.leader,
@@ -480,10 +504,40 @@ impl Reporter {
                     l.end_offset,
                     l.offsets_lost,
                     l.high_watermark_seen
-                ),
+                )
+            };
+            durability_events.push(foresight_proto::v1::Event {
+                timestamp_ms: ts,
+                kind: foresight_proto::v1::EventKind::Durability as i32,
+                labels: ev.into_iter().collect(),
+                message,
             });
         }
         series.append(&mut lost_series);
+        let deleted_on = self.delete_records_seen(&series);
+        // (hashed topic, partition) -> what explains its log start offset's move.
+        let mut explained: BTreeMap<(String, String), &str> = BTreeMap::new();
+        for m in &admin.moves {
+            let topic = self.privacy.hash(&m.topic);
+            let why = m.explanation.or_else(|| {
+                deleted_on
+                    .contains(&m.leader.to_string())
+                    .then_some("delete_records")
+            });
+            if why.is_none() {
+                tracing::warn!(topic = %topic, partition = m.partition, from = m.from, to = m.to, "Durability: a log start offset moved and neither retention nor DeleteRecords explains it.");
+                let mut labels = base.clone();
+                labels.insert("topic".into(), topic.clone());
+                labels.insert("partition".into(), m.partition.to_string());
+                series.push(series::single(
+                    collector::durability::UNEXPLAINED_METRIC_NAME,
+                    labels,
+                    ts,
+                    (m.to - m.from) as f64,
+                ));
+            }
+            explained.insert((topic, m.partition.to_string()), why.unwrap_or("none"));
+        }
         let events = {
             let mut last = self.last.lock().expect("snapshot lock is never poisoned");
             if let Some(prev) = last.as_ref() {
@@ -495,6 +549,19 @@ impl Reporter {
                 .unwrap_or_default();
             *last = Some(snapshot.clone());
             let mut events = events;
+            for e in &mut events {
+                if e.kind() != foresight_proto::v1::EventKind::LogStartOffsetMove {
+                    continue;
+                }
+                let key = (
+                    e.labels.get("topic").cloned().unwrap_or_default(),
+                    e.labels.get("partition").cloned().unwrap_or_default(),
+                );
+                if let Some(why) = explained.get(&key) {
+                    e.labels.insert("explanation".into(), (*why).to_string());
+                    e.message.push_str(&format!(" (explained by: {why})"));
+                }
+            }
             events.append(&mut durability_events);
             events
         };
@@ -521,6 +588,42 @@ impl Reporter {
             created_at_ms: ts,
             excluded_metrics,
         })
+    }
+
+    /// The brokers (their `broker` label) whose scraped request metrics count more
+    /// DeleteRecords requests than at the last cycle: what explains a log start offset
+    /// that moved without retention.
+    fn delete_records_seen(&self, series: &[Series]) -> std::collections::BTreeSet<String> {
+        let mut now: BTreeMap<String, f64> = BTreeMap::new();
+        for s in series {
+            if !s.name.ends_with("requestmetrics_requests_total")
+                || !s
+                    .labels
+                    .iter()
+                    .any(|l| l.name == "request" && l.value == "DeleteRecords")
+            {
+                continue;
+            }
+            let Some(broker) = s.labels.iter().find(|l| l.name == "broker") else {
+                continue;
+            };
+            if let Some(v) = s.samples.last().map(|x| x.value).filter(|v| v.is_finite()) {
+                *now.entry(broker.value.clone()).or_default() += v;
+            }
+        }
+        let mut before = self
+            .delete_records
+            .lock()
+            .expect("delete-records lock is never poisoned");
+        let grew = now
+            .iter()
+            .filter(|(b, v)| before.get(*b).is_some_and(|was| *v > was))
+            .map(|(b, _)| b.clone())
+            .collect();
+        for (b, v) in now {
+            before.insert(b, v);
+        }
+        grew
     }
 
     /// Sends pending batches oldest first, stopping at the first that cannot be sent.

@@ -95,6 +95,11 @@ impl Privacy {
                 o.topic = self.hash(&o.topic);
             }
         }
+        for d in &mut snap.log_dirs {
+            for r in &mut d.replicas {
+                r.topic = self.hash(&r.topic);
+            }
+        }
         for t in &mut snap.open_transactions {
             t.topic = self.hash(&t.topic);
             if !t.transactional_id.is_empty() {
@@ -125,6 +130,13 @@ impl Privacy {
             .collect();
         if !self.keeps("kafka_transaction_open_seconds") {
             snap.open_transactions.clear();
+        }
+        // Replica sizes are what the largest part of the log dirs is; only the topic
+        // sizes need them.
+        if !self.keeps("kafka_topic_size_bytes") {
+            for d in &mut snap.log_dirs {
+                d.replicas.clear();
+            }
         }
         let groups_needed = derive::METRIC_NAMES
             .iter()

@@ -1,7 +1,8 @@
 //! What only the Kafka protocol's admin RPCs tell, over the second client
 //! ([`crate::protocol`]): the KRaft quorum (DescribeQuorum), the brokers' racks
-//! (DescribeCluster), the maximum transaction timeout (broker DescribeConfigs) and open
-//! and hanging transactions ([`super::transactions`]).
+//! (DescribeCluster), log dirs, versions and configs ([`super::cluster_facts`]), open
+//! and hanging transactions ([`super::transactions`]) and the durability audit
+//! ([`super::durability`]).
 //!
 //! Each part fails alone: a broker that lacks an API, or a cluster that does not answer,
 //! leaves that part out of the snapshot, says so once in the log, and shows as
@@ -12,25 +13,39 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use foresight_proto::v1::{ClusterSnapshot, Quorum, QuorumReplica};
-use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
-use kafka_protocol::messages::{
-    DescribeClusterRequest, DescribeConfigsRequest, DescribeQuorumRequest, TopicName,
-};
+use kafka_protocol::messages::{DescribeClusterRequest, DescribeQuorumRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::config::KafkaConfig;
 use crate::protocol::{Client, ProtocolError, error_name};
 
 /// The parts, as the `part` label of `foresight_agent_protocol_up` names them.
-pub const PARTS: &[&str] = &["quorum", "cluster", "transactions", "durability"];
+pub const PARTS: &[&str] = &[
+    "quorum",
+    "cluster",
+    "log_dirs",
+    "facts",
+    "transactions",
+    "durability",
+];
 
 /// Kafka's default `transaction.max.timeout.ms` (15 minutes), used until the brokers'
 /// own value is read; it is also find-hanging's default.
 pub const DEFAULT_MAX_TRANSACTION_TIMEOUT_MS: i64 = 900_000;
 
-/// How often the brokers' `transaction.max.timeout.ms` is read again.
-const CONFIG_EVERY: Duration = Duration::from_secs(300);
+/// How often the brokers' versions and configs are read again: they change with a
+/// rolling restart or an operator's hand, and DescribeConfigs of every key is the
+/// largest answer a broker gives after DescribeLogDirs.
+const FACTS_EVERY: Duration = Duration::from_secs(300);
+
+/// The brokers' facts as last read, when, and which brokers were asked.
+type FactsCache = (
+    Option<Instant>,
+    Vec<foresight_proto::v1::BrokerFacts>,
+    BTreeMap<String, i32>,
+    Vec<i32>,
+);
 
 /// How one part went this cycle.
 #[derive(Debug, Clone)]
@@ -50,6 +65,8 @@ pub struct Findings {
     pub parts: Vec<PartStatus>,
     /// The durability audit's findings ([`super::durability`]).
     pub losses: Vec<super::durability::Loss>,
+    /// Log start offsets that advanced, explained where the audit could.
+    pub moves: Vec<super::durability::Move>,
 }
 
 /// The second client and what it remembers between cycles.
@@ -57,7 +74,7 @@ pub struct AdminCollector {
     client: Option<Client>,
     /// Why there is no client (a setting it cannot honour), said once.
     disabled: Option<String>,
-    max_timeout: Mutex<(Option<Instant>, i64)>,
+    facts: Mutex<FactsCache>,
     /// Whether DescribeQuorum has answered before: from then on, a cluster whose brokers
     /// cannot describe the quorum in time (they forward it to an active controller
     /// there is none of) has no leader, rather than no quorum.
@@ -85,7 +102,7 @@ impl AdminCollector {
         AdminCollector {
             client,
             disabled,
-            max_timeout: Mutex::new((None, DEFAULT_MAX_TRANSACTION_TIMEOUT_MS)),
+            facts: Mutex::new((None, Vec::new(), BTreeMap::new(), Vec::new())),
             quorum_seen: false.into(),
             audit: Default::default(),
             timeout,
@@ -117,7 +134,7 @@ impl AdminCollector {
                         seconds: 0.0,
                     })
                     .collect(),
-                losses: Vec::new(),
+                ..Default::default()
             };
         };
         client.set_brokers(
@@ -138,7 +155,13 @@ impl AdminCollector {
                     )))
                 })
         };
-        let (quorum, cluster) = tokio::join!(bounded, client.send_any(&describe_cluster));
+        let brokers: Vec<i32> = snap.brokers.iter().map(|b| b.id).collect();
+        let (quorum, cluster, (dirs, dirs_secs), (facts, facts_secs)) = tokio::join!(
+            bounded,
+            client.send_any(&describe_cluster),
+            timed(super::cluster_facts::log_dirs(client, &brokers)),
+            timed(self.broker_facts(client, &brokers)),
+        );
         let quorum_secs = started.elapsed().as_secs_f64();
         out.push(self.status("quorum", quorum.as_ref().err(), quorum_secs));
         use std::sync::atomic::Ordering;
@@ -180,8 +203,29 @@ impl AdminCollector {
             Err(e) => Some(e.to_string()),
         };
         out.push(self.status_msg("cluster", cluster_err, quorum_secs));
+        out.push(self.status("log_dirs", dirs.as_ref().err(), dirs_secs));
+        if let Ok(d) = dirs {
+            snap.log_dirs = d;
+        }
+        out.push(self.status("facts", facts.err().as_ref(), facts_secs));
+        let (max_timeout, broker_facts, features) = {
+            let cache = self.facts.lock().expect("facts lock is never poisoned");
+            let max = cache
+                .1
+                .iter()
+                .filter_map(|f| {
+                    f.configs
+                        .get("transaction.max.timeout.ms")?
+                        .parse::<i64>()
+                        .ok()
+                })
+                .min()
+                .unwrap_or(DEFAULT_MAX_TRANSACTION_TIMEOUT_MS);
+            (max, cache.1.clone(), cache.2.clone())
+        };
+        snap.broker_facts = broker_facts;
+        snap.finalized_features = features.into_iter().collect();
         let started = Instant::now();
-        let max_timeout = self.max_transaction_timeout(client, snap).await;
         snap.transaction_max_timeout_ms = max_timeout;
         let tx = super::transactions::find(client, snap, max_timeout, now_ms).await;
         let tx_secs = started.elapsed().as_secs_f64();
@@ -190,15 +234,17 @@ impl AdminCollector {
             snap.open_transactions = t;
         }
         let started = Instant::now();
-        let audit = self.audit.check(client, snap).await;
+        let audit = self.audit.check(client, snap, now_ms).await;
         out.push(self.status(
             "durability",
             audit.as_ref().err(),
             started.elapsed().as_secs_f64(),
         ));
+        let audit = audit.unwrap_or_default();
         Findings {
             parts: out,
-            losses: audit.unwrap_or_default(),
+            losses: audit.losses,
+            moves: audit.moves,
         }
     }
 
@@ -233,47 +279,28 @@ impl AdminCollector {
         }
     }
 
-    /// The smallest `transaction.max.timeout.ms` of the brokers asked, read every
-    /// [`CONFIG_EVERY`]; Kafka's default until one answers.
-    async fn max_transaction_timeout(&self, client: &Client, snap: &ClusterSnapshot) -> i64 {
-        let (at, value) = *self
-            .max_timeout
-            .lock()
-            .expect("timeout lock is never poisoned");
-        if at.is_some_and(|t| t.elapsed() < CONFIG_EVERY) {
-            return value;
+    /// Reads the brokers' facts when [`FACTS_EVERY`] has passed (or the brokers
+    /// changed); keeps the last ones when no broker answers.
+    async fn broker_facts(&self, client: &Client, brokers: &[i32]) -> Result<(), ProtocolError> {
+        let due = {
+            let cache = self.facts.lock().expect("facts lock is never poisoned");
+            cache.0.is_none_or(|t| t.elapsed() >= FACTS_EVERY) || cache.3 != brokers
+        };
+        if !due {
+            return Ok(());
         }
-        let Some(broker) = snap.brokers.first().map(|b| b.id) else {
-            return value;
-        };
-        let request = DescribeConfigsRequest::default().with_resources(vec![
-            DescribeConfigsResource::default()
-                .with_resource_type(4)
-                .with_resource_name(StrBytes::from_string(broker.to_string()))
-                .with_configuration_keys(Some(vec![StrBytes::from_static_str(
-                    "transaction.max.timeout.ms",
-                )])),
-        ]);
-        let read = match client.send_to(broker, &request).await {
-            Ok(r) => r
-                .results
-                .iter()
-                .flat_map(|r| &r.configs)
-                .find(|c| c.name.as_str() == "transaction.max.timeout.ms")
-                .and_then(|c| c.value.as_ref())
-                .and_then(|v| v.parse::<i64>().ok()),
-            Err(e) => {
-                tracing::debug!(error = %e, "Reading transaction.max.timeout.ms failed.");
-                None
-            }
-        };
-        let value = read.unwrap_or(value);
-        *self
-            .max_timeout
-            .lock()
-            .expect("timeout lock is never poisoned") = (read.map(|_| Instant::now()), value);
-        value
+        let (facts, features) = super::cluster_facts::broker_facts(client, brokers).await?;
+        *self.facts.lock().expect("facts lock is never poisoned") =
+            (Some(Instant::now()), facts, features, brokers.to_vec());
+        Ok(())
     }
+}
+
+/// `f`'s output and the seconds it took.
+async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, f64) {
+    let t = Instant::now();
+    let r = f.await;
+    (r, t.elapsed().as_secs_f64())
 }
 
 /// DescribeQuorum of `__cluster_metadata`, which brokers forward to the active

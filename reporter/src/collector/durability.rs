@@ -8,17 +8,28 @@
 //! follower makes before it truncates): an end offset below the high watermark seen
 //! under that epoch means acknowledged records are gone. A new leader that was not in
 //! the last ISR seen is an unclean election, whatever it lost. A clean election that
-//! lost nothing is no finding.
+//! lost nothing is no finding. A high watermark that stays below the highest one seen
+//! for [`REGRESSED_AFTER`] cycles once the epoch's end is checked is a loss too (a new
+//! leader's high watermark may lag for a moment after a clean election: that is not).
+//!
+//! A log start offset that advances must be explained: time retention (the leader's
+//! first offset newer than `retention.ms` is at or past the new start), size retention
+//! (the leader's replica was larger than `retention.bytes`), or a topic recreated under
+//! the same name. The agent adds DeleteRecords where the broker's request metrics show
+//! one; what is left is unexplained.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use foresight_proto::v1::ClusterSnapshot;
 use futures_util::future::join_all;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
-use kafka_protocol::messages::{BrokerId, MetadataRequest, OffsetForLeaderEpochRequest, TopicName};
+use kafka_protocol::messages::{
+    BrokerId, ListOffsetsRequest, MetadataRequest, OffsetForLeaderEpochRequest, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::protocol::{Client, ProtocolError};
@@ -26,8 +37,52 @@ use crate::protocol::{Client, ProtocolError};
 /// The series a finding becomes (valued at the offsets lost).
 pub const METRIC_NAME: &str = "kafka_partition_acknowledged_offsets_lost";
 
+/// The series an unexplained log start offset move becomes (valued at the offsets
+/// removed).
+pub const UNEXPLAINED_METRIC_NAME: &str = "kafka_partition_log_start_offset_unexplained_offsets";
+
 /// Cycles a pending check is retried while the new leader cannot answer yet.
 const TRIES: u8 = 10;
+
+/// Cycles a high watermark must stay below the highest seen to be a loss.
+pub const REGRESSED_AFTER: u8 = 3;
+
+/// How a loss was found.
+pub mod check {
+    /// The new leader ends the previous epoch below its high watermark.
+    pub const EPOCH_END: &str = "epoch_end";
+    /// The new leader was not in the last ISR seen (whatever it lost).
+    pub const UNCLEAN_ELECTION: &str = "unclean_election";
+    /// The high watermark stayed below the highest seen.
+    pub const HIGH_WATERMARK_REGRESSED: &str = "high_watermark_regressed";
+}
+
+/// A log start offset that advanced, with what explains it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The leader, whose request metrics may show a DeleteRecords.
+    pub leader: i32,
+    /// The previous log start offset.
+    pub from: i64,
+    /// The new one.
+    pub to: i64,
+    /// `retention.ms`, `retention.bytes` or `recreated`; `None` when nothing the agent
+    /// asked explains it.
+    pub explanation: Option<&'static str>,
+}
+
+/// What one audit cycle found.
+#[derive(Debug, Default)]
+pub struct Findings {
+    /// Acknowledged records gone, or an unclean election.
+    pub losses: Vec<Loss>,
+    /// Log start offsets that advanced.
+    pub moves: Vec<Move>,
+}
 
 /// Acknowledged records a leader change did not keep, or an unclean election.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +107,8 @@ pub struct Loss {
     pub offsets_lost: i64,
     /// Whether the new leader was in the last ISR seen.
     pub clean: bool,
+    /// Which check found it ([`check`]).
+    pub check: &'static str,
 }
 
 #[derive(Debug, Clone)]
@@ -61,8 +118,50 @@ struct Led {
     leader: i32,
     isr: Vec<i32>,
     hw_max: i64,
+    /// The highest high watermark seen under any epoch of this topic id, and its epoch.
+    hw_best: (i64, i32),
+    /// Consecutive cycles the high watermark was below `hw_best`.
+    below: u8,
+    /// The log start offset last seen, -1 before.
+    log_start: i64,
     /// The epoch before this one, while its end has not been checked.
     pending: Option<(Box<Led>, u8)>,
+}
+
+impl Led {
+    /// Follows the high watermark: a loss once it stayed below the best seen for
+    /// [`REGRESSED_AFTER`] cycles, unless an epoch's end is still being checked.
+    fn follow_hw(&mut self, key: &(String, i32), hw: Option<i64>) -> Option<Loss> {
+        let hw = hw?;
+        if hw >= self.hw_best.0 {
+            self.hw_best = (hw, self.epoch);
+            self.below = 0;
+            return None;
+        }
+        if self.pending.is_some() {
+            return None;
+        }
+        self.below += 1;
+        if self.below < REGRESSED_AFTER {
+            return None;
+        }
+        let (best, best_epoch) = self.hw_best;
+        self.hw_best = (hw, self.epoch);
+        self.below = 0;
+        Some(Loss {
+            topic: key.0.clone(),
+            partition: key.1,
+            previous_epoch: best_epoch,
+            previous_leader: self.leader,
+            epoch: self.epoch,
+            leader: self.leader,
+            high_watermark_seen: best,
+            end_offset: hw,
+            offsets_lost: best - hw,
+            clean: true,
+            check: check::HIGH_WATERMARK_REGRESSED,
+        })
+    }
 }
 
 /// A check to make: the partition, its previous epoch, its current one.
@@ -72,6 +171,8 @@ type Ask = ((String, i32), Led, Led);
 #[derive(Default)]
 pub struct Audit {
     led: Mutex<HashMap<(String, i32), Led>>,
+    /// Each partition's leader replica size in the last cycle that had log dirs.
+    sizes: Mutex<HashMap<(String, i32), i64>>,
 }
 
 impl Audit {
@@ -85,7 +186,8 @@ impl Audit {
         &self,
         client: &Client,
         snap: &ClusterSnapshot,
-    ) -> Result<Vec<Loss>, ProtocolError> {
+        now_ms: i64,
+    ) -> Result<Findings, ProtocolError> {
         let md = client
             .send_any(
                 &MetadataRequest::default()
@@ -102,8 +204,19 @@ impl Audit {
                     .filter_map(move |p| Some(((t.name.as_str(), p.id), p.high_watermark?)))
             })
             .collect();
+        let starts: HashMap<(&str, i32), i64> = snap
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .filter_map(move |p| Some(((t.name.as_str(), p.id), p.log_start_offset?)))
+            })
+            .collect();
         // (new leader) -> checks to ask it.
         let mut asks: BTreeMap<i32, Vec<Ask>> = BTreeMap::new();
+        let mut found = Findings::default();
+        let mut moved: Vec<Move> = Vec::new();
         {
             let mut led = self.led.lock().expect("audit lock is never poisoned");
             for t in &md.topics {
@@ -123,18 +236,41 @@ impl Audit {
                     }
                     let key = (name.clone(), p.partition_index);
                     let seen = hw.get(&(name.as_str(), p.partition_index)).copied();
+                    let start = starts.get(&(name.as_str(), p.partition_index)).copied();
                     let now = Led {
                         topic_id: *t.topic_id.as_bytes(),
                         epoch: p.leader_epoch,
                         leader,
                         isr: p.isr_nodes.iter().map(|b| b.0).collect(),
                         hw_max: seen.unwrap_or(-1),
+                        hw_best: (seen.unwrap_or(-1), p.leader_epoch),
+                        below: 0,
+                        log_start: start.unwrap_or(-1),
                         pending: None,
                     };
+                    if let (Some(prev), Some(to)) = (led.get_mut(&key), start) {
+                        if prev.log_start >= 0 && to != prev.log_start {
+                            let recreated = prev.topic_id != now.topic_id;
+                            if recreated || to > prev.log_start {
+                                moved.push(Move {
+                                    topic: name.clone(),
+                                    partition: p.partition_index,
+                                    leader,
+                                    from: prev.log_start,
+                                    to,
+                                    explanation: recreated.then_some("recreated"),
+                                });
+                            }
+                        }
+                        prev.log_start = to;
+                    }
                     match led.get_mut(&key) {
                         Some(prev) if prev.topic_id == now.topic_id && now.epoch == prev.epoch => {
                             prev.hw_max = prev.hw_max.max(now.hw_max);
                             prev.isr = now.isr;
+                            if let Some(loss) = prev.follow_hw(&key, seen) {
+                                found.losses.push(loss);
+                            }
                             if let Some((before, tries)) = prev.pending.take()
                                 && tries > 0
                             {
@@ -150,6 +286,8 @@ impl Audit {
                             let mut before = prev.clone();
                             before.pending = None;
                             let mut next = now;
+                            next.hw_best = before.hw_best;
+                            next.log_start = before.log_start;
                             next.pending = Some((Box::new(before.clone()), TRIES - 1));
                             asks.entry(leader).or_default().push((
                                 key.clone(),
@@ -191,9 +329,11 @@ impl Audit {
                 );
             (items, client.send_to(leader, &request).await)
         });
-        let mut losses = Vec::new();
+        let explain = self.explain(client, snap, moved, now_ms);
+        let (answers, moves) = tokio::join!(join_all(checks), explain);
+        found.moves = moves;
         let mut settled = Vec::new();
-        for (items, answer) in join_all(checks).await {
+        for (items, answer) in answers {
             let Ok(r) = answer else { continue };
             for t in &r.topics {
                 for p in &t.partitions {
@@ -204,11 +344,11 @@ impl Audit {
                     if p.error_code != 0 || p.end_offset < 0 {
                         continue;
                     }
-                    settled.push(key.clone());
                     let lost = (before.hw_max - p.end_offset).max(0);
                     let clean = before.isr.contains(&now.leader);
+                    settled.push((key.clone(), (lost > 0).then_some(p.end_offset)));
                     if (lost > 0 && before.hw_max >= 0) || !clean {
-                        losses.push(Loss {
+                        found.losses.push(Loss {
                             topic: key.0,
                             partition: key.1,
                             previous_epoch: before.epoch,
@@ -219,17 +359,147 @@ impl Audit {
                             end_offset: p.end_offset,
                             offsets_lost: lost,
                             clean,
+                            check: if lost > 0 {
+                                check::EPOCH_END
+                            } else {
+                                check::UNCLEAN_ELECTION
+                            },
                         });
                     }
                 }
             }
         }
         let mut led = self.led.lock().expect("audit lock is never poisoned");
-        for key in settled {
+        for (key, end) in settled {
             if let Some(l) = led.get_mut(&key) {
                 l.pending = None;
+                // What the loss left is the new truth, not a second loss.
+                if let Some(end) = end {
+                    l.hw_best = (end, l.epoch);
+                }
             }
         }
-        Ok(losses)
+        drop(led);
+        if !snap.log_dirs.is_empty() {
+            let leaders: HashMap<(&str, i32), i32> = snap
+                .topics
+                .iter()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .map(move |p| ((t.name.as_str(), p.id), p.leader))
+                })
+                .collect();
+            let mut sizes = self.sizes.lock().expect("sizes lock is never poisoned");
+            sizes.clear();
+            for d in &snap.log_dirs {
+                for r in d.replicas.iter().filter(|r| !r.is_future) {
+                    if leaders.get(&(r.topic.as_str(), r.partition)) == Some(&d.broker) {
+                        sizes.insert((r.topic.clone(), r.partition), r.size_bytes);
+                    }
+                }
+            }
+        }
+        Ok(found)
     }
+
+    /// Explains each move by the topic's retention, asking the leaders for the first
+    /// offset newer than `retention.ms` where time could explain it. Moves of topics
+    /// whose configs the cycle lacks are dropped: they can be neither explained nor
+    /// blamed.
+    async fn explain(
+        &self,
+        client: &Client,
+        snap: &ClusterSnapshot,
+        moved: Vec<Move>,
+        now_ms: i64,
+    ) -> Vec<Move> {
+        let configs: HashMap<&str, &BTreeMap<String, String>> = snap
+            .topics
+            .iter()
+            .map(|t| (t.name.as_str(), &t.configs))
+            .collect();
+        let sizes = self
+            .sizes
+            .lock()
+            .expect("sizes lock is never poisoned")
+            .clone();
+        let mut out = Vec::new();
+        // leader -> (move index, the cutoff timestamp)
+        let mut by_time: BTreeMap<i32, Vec<(usize, i64)>> = BTreeMap::new();
+        for mut m in moved {
+            if m.explanation.is_some() {
+                out.push(m);
+                continue;
+            }
+            let Some(c) = configs.get(m.topic.as_str()).filter(|c| !c.is_empty()) else {
+                continue;
+            };
+            let num = |k: &str| c.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(-1);
+            let deletes = c
+                .get("cleanup.policy")
+                .is_none_or(|p| p.split(',').any(|p| p.trim() == "delete"));
+            if deletes {
+                let bytes = num("retention.bytes");
+                let size = sizes.get(&(m.topic.clone(), m.partition));
+                if bytes >= 0 && size.is_none_or(|s| *s > bytes) {
+                    m.explanation = Some("retention.bytes");
+                } else if num("retention.ms") >= 0 {
+                    by_time
+                        .entry(m.leader)
+                        .or_default()
+                        .push((out.len(), now_ms - num("retention.ms")));
+                }
+            }
+            out.push(m);
+        }
+        let asks = by_time.into_iter().map(|(leader, items)| {
+            let request = first_offsets_after(&out, &items);
+            async move { (items, client.send_to(leader, &request).await) }
+        });
+        for (items, answer) in join_all(asks).await {
+            let Ok(r) = answer else { continue };
+            for (i, _) in items {
+                let m = &out[i];
+                let first_newer = r
+                    .topics
+                    .iter()
+                    .filter(|t| t.name.0.as_str() == m.topic)
+                    .flat_map(|t| &t.partitions)
+                    .find(|p| p.partition_index == m.partition && p.error_code == 0)
+                    .map(|p| p.offset);
+                // -1: no record is newer than the cutoff, so all were old enough.
+                if first_newer.is_some_and(|o| o == -1 || o >= m.to) {
+                    out[i].explanation = Some("retention.ms");
+                }
+            }
+        }
+        out
+    }
+}
+
+/// ListOffsets by timestamp for the moves at `items`: each partition's first offset
+/// whose timestamp is at or after its cutoff.
+fn first_offsets_after(moves: &[Move], items: &[(usize, i64)]) -> ListOffsetsRequest {
+    let mut topics: BTreeMap<&str, Vec<ListOffsetsPartition>> = BTreeMap::new();
+    for (i, cutoff) in items {
+        let m = &moves[*i];
+        topics.entry(m.topic.as_str()).or_default().push(
+            ListOffsetsPartition::default()
+                .with_partition_index(m.partition)
+                .with_timestamp(*cutoff),
+        );
+    }
+    ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(t, ps)| {
+                    ListOffsetsTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(t.to_string())))
+                        .with_partitions(ps)
+                })
+                .collect(),
+        )
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`kafka`]: cluster metadata and offsets over the Kafka protocol (librdkafka).
 //! - [`admin`]: the quorum, racks and transactions over the second client.
+//! - [`cluster_facts`]: log dirs, versions, features and broker configs.
 //! - [`durability`]: leader changes checked against the epochs' end offsets.
 //! - [`transactions`]: open and hanging transactions, as find-hanging finds them.
 //! - [`host`]: the broker's log dirs on this machine.
@@ -9,6 +10,7 @@
 //! - [`jolokia`]: broker MBeans from a Jolokia agent, named as the jmx_exporter would.
 
 pub mod admin;
+pub mod cluster_facts;
 pub mod durability;
 pub mod group_offsets;
 pub mod host;
