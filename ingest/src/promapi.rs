@@ -551,6 +551,34 @@ pub async fn rules(
     Ok(success(json!({"groups": out})))
 }
 
+/// Evaluates each of `queries` at `ts_ms` against the tenant's series, for the
+/// service's own pages (the cluster context): per query its samples, or why it failed.
+pub(crate) async fn instant_vectors(
+    state: &AppState,
+    tenant: String,
+    queries: Vec<String>,
+    ts_ms: i64,
+) -> Result<Vec<Result<Vec<(Labels, f64)>, String>>, String> {
+    on_series(state, tenant, move |store| {
+        let eval = Evaluator::new(store);
+        queries
+            .iter()
+            .map(|q| {
+                let expr =
+                    foresight_rules::promql::parse_supported(q).map_err(|e| e.to_string())?;
+                match eval.eval(&expr, ts_ms).map_err(|e| e.to_string())? {
+                    PromValue::Vector(v) => {
+                        Ok(v.into_iter().map(|s| (s.labels, s.value)).collect())
+                    }
+                    _ => Err(format!("{q}: not an instant vector")),
+                }
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| e.message)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -591,32 +619,4 @@ mod tests {
         assert_eq!(ts_json(1_000), json!(1));
         assert_eq!(ts_json(1_500), json!(1.5));
     }
-}
-
-/// Evaluates each of `queries` at `ts_ms` against the tenant's series, for the
-/// service's own pages (the cluster context): per query its samples, or why it failed.
-pub(crate) async fn instant_vectors(
-    state: &AppState,
-    tenant: String,
-    queries: Vec<String>,
-    ts_ms: i64,
-) -> Result<Vec<Result<Vec<(Labels, f64)>, String>>, String> {
-    on_series(state, tenant, move |store| {
-        let eval = Evaluator::new(store);
-        queries
-            .iter()
-            .map(|q| {
-                let expr =
-                    foresight_rules::promql::parse_supported(q).map_err(|e| e.to_string())?;
-                match eval.eval(&expr, ts_ms).map_err(|e| e.to_string())? {
-                    PromValue::Vector(v) => {
-                        Ok(v.into_iter().map(|s| (s.labels, s.value)).collect())
-                    }
-                    _ => Err(format!("{q}: not an instant vector")),
-                }
-            })
-            .collect()
-    })
-    .await
-    .map_err(|e| e.message)
 }

@@ -561,6 +561,62 @@ async fn an_unclean_leader_election_is_reported() {
         20,
         "the 20 records broker 1 alone had"
     );
+    // The loss is in the cluster's durability ledger, and in the support context the
+    // CLI writes.
+    let key = w.server.store.create_key("acme").unwrap();
+    let http = common::client(&w.server.fingerprint);
+    let clusters: serde_json::Value = http
+        .get(format!("https://{}/api/v1/clusters", w.server.addr))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let c = &clusters[0];
+    let day = &c["durability"]["windows"]["1d"];
+    assert_eq!(
+        (
+            &day["offsets_lost"],
+            &day["partitions_affected"],
+            &day["unclean_elections"]
+        ),
+        (&20.into(), &1.into(), &1.into()),
+        "{c}"
+    );
+    let name = c["name"].as_str().unwrap().to_string();
+    let title = format!("# Kafka cluster {name}");
+    let out_dir = tempfile::tempdir().unwrap();
+    let file = out_dir.path().join("context.md");
+    let (url, fingerprint, out) = (
+        format!("https://{}", w.server.addr),
+        w.server.fingerprint.clone(),
+        file.clone(),
+    );
+    let cli_key = key.clone();
+    let run = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_foresight"))
+            .args(["clusters", "context", &name, "--url", &url])
+            .args(["--pinned-sha256", &fingerprint, "--output"])
+            .arg(&out)
+            .env("FORESIGHT_API_KEY", &cli_key)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(run.status.success(), "{run:?}");
+    let md = std::fs::read_to_string(&file).unwrap();
+    assert!(md.contains(&title), "{md}");
+    assert!(
+        md.contains("| 1d | 20 | 1 | 1 |") && md.contains("| epoch_end |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| `risky` |"),
+        "the topic is listed by size:\n{md}"
+    );
     w.stop().await;
 }
 

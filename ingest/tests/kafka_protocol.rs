@@ -8,7 +8,8 @@
 //! (KIP-890's server-side defence) is off, so a transactional write the coordinator
 //! never heard of is accepted; the maximum transaction timeout is 8 s so that the test
 //! need not wait 15 minutes, and the coordinator's sweep of timed-out transactions is
-//! slowed to 10 minutes so that a legitimate transaction stays open past it.
+//! slowed to 10 minutes so that a legitimate transaction stays open past it. Retention
+//! is checked twice a second, so that a log start offset moves by time within the test.
 
 mod common;
 
@@ -42,6 +43,7 @@ fn cluster() -> &'static Cluster {
         let mut spec = ClusterSpec::new(Version::Kafka4)
             .broker_prop("transaction.partition.verification.enable", "false")
             .broker_prop("transaction.max.timeout.ms", "8000")
+            .broker_prop("log.retention.check.interval.ms", "500")
             .broker_prop(
                 "transaction.abort.timed.out.transaction.cleanup.interval.ms",
                 "600000",
@@ -565,4 +567,402 @@ async fn the_agent_connects_over_tls_and_sasl_as_librdkafka_does() {
         err.contains("tls") && err.contains("UnknownIssuer"),
         "{err}"
     );
+}
+
+/// Produces `n` small records to partition 0 of `topic`, each acknowledged by all ISR.
+async fn produce(topic: &'static str, n: usize) {
+    let bootstrap = cluster().bootstrap();
+    tokio::task::spawn_blocking(move || {
+        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("acks", "all")
+            .set("linger.ms", "0")
+            .create()
+            .unwrap();
+        for i in 0..n {
+            let payload = format!("record {i} {}", "x".repeat(100));
+            producer
+                .send(
+                    BaseRecord::to(topic)
+                        .partition(0)
+                        .key("k")
+                        .payload(&payload),
+                )
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_dirs_and_sizes_agree_with_kafka_log_dirs() {
+    let cluster = shared_cluster().await;
+    let topic = "sized";
+    common::create_topics(&cluster.bootstrap(), &[(topic, 2, 3, &[])]).await;
+    produce(topic, 200).await;
+    let agent = Reporter::new(agent_config(cluster.bootstrap(), BTreeMap::new())).unwrap();
+    // Replicas catch up and flush sizes asynchronously: compare once two reads of the
+    // tool agree, and the agent's read lies between them.
+    let describe = || {
+        tool(
+            "org.apache.kafka.tools.LogDirsCommand",
+            vec![
+                "--bootstrap-server".into(),
+                cluster.bootstrap(),
+                "--describe".into(),
+                "--topic-list".into(),
+                topic.into(),
+            ],
+        )
+    };
+    let parse = |out: String| -> BTreeMap<(i64, String, String), i64> {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with('{'))
+            .unwrap_or_else(|| panic!("no JSON in {out}"));
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let mut sizes = BTreeMap::new();
+        for b in v["brokers"].as_array().unwrap() {
+            for d in b["logDirs"].as_array().unwrap() {
+                for p in d["partitions"].as_array().unwrap() {
+                    sizes.insert(
+                        (
+                            b["broker"].as_i64().unwrap(),
+                            d["logDir"].as_str().unwrap().to_string(),
+                            p["partition"].as_str().unwrap().to_string(),
+                        ),
+                        p["size"].as_i64().unwrap(),
+                    );
+                }
+            }
+        }
+        sizes
+    };
+    let mut tries = 0;
+    let (tool_sizes, snap) = loop {
+        let before = parse(describe().await);
+        let snap = agent.collect_batch().await.unwrap().snapshot.unwrap();
+        let after = parse(describe().await);
+        if before == after || tries == 5 {
+            break (after, snap);
+        }
+        tries += 1;
+    };
+    assert_eq!(
+        tool_sizes.len(),
+        6,
+        "2 partitions × 3 replicas: {tool_sizes:?}"
+    );
+    let mut agent_sizes = BTreeMap::new();
+    for d in &snap.log_dirs {
+        for r in d.replicas.iter().filter(|r| r.topic == topic) {
+            agent_sizes.insert(
+                (
+                    i64::from(d.broker),
+                    d.path.clone(),
+                    format!("{}-{}", r.topic, r.partition),
+                ),
+                r.size_bytes,
+            );
+        }
+    }
+    assert_eq!(agent_sizes, tool_sizes);
+    assert!(tool_sizes.values().all(|s| *s > 20_000), "{tool_sizes:?}");
+    // Each broker's dirs with their file system's size, as the host sees it.
+    let brokers: BTreeSet<i32> = snap.log_dirs.iter().map(|d| d.broker).collect();
+    assert_eq!(brokers, cluster.brokers().map(|b| b.id).collect());
+    for d in &snap.log_dirs {
+        let host = foresight_reporter::collector::host::log_dirs(&[&d.path]);
+        assert_eq!(Some(d.total_bytes as u64), host[0].total_bytes, "{d:?}");
+        assert!(
+            d.usable_bytes > 0 && d.usable_bytes <= d.total_bytes,
+            "{d:?}"
+        );
+        assert_eq!(d.error_code, 0);
+    }
+    // The derived series: the topic's bytes on disk, all replicas.
+    let series = foresight_proto::derive::snapshot_series(&snap, &BTreeMap::new(), 1, &|_| true);
+    let size = series
+        .iter()
+        .find(|s| s.name == "kafka_topic_size_bytes" && s.labels.iter().any(|l| l.value == topic))
+        .unwrap()
+        .samples[0]
+        .value;
+    assert_eq!(size as i64, agent_sizes.values().sum::<i64>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_features_and_configs_agree_with_kafkas_tools() {
+    let cluster = shared_cluster().await;
+    let agent = Reporter::new(agent_config(cluster.bootstrap(), BTreeMap::new())).unwrap();
+    let batch = agent.collect_batch().await.unwrap();
+    assert_eq!(common::protocol_up(&batch, "facts"), Some(1.0));
+    assert_eq!(common::protocol_up(&batch, "log_dirs"), Some(1.0));
+    let snap = batch.snapshot.unwrap();
+
+    // Finalized features as kafka-features describes them; metadata.version by name.
+    let features = tool(
+        "org.apache.kafka.tools.FeatureCommand",
+        vec![
+            "--bootstrap-server".into(),
+            cluster.bootstrap(),
+            "describe".into(),
+        ],
+    )
+    .await;
+    let mut checked = 0;
+    for line in features.lines() {
+        let field = |k: &str| {
+            line.split('\t')
+                .find_map(|f| f.trim().strip_prefix(&format!("{k}: ")))
+                .map(str::trim)
+        };
+        let (Some(name), Some(level)) = (field("Feature"), field("FinalizedVersionLevel")) else {
+            continue;
+        };
+        let ours = snap.finalized_features.get(name).copied();
+        if name == "metadata.version" {
+            let release = foresight_proto::facts::metadata_release(ours.unwrap()).unwrap();
+            assert!(
+                level.starts_with(&format!("{release}-")),
+                "{line} vs {ours:?}"
+            );
+        } else if let Ok(n) = level.parse::<i32>() {
+            assert_eq!(ours.unwrap_or(0), n, "{line}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 2, "{features}");
+    // Each broker's release line is the jars' (4.4.0 says 4.4).
+    for f in &snap.broker_facts {
+        assert_eq!(
+            foresight_proto::facts::broker_release(f),
+            Some("4.4"),
+            "{f:?}"
+        );
+        assert!(f.api_versions.len() > 50, "{f:?}");
+    }
+
+    // The non-default configs as kafka-configs lists them from the properties file, and
+    // the risky defaults flagged.
+    let broker = snap.broker_facts[0].id;
+    let described = tool(
+        "kafka.admin.ConfigCommand",
+        vec![
+            "--bootstrap-server".into(),
+            cluster.bootstrap(),
+            "--entity-type".into(),
+            "brokers".into(),
+            "--entity-name".into(),
+            broker.to_string(),
+            "--describe".into(),
+            "--all".into(),
+        ],
+    )
+    .await;
+    let re =
+        regex::Regex::new(r"^\s+([a-z0-9._-]+)=(.*) sensitive=(true|false) synonyms=\{([A-Z_]+):")
+            .unwrap();
+    let mut statics = 0;
+    for line in described.lines() {
+        let Some(c) = re.captures(line) else { continue };
+        let (key, value, sensitive, source) = (&c[1], &c[2], &c[3] == "true", &c[4]);
+        let ours = snap.broker_facts[0].configs.get(key);
+        if sensitive {
+            assert_eq!(ours, None, "{key}: a sensitive value is never shipped");
+        } else if matches!(source, "STATIC_BROKER_CONFIG" | "DYNAMIC_BROKER_CONFIG") {
+            assert_eq!(ours.map(String::as_str), Some(value), "{line}");
+            statics += 1;
+        }
+    }
+    assert!(statics >= 5, "{described}");
+    assert_eq!(
+        snap.broker_facts[0]
+            .configs
+            .get("transaction.max.timeout.ms")
+            .map(String::as_str),
+        Some("8000")
+    );
+    let risky: BTreeSet<String> = foresight_proto::facts::risky(&snap.broker_facts)
+        .into_iter()
+        .map(|r| r.config)
+        .collect();
+    assert!(
+        risky.contains("auto.create.topics.enable") && risky.contains("min.insync.replicas"),
+        "Kafka's defaults of both are risky: {risky:?}"
+    );
+
+    // A setting changed on one broker alone is drift, with its holders.
+    let configs = |op: &str, value: &str| {
+        vec![
+            "--bootstrap-server".into(),
+            cluster.bootstrap(),
+            "--entity-type".into(),
+            "brokers".into(),
+            "--entity-name".into(),
+            broker.to_string(),
+            "--alter".into(),
+            op.into(),
+            value.into(),
+        ]
+    };
+    tool(
+        "kafka.admin.ConfigCommand",
+        configs("--add-config", "log.cleaner.threads=2"),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let drift = loop {
+        let fresh = Reporter::new(agent_config(cluster.bootstrap(), BTreeMap::new())).unwrap();
+        let snap = fresh.collect_batch().await.unwrap().snapshot.unwrap();
+        let d = foresight_proto::facts::drift(&snap.broker_facts);
+        if d.contains_key("log.cleaner.threads") || tokio::time::Instant::now() > deadline {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    tool(
+        "kafka.admin.ConfigCommand",
+        configs("--delete-config", "log.cleaner.threads"),
+    )
+    .await;
+    let values = &drift["log.cleaner.threads"];
+    assert_eq!(values["2"], vec![broker], "{drift:?}");
+    assert_eq!(
+        values["(default)"].len(),
+        cluster.brokers().count() - 1,
+        "{drift:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_start_offset_moves_are_explained_or_reported() {
+    let cluster = shared_cluster().await;
+    let (forever, shortlived) = ("kept-forever", "kept-briefly");
+    common::create_topics(
+        &cluster.bootstrap(),
+        &[
+            (
+                forever,
+                1,
+                3,
+                &[("retention.ms", "-1"), ("retention.bytes", "-1")],
+            ),
+            (
+                shortlived,
+                1,
+                3,
+                &[
+                    ("retention.ms", "1000"),
+                    ("segment.ms", "200"),
+                    ("file.delete.delay.ms", "0"),
+                ],
+            ),
+        ],
+    )
+    .await;
+    produce(forever, 100).await;
+    produce(shortlived, 50).await;
+    let log_start = |snap: &ClusterSnapshot, topic: &str| {
+        snap.topics
+            .iter()
+            .find(|t| t.name == topic)
+            .and_then(|t| t.partitions[0].log_start_offset)
+    };
+    let unexplained = |batch: &foresight_proto::v1::TelemetryBatch, topic: &str| {
+        batch
+            .series
+            .iter()
+            .find(|s| {
+                s.name == foresight_reporter::collector::durability::UNEXPLAINED_METRIC_NAME
+                    && s.labels
+                        .iter()
+                        .any(|l| l.name == "topic" && l.value == topic)
+            })
+            .map(|s| s.samples[0].value)
+    };
+    let moved = |batch: &foresight_proto::v1::TelemetryBatch, topic: &str| {
+        batch
+            .events
+            .iter()
+            .find(|e| {
+                e.kind() == foresight_proto::v1::EventKind::LogStartOffsetMove
+                    && e.labels.get("topic").map(String::as_str) == Some(topic)
+            })
+            .cloned()
+    };
+    let delete_records = |offset: i64| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("offsets.json");
+        std::fs::write(
+            &file,
+            format!(r#"{{"partitions":[{{"topic":"{forever}","partition":0,"offset":{offset}}}],"version":1}}"#),
+        )
+        .unwrap();
+        tool(
+            "org.apache.kafka.tools.DeleteRecordsCommand",
+            vec![
+                "--bootstrap-server".into(),
+                cluster.bootstrap(),
+                "--offset-json-file".into(),
+                file.display().to_string(),
+            ],
+        )
+        .await;
+    };
+
+    // An agent that scrapes no broker metrics cannot tell a DeleteRecords from a loss.
+    let blind = Reporter::new(agent_config(cluster.bootstrap(), BTreeMap::new())).unwrap();
+    let first = blind.collect_batch().await.unwrap();
+    assert_eq!(
+        log_start(first.snapshot.as_ref().unwrap(), forever),
+        Some(0)
+    );
+    delete_records(40).await;
+    let second = blind.collect_batch().await.unwrap();
+    assert_eq!(
+        log_start(second.snapshot.as_ref().unwrap(), forever),
+        Some(40)
+    );
+    assert_eq!(unexplained(&second, forever), Some(40.0));
+    let e = moved(&second, forever).expect("a move event");
+    assert_eq!(e.labels["explanation"], "none", "{e:?}");
+
+    // One that scrapes the brokers' jmx_exporter sees the leader count the request.
+    let mut config = agent_config(cluster.bootstrap(), BTreeMap::new());
+    for b in cluster.brokers() {
+        config.jmx_exporter.insert(b.id, b.jmx_url());
+    }
+    let seeing = Reporter::new(config).unwrap();
+    seeing.collect_batch().await.unwrap();
+    delete_records(70).await;
+    let batch = seeing.collect_batch().await.unwrap();
+    assert_eq!(
+        log_start(batch.snapshot.as_ref().unwrap(), forever),
+        Some(70)
+    );
+    assert_eq!(unexplained(&batch, forever), None);
+    let e = moved(&batch, forever).expect("a move event");
+    assert_eq!(e.labels["explanation"], "delete_records", "{e:?}");
+
+    // Time retention explains the other topic's move: its segments rolled and aged out.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let batch = loop {
+        produce(shortlived, 1).await;
+        let batch = blind.collect_batch().await.unwrap();
+        if moved(&batch, shortlived).is_some() {
+            break batch;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the short-lived topic's log start never moved"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let e = moved(&batch, shortlived).unwrap();
+    assert_eq!(e.labels["explanation"], "retention.ms", "{e:?}");
+    assert_eq!(unexplained(&batch, shortlived), None);
 }

@@ -596,19 +596,21 @@ impl Reporter {
     fn delete_records_seen(&self, series: &[Series]) -> std::collections::BTreeSet<String> {
         let mut now: BTreeMap<String, f64> = BTreeMap::new();
         for s in series {
-            if !s.name.ends_with("requestmetrics_requests_total")
-                || !s
-                    .labels
-                    .iter()
-                    .any(|l| l.name == "request" && l.value == "DeleteRecords")
-            {
+            if !s.name.ends_with("requestmetrics_requests_total") {
                 continue;
             }
             let Some(broker) = s.labels.iter().find(|l| l.name == "broker") else {
                 continue;
             };
-            if let Some(v) = s.samples.last().map(|x| x.value).filter(|v| v.is_finite()) {
-                *now.entry(broker.value.clone()).or_default() += v;
+            // A broker's first DeleteRecords creates its meter: a broker whose request
+            // metrics are scraped without one has counted none.
+            let count = now.entry(broker.value.clone()).or_default();
+            if s.labels
+                .iter()
+                .any(|l| l.name == "request" && l.value == "DeleteRecords")
+                && let Some(v) = s.samples.last().map(|x| x.value).filter(|v| v.is_finite())
+            {
+                *count += v;
             }
         }
         let mut before = self
