@@ -503,3 +503,87 @@ fn first_offsets_after(moves: &[Move], items: &[(usize, i64)]) -> ListOffsetsReq
                 .collect(),
         )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn led(epoch: i32, hw: i64) -> Led {
+        Led {
+            topic_id: [0; 16],
+            epoch,
+            leader: 1,
+            isr: vec![1, 2],
+            hw_max: hw,
+            hw_best: (hw, epoch),
+            below: 0,
+            log_start: 0,
+            pending: None,
+        }
+    }
+
+    #[test]
+    fn a_high_watermark_below_the_best_is_a_loss_only_when_it_stays() {
+        let key = ("t".to_string(), 0);
+        let mut l = led(3, 100);
+        // A moment behind, then caught up: nothing.
+        assert_eq!(l.follow_hw(&key, Some(90)), None);
+        assert_eq!(l.follow_hw(&key, Some(100)), None);
+        assert_eq!(l.below, 0);
+        // While an epoch's end is being checked, the check speaks, not this.
+        l.pending = Some((Box::new(led(2, 100)), 3));
+        for _ in 0..REGRESSED_AFTER + 1 {
+            assert_eq!(l.follow_hw(&key, Some(93)), None);
+        }
+        l.pending = None;
+        let mut found = None;
+        for _ in 0..REGRESSED_AFTER {
+            found = found.or(l.follow_hw(&key, Some(93)));
+        }
+        let loss = found.expect("below for REGRESSED_AFTER cycles");
+        assert_eq!(
+            (
+                loss.offsets_lost,
+                loss.high_watermark_seen,
+                loss.end_offset,
+                loss.check
+            ),
+            (7, 100, 93, check::HIGH_WATERMARK_REGRESSED)
+        );
+        // Said once: the lower mark is the new truth.
+        for _ in 0..REGRESSED_AFTER * 2 {
+            assert_eq!(l.follow_hw(&key, Some(93)), None);
+        }
+        assert_eq!(l.follow_hw(&key, None), None, "no reading, no judgement");
+    }
+
+    #[test]
+    fn time_checks_ask_each_partition_for_its_cutoff() {
+        let moves = vec![
+            Move {
+                topic: "a".into(),
+                partition: 0,
+                leader: 1,
+                from: 0,
+                to: 10,
+                explanation: None,
+            },
+            Move {
+                topic: "a".into(),
+                partition: 3,
+                leader: 1,
+                from: 5,
+                to: 9,
+                explanation: None,
+            },
+        ];
+        let r = first_offsets_after(&moves, &[(0, 1_000), (1, 2_000)]);
+        assert_eq!(r.topics.len(), 1);
+        let p: Vec<(i32, i64)> = r.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.partition_index, p.timestamp))
+            .collect();
+        assert_eq!(p, [(0, 1_000), (3, 2_000)]);
+    }
+}
