@@ -54,7 +54,8 @@ pub const METRIC_NAMES: &[&str] = &[
 
 /// Name prefixes of derived series that end when a snapshot no longer has them (the
 /// ingest writes a staleness marker): an aborted transaction or a quorum member that
-/// left must stop matching rules at once, not after the 5-minute lookback.
+/// left, a risky config or drift fixed, must stop matching rules at once, not after the
+/// 5-minute lookback.
 pub const ENDS_WHEN_ABSENT: &[&str] = &[
     "kafka_transaction_",
     "kafka_quorum_replica_",

@@ -67,8 +67,8 @@ fn main() {
     }
 }
 
-/// Three measured cycles after a warm-up one, printed.
-async fn measure(agent: &Reporter, what: &str) {
+/// Three measured cycles after a warm-up one, printed; returns the warm-up's batch.
+async fn measure(agent: &Reporter, what: &str) -> foresight_proto::v1::TelemetryBatch {
     let first = agent.collect_batch().await.expect("collects");
     for _ in 0..3 {
         let (cpu0, wall0) = (cpu_seconds(), Instant::now());
@@ -95,6 +95,7 @@ async fn measure(agent: &Reporter, what: &str) {
         first.series.len(),
         foresight_proto::derive::snapshot_series(snap, &Default::default(), 0, &|_| true).len(),
     );
+    first
 }
 
 fn mock() {
@@ -364,11 +365,12 @@ fn kafka_large() {
             } else {
                 "kafka 4, 10,000 partitions, librdkafka only"
             };
-            measure(&agent, what).await;
+            let first = measure(&agent, what).await;
             if admin_requests {
                 let batch = agent.collect_batch().await.expect("collects");
                 let snap = batch.snapshot.as_ref().expect("a snapshot");
-                let parts: Vec<String> = batch
+                let parts = |batch: &foresight_proto::v1::TelemetryBatch| -> Vec<String> {
+                    batch
                     .series
                     .iter()
                     .filter(|s| s.name == "foresight_agent_protocol_duration_seconds")
@@ -380,11 +382,19 @@ fn kafka_large() {
                             .map_or("", |l| l.value.as_str());
                         format!("{part} {:.3} s", s.samples[0].value)
                     })
-                    .collect();
+                    .collect()
+                };
+                let replicas: usize = snap.log_dirs.iter().map(|d| d.replicas.len()).sum();
                 println!(
-                    "{what}: {} open transactions found; admin parts' wall time: {}",
+                    "{what}: {} open transactions found, {} log dirs with {replicas} replicas, {} brokers' facts; admin parts' wall time: {}",
                     snap.open_transactions.len(),
-                    parts.join(", ")
+                    snap.log_dirs.len(),
+                    snap.broker_facts.len(),
+                    parts(&batch).join(", ")
+                );
+                println!(
+                    "{what}: first cycle (versions and configs read, every 5 minutes after): {}",
+                    parts(&first).join(", ")
                 );
             }
         }
