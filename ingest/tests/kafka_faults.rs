@@ -541,6 +541,15 @@ async fn an_unclean_leader_election_is_reported() {
         lost["alerts"][0]["annotations"]["summary"], "20 acknowledged offsets lost on risky-0",
         "{lost}"
     );
+    // The notification says which release and metadata.version the cluster runs.
+    let context = &lost["foresightClusterContext"];
+    assert_eq!(context["kafka"], "4.4", "{lost}");
+    assert!(
+        context["metadata.version"]
+            .as_str()
+            .is_some_and(|v| v.ends_with("(4.4)")),
+        "{lost}"
+    );
     // The acknowledged records that only broker 1 had are gone: the new leader's high
     // watermark is behind the old one.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

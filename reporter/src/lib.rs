@@ -401,15 +401,19 @@ impl Reporter {
         ));
         // The brokers' own DescribeLogDirs answers, when the admin requests got them,
         // stand for the same dirs: the host's view would be a second copy of the series.
-        let described: std::collections::BTreeSet<(i32, &str)> = snapshot
+        // A dir its broker took offline has no sizes in the answer: the host still
+        // tells how full it is (its readability is the broker's to say).
+        let described: BTreeMap<(i32, &str), bool> = snapshot
             .log_dirs
             .iter()
-            .map(|d| (d.broker, d.path.as_str()))
+            .map(|d| ((d.broker, d.path.as_str()), d.total_bytes >= 0))
             .collect();
         for d in collector::host::log_dirs(&self.config.log_dirs) {
-            if let Some(b) = self.config.broker_id
-                && described.contains(&(b, d.path.trim_end_matches('/')))
-            {
+            let by_broker = self
+                .config
+                .broker_id
+                .and_then(|b| described.get(&(b, d.path.trim_end_matches('/'))).copied());
+            if by_broker == Some(true) {
                 continue;
             }
             let mut labels = base.clone();
@@ -419,10 +423,12 @@ impl Reporter {
             labels.insert("log_dir".into(), d.path.clone());
             let host_series =
                 |name: &str, value: f64| series::single(name, labels.clone(), ts, value);
-            series.push(host_series(
-                "kafka_log_dir_readable",
-                f64::from(u8::from(d.readable)),
-            ));
+            if by_broker.is_none() {
+                series.push(host_series(
+                    "kafka_log_dir_readable",
+                    f64::from(u8::from(d.readable)),
+                ));
+            }
             if let (Some(free), Some(total)) = (d.free_bytes, d.total_bytes) {
                 series.push(host_series("kafka_log_dir_free_bytes", free as f64));
                 series.push(host_series("kafka_log_dir_total_bytes", total as f64));
