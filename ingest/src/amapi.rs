@@ -58,7 +58,8 @@ fn bad(message: impl Into<String>) -> ApiError {
 }
 
 /// Checks posted alerts and turns them into the notifier's, as Alertmanager does: a
-/// missing start is now, a missing end is now plus `resolve_timeout_ms`.
+/// missing start is the end when one is given, else now; a missing end is now plus
+/// `resolve_timeout_ms`.
 ///
 /// # Errors
 /// An [`ApiError`] 400 naming the alert and the problem.
@@ -87,16 +88,23 @@ pub fn to_group_alerts(
                 return Err(bad(format!("alerts[{i}]: invalid label name {name:?}")));
             }
         }
+        let ends_given = match a.ends_at.as_deref().filter(|s| !s.is_empty()) {
+            Some(s) => Some(crate::http::rfc3339_field(
+                "bad_alert",
+                &format!("alerts[{i}].endsAt"),
+                s,
+            )?),
+            None => None,
+        };
+        // As Alertmanager: without a start, an alert starts at its end if it has one
+        // (a resolved alert posted once), else now.
         let starts = match a.starts_at.as_deref().filter(|s| !s.is_empty()) {
             Some(s) => {
                 crate::http::rfc3339_field("bad_alert", &format!("alerts[{i}].startsAt"), s)?
             }
-            None => now,
+            None => ends_given.unwrap_or(now),
         };
-        let ends = match a.ends_at.as_deref().filter(|s| !s.is_empty()) {
-            Some(s) => crate::http::rfc3339_field("bad_alert", &format!("alerts[{i}].endsAt"), s)?,
-            None => now + resolve_timeout_ms,
-        };
+        let ends = ends_given.unwrap_or(now + resolve_timeout_ms);
         if ends < starts {
             return Err(bad(format!("alerts[{i}]: endsAt is before startsAt")));
         }
@@ -252,4 +260,34 @@ pub async fn status(
         "config": {"original": &*state.notify_config_text},
         "uptime": rfc3339_ms(state.started_at_ms),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn posted(json: serde_json::Value) -> Vec<PostableAlert> {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn a_missing_start_is_the_end_or_now_as_in_alertmanager() {
+        let now = 1_000_000;
+        let resolved = posted(serde_json::json!([
+            {"labels": {"alertname": "A"}, "endsAt": "1970-01-01T00:00:10Z"},
+            {"labels": {"alertname": "B"}},
+        ]));
+        let got = to_group_alerts(resolved, now, 300_000).unwrap();
+        assert_eq!((got[0].starts_at_ms, got[0].ends_at_ms), (10_000, 10_000));
+        assert_eq!(
+            (got[1].starts_at_ms, got[1].ends_at_ms),
+            (now, now + 300_000)
+        );
+        let backwards = posted(serde_json::json!([{
+            "labels": {"alertname": "C"},
+            "startsAt": "1970-01-01T00:00:20Z",
+            "endsAt": "1970-01-01T00:00:10Z",
+        }]));
+        assert!(to_group_alerts(backwards, now, 300_000).is_err());
+    }
 }

@@ -27,6 +27,7 @@ fn made_by_foresight(name: &str) -> bool {
         || name.starts_with("kafka_log_dir_")
         || name == "kafka_consumergroup_lag_seconds"
         || name == foresight_reporter::collector::durability::METRIC_NAME
+        || name == foresight_reporter::collector::durability::UNEXPLAINED_METRIC_NAME
 }
 
 /// The JMX series names the pack's expressions read.

@@ -154,6 +154,11 @@ impl Report {
 /// # Errors
 /// A message when the text is not a series selector with only `=` matchers.
 pub fn parse_series(text: &str) -> Result<Labels, String> {
+    // The empty label set (what `count(up)` yields), which promtool's metric parser
+    // takes and PromQL's selector grammar refuses.
+    if text.trim() == "{}" {
+        return Ok(Labels::default());
+    }
     let expr = promql_parser::parser::parse(text).map_err(|e| format!("series {text:?}: {e}"))?;
     let Expr::VectorSelector(vs) = expr else {
         return Err(format!("series {text:?}: not a series selector"));
@@ -599,6 +604,7 @@ mod tests {
 
     #[test]
     fn parses_series_labels() {
+        assert_eq!(parse_series(" {} ").unwrap(), Labels::default());
         let l = parse_series(r#"up{job="kafka", instance="b1"}"#).unwrap();
         assert_eq!(l.to_string(), r#"up{instance="b1", job="kafka"}"#);
         assert!(parse_series(r#"up{job=~"k.*"}"#).is_err());
