@@ -83,10 +83,7 @@ pub async fn run(opts: DemoOptions, cancel: CancellationToken) -> Result<DemoOut
             let tx = notif_tx.clone();
             let secret = receiver_secret.clone();
             async move {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs() as i64)
-                    .unwrap_or(0);
+                let now = foresight_proto::now_ms() / 1000;
                 let signed = headers
                     .get(SIGNATURE_HEADER)
                     .and_then(|v| v.to_str().ok())

@@ -23,8 +23,11 @@ use crate::store::{BatchOutcome, Store};
 pub struct AppState {
     /// The store.
     pub store: Arc<Store>,
-    /// Towards the evaluator.
+    /// Towards the evaluator: batches and posted alerts.
     pub tx: mpsc::Sender<Input>,
+    /// Towards the evaluator: reads of the series, on their own queue (see
+    /// [`crate::pipeline::Pipeline::run`]).
+    pub queries: mpsc::Sender<crate::pipeline::Query>,
     /// Each tenant's alerts as the evaluator last published them.
     pub alerts: crate::amapi::AlertsView,
     /// The loaded rule groups (the same for every tenant).

@@ -35,6 +35,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+/// Reads waiting for the evaluator (query API, cluster context); past it a reader waits,
+/// and after 30 s is told the evaluator is busy. Batches have their own queue.
+const QUERY_QUEUE: usize = 64;
+
 pub use config::ServeConfig;
 pub use store::Store;
 
@@ -59,13 +63,7 @@ pub enum Error {
     Io(String),
 }
 
-/// Unix milliseconds now.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use foresight_proto::now_ms;
 
 /// Loads the configured rule groups: the built-in pack (unless disabled) then the files.
 ///
@@ -160,6 +158,7 @@ impl Server {
         let worker = tokio::spawn(worker.run(worker_cancel.clone()));
 
         let (tx, rx) = mpsc::channel(config.limits.queue_capacity);
+        let (queries, queries_rx) = mpsc::channel(QUERY_QUEUE);
         let resolve_timeout_ms = notify.resolve_timeout_ms();
         let notify_config_text: Arc<str> = if notify.original.is_empty() {
             "# webhooks shorthand of the service config\n".into()
@@ -186,11 +185,12 @@ impl Server {
             tokio::task::spawn_blocking(move || pipeline.restore(http::now_ms()).map(|_| pipeline))
                 .await
                 .map_err(|e| Error::Io(e.to_string()))??;
-        let pipeline = tokio::spawn(pipeline.run(rx, pipeline_cancel.clone()));
+        let pipeline = tokio::spawn(pipeline.run(rx, queries_rx, pipeline_cancel.clone()));
 
         let app = http::router(http::AppState {
             store: store.clone(),
             tx,
+            queries,
             limits: config.limits.clone(),
             alerts: alerts_view,
             clusters,

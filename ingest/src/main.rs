@@ -580,10 +580,7 @@ fn keys_command(store: &Store, command: KeysCommand) -> anyhow::Result<()> {
 fn silences_command(store: &Store, command: SilencesCommand) -> anyhow::Result<()> {
     use foresight_notifier::matchers::parse_matchers;
     use foresight_notifier::silence::Silence;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now = foresight_proto::now_ms();
     match command {
         SilencesCommand::Add {
             tenant,

@@ -25,8 +25,6 @@ use crate::store::Store;
 pub enum Input {
     /// A stored telemetry batch.
     Batch(Box<Accepted>),
-    /// A read of a tenant's series (query API).
-    Query(Query),
     /// Alerts posted to the Alertmanager API.
     Alerts {
         /// Tenant name.
@@ -738,7 +736,16 @@ impl Pipeline {
     }
 
     /// Runs until `cancel` fires or every sender is gone.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Input>, cancel: CancellationToken) {
+    ///
+    /// Reads (`queries`) have their own channel and are answered only when no batch,
+    /// evaluation or group flush is waiting, so that a burst of dashboard queries never
+    /// fills the batches' queue and refuses an agent.
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Input>,
+        mut queries: mpsc::Receiver<Query>,
+        cancel: CancellationToken,
+    ) {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut pruner = tokio::time::interval(Duration::from_secs(3600));
@@ -751,6 +758,7 @@ impl Pipeline {
                 .next_due_ms()
                 .map(|t| Duration::from_millis((t - now_ms()).max(50) as u64));
             tokio::select! {
+                biased;
                 _ = cancel.cancelled() => {
                     self.drain(&mut rx);
                     return;
@@ -758,7 +766,6 @@ impl Pipeline {
                 msg = rx.recv() => match msg {
                     Some(Input::Batch(a)) => self.ingest(*a),
                     Some(Input::Alerts { tenant, alerts }) => self.alerts(&tenant, alerts),
-                    Some(Input::Query(q)) => self.query(q),
                     // The listener is gone (shutdown): the same last flush.
                     None => {
                         self.drain(&mut rx);
@@ -773,6 +780,7 @@ impl Pipeline {
                         None => std::future::pending::<()>().await,
                     }
                 } => self.flush(now_ms()),
+                Some(q) = queries.recv() => self.query(q),
             }
         }
     }
@@ -785,7 +793,6 @@ impl Pipeline {
             match msg {
                 Input::Batch(a) => self.ingest(*a),
                 Input::Alerts { tenant, alerts } => self.alerts(&tenant, alerts),
-                Input::Query(q) => self.query(q),
             }
         }
         let now = now_ms();

@@ -20,7 +20,7 @@ use foresight_rules::{RuleEngine, SeriesStore};
 use serde_json::{Value, json};
 
 use crate::http::{AppState, now_ms};
-use crate::pipeline::{Input, Query};
+use crate::pipeline::Query;
 use crate::tenants::{Scope, authorize};
 
 /// Most points a range query may return per series, as Prometheus allows.
@@ -213,7 +213,7 @@ async fn on_pipeline<T: Send + 'static>(
     };
     tokio::time::timeout(
         std::time::Duration::from_secs(30),
-        state.tx.send(Input::Query(query)),
+        state.queries.send(query),
     )
     .await
     .map_err(|_| PromError {

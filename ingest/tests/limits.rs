@@ -216,3 +216,102 @@ async fn each_limit_answers_with_its_status_and_names_itself() {
         assert!(metrics.contains(&line), "{line} missing from:\n{metrics}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_queries_refuses_no_batch() {
+    // A batch queue of two: when queries shared it, a handful of waiting queries kept it
+    // full and agents got 503s.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        ServeConfig {
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.path().to_path_buf(),
+            builtin_rules: false,
+            limits: Limits {
+                queue_capacity: 2,
+                ..Limits::default()
+            },
+            ..ServeConfig::default()
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let client = common::client(&server.fingerprint);
+    let read = server
+        .store
+        .create_scoped_key("flood", Scope::Read, "")
+        .unwrap();
+    let ingest = server
+        .store
+        .create_scoped_key("flood", Scope::Ingest, "")
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut readers = Vec::new();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for _ in 0..32 {
+        let (client, key, stop, answered) =
+            (client.clone(), read.clone(), stop.clone(), answered.clone());
+        let url = format!(
+            "https://{}/api/v1/query?query=count_over_time(m0[1h])",
+            server.addr
+        );
+        readers.push(tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                if let Ok(r) = client.get(&url).bearer_auth(&key).send().await
+                    && r.status().is_success()
+                {
+                    answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    // The readers are at it before the first batch.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while answered.load(std::sync::atomic::Ordering::Relaxed) < 100 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the readers never got answers"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let url = format!("https://{}/v1/telemetry", server.addr);
+    let mut refused = Vec::new();
+    for seq in 1..=200u64 {
+        let body = TelemetryBatch {
+            resource: Some(Resource {
+                agent_instance_id: "agent".into(),
+                ..Default::default()
+            }),
+            sequence: seq,
+            series: series(5, vec![label("cluster", "c")]),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let status = client
+            .post(&url)
+            .bearer_auth(&ingest)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if !status.is_success() {
+            refused.push((seq, status));
+        }
+    }
+    stop.cancel();
+    for r in readers {
+        r.await.unwrap();
+    }
+    let queries = answered.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        refused.is_empty(),
+        "refused beside {queries} queries: {refused:?}"
+    );
+    assert!(
+        queries >= 200,
+        "the flood went on: {queries} queries answered"
+    );
+    server.shutdown(std::time::Duration::from_secs(5)).await;
+}

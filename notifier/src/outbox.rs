@@ -199,12 +199,7 @@ pub struct DeliveryWorker<S> {
 
 type Limiter = governor::DefaultDirectRateLimiter;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use foresight_proto::now_ms;
 
 impl<S: OutboxStore> DeliveryWorker<S> {
     /// A worker over `store` sending to `receivers` (by integration id, see

@@ -147,16 +147,7 @@ impl WebhookReceiver {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+use foresight_proto::error_chain;
 
 #[cfg(test)]
 mod tests {

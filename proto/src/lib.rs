@@ -20,6 +20,27 @@ pub mod facts;
 
 pub use prost::Message;
 
+/// An error with its sources, `outer: inner: innermost`: what a log line or a
+/// delivery record needs from a transport error whose `Display` names only the outer.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Unix milliseconds now: the one clock reading of the workspace (0 before 1970).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Prometheus' staleness marker: a NaN with this exact bit pattern. A sample with it
 /// says "this series ended here" (a target gone, a series no longer scraped), so that
 /// rules stop seeing its last value at once instead of for the 5-minute lookback.

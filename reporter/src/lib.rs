@@ -133,12 +133,7 @@ impl SeriesKey {
 /// Batches kept in memory while the ingest is unreachable; the oldest go first.
 const MAX_PENDING_BATCHES: usize = 1_000;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use foresight_proto::now_ms;
 
 /// A running agent: collects on an interval and ships in order.
 pub struct Reporter {

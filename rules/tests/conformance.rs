@@ -5,7 +5,10 @@
 //! Unsupported: the engine rejects the expression at load time naming the feature, or
 //! the case needs native histograms. A wrong answer is a failure. Every failure must be
 //! listed, with its reason, in `tests/conformance-known-failures.txt`; a failure not
-//! listed fails this test, so the list can only shrink.
+//! listed fails this test, and so does a listed one that now passes (take it off the
+//! list), so the list is always the truth. The file's `minimum-passed: N` line is a
+//! floor: fewer passing cases (a case that became unsupported, a file that stopped
+//! loading) fail too.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -460,16 +463,24 @@ fn run_file(
     }
 }
 
-fn known_failures() -> BTreeMap<String, String> {
+/// The known failures (`file:line` → reason) and the floor of passing cases.
+fn known_failures() -> (BTreeMap<String, String>, usize) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance-known-failures.txt");
     let text = std::fs::read_to_string(&path).unwrap_or_default();
-    text.lines()
+    let mut floor = 0;
+    let mut known = BTreeMap::new();
+    for l in text
+        .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|l| match l.split_once(' ') {
-            Some((k, why)) => (k.to_string(), why.trim().to_string()),
-            None => (l.to_string(), String::new()),
-        })
-        .collect()
+    {
+        if let Some(n) = l.strip_prefix("minimum-passed:") {
+            floor = n.trim().parse().expect("minimum-passed: a number");
+            continue;
+        }
+        let (k, why) = l.split_once(' ').unwrap_or((l, ""));
+        known.insert(k.to_string(), why.trim().to_string());
+    }
+    (known, floor)
 }
 
 fn main() {
@@ -512,16 +523,13 @@ fn main() {
     for (why, n) in reasons {
         println!("  {n:>4}  {why}");
     }
-    let known = known_failures();
+    let (known, floor) = known_failures();
     let failing: BTreeSet<&String> = failures.iter().map(|(k, _)| k).collect();
     let unexpected: Vec<_> = failures
         .iter()
         .filter(|(k, _)| !known.contains_key(k))
         .collect();
     let fixed: Vec<_> = known.keys().filter(|k| !failing.contains(k)).collect();
-    if !fixed.is_empty() {
-        println!("now passing, remove from conformance-known-failures.txt: {fixed:?}");
-    }
     if std::env::var("CONFORMANCE_WRITE_KNOWN").is_ok() {
         for (k, why) in &failures {
             let why: String = why.chars().take(160).collect::<String>().replace('\n', " ");
@@ -538,4 +546,19 @@ fn main() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    assert!(
+        fixed.is_empty(),
+        "now passing: take them off tests/conformance-known-failures.txt: {fixed:?}"
+    );
+    assert!(
+        total.passed >= floor,
+        "{} cases pass, fewer than the minimum-passed: {floor} of tests/conformance-known-failures.txt",
+        total.passed
+    );
+    if total.passed > floor {
+        println!(
+            "{} cases pass: raise minimum-passed in tests/conformance-known-failures.txt",
+            total.passed
+        );
+    }
 }

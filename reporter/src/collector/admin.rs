@@ -143,7 +143,6 @@ impl AdminCollector {
                 .map(|b| (b.id, format!("{}:{}", b.host, b.port))),
         );
         let mut out = Vec::new();
-        let started = Instant::now();
         let describe_cluster = DescribeClusterRequest::default();
         let bounded = async {
             tokio::time::timeout(self.timeout, describe_quorum(client))
@@ -156,13 +155,17 @@ impl AdminCollector {
                 })
         };
         let brokers: Vec<i32> = snap.brokers.iter().map(|b| b.id).collect();
-        let (quorum, cluster, (dirs, dirs_secs), (facts, facts_secs)) = tokio::join!(
-            bounded,
-            client.send_any(&describe_cluster),
+        let (
+            (quorum, quorum_secs),
+            (cluster, cluster_secs),
+            (dirs, dirs_secs),
+            (facts, facts_secs),
+        ) = tokio::join!(
+            timed(bounded),
+            timed(client.send_any(&describe_cluster)),
             timed(super::cluster_facts::log_dirs(client, &brokers)),
             timed(self.broker_facts(client, &brokers)),
         );
-        let quorum_secs = started.elapsed().as_secs_f64();
         out.push(self.status("quorum", quorum.as_ref().err(), quorum_secs));
         use std::sync::atomic::Ordering;
         match quorum {
@@ -202,7 +205,7 @@ impl AdminCollector {
             )),
             Err(e) => Some(e.to_string()),
         };
-        out.push(self.status_msg("cluster", cluster_err, quorum_secs));
+        out.push(self.status_msg("cluster", cluster_err, cluster_secs));
         out.push(self.status("log_dirs", dirs.as_ref().err(), dirs_secs));
         if let Ok(d) = dirs {
             snap.log_dirs = d;
