@@ -12,4 +12,12 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/foresight/target-$chec
 scripts/test-deps.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The fuzz targets build on the decoders alone: neither SQLite nor librdkafka.
+fuzz_links="$(cargo tree --manifest-path fuzz/Cargo.toml --locked -e normal,build --prefix none \
+  | grep -oE '^(libsqlite3-sys|rdkafka-sys) ' | sort -u | tr -d '\n' || true)"
+if [ -n "$fuzz_links" ]; then
+  echo "test: the fuzz crate links $fuzz_links" >&2
+  exit 1
+fi
+cargo check --manifest-path fuzz/Cargo.toml --locked --bins
 cargo test --workspace --locked

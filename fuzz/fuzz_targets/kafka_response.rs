@@ -2,7 +2,7 @@
 //! client reads, at every version it may negotiate. Nothing may panic or abort.
 #![no_main]
 
-use foresight_reporter::protocol::decode_response;
+use foresight_decode::kafka::decode_response;
 use kafka_protocol::messages::{
     ApiVersionsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeProducersRequest,
     DescribeQuorumRequest, DescribeTransactionsRequest, FindCoordinatorRequest,

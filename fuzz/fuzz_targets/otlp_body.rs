@@ -2,14 +2,14 @@
 //! give series or an error, never a panic or an allocation past the limits.
 #![no_main]
 
-use foresight_ingest::config::Limits;
-use foresight_ingest::decode::decode_otlp;
+use foresight_decode::DecodeLimits;
+use foresight_decode::decode_otlp;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let limits = Limits {
+    let limits = DecodeLimits {
         max_decompressed_bytes: 1 << 20,
-        ..Limits::default()
+        ..DecodeLimits::default()
     };
     let Some((mode, body)) = data.split_first() else {
         return;

@@ -2,14 +2,14 @@
 //! error, never panic or allocate past the limits.
 #![no_main]
 
-use foresight_ingest::config::Limits;
-use foresight_ingest::decode::decode_remote_write;
+use foresight_decode::DecodeLimits;
+use foresight_decode::decode_remote_write;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let limits = Limits {
+    let limits = DecodeLimits {
         max_decompressed_bytes: 1 << 20,
-        ..Limits::default()
+        ..DecodeLimits::default()
     };
     let _ = decode_remote_write(data, &limits);
 });

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use foresight_reporter::collector::{jmx, jolokia};
+use foresight_decode::{jmx, jolokia};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,12 +2,12 @@
 //! answer an error, never panic or allocate past the limits.
 #![no_main]
 
-use foresight_ingest::config::Limits;
-use foresight_ingest::decode::decode_body;
+use foresight_decode::DecodeLimits;
+use foresight_decode::decode_body;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let limits = Limits { max_decompressed_bytes: 1 << 20, ..Limits::default() };
+    let limits = DecodeLimits { max_decompressed_bytes: 1 << 20, ..DecodeLimits::default() };
     let (encoding, body) = match data.split_first() {
         Some((0, rest)) => (Some("zstd"), rest),
         Some((_, rest)) => (None, rest),

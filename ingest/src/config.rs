@@ -10,7 +10,7 @@ use foresight_notifier::config::{
 };
 use serde::Deserialize;
 
-use crate::Error;
+use crate::error::Error;
 
 /// Environment variables of the service that are not config overrides.
 const NOT_OVERRIDES: &[&str] = &["FORESIGHT_CONFIG", "FORESIGHT_LOG_FORMAT"];
@@ -117,17 +117,33 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
+        let d = foresight_decode::DecodeLimits::default();
         Limits {
-            max_body_bytes: 8 << 20,
-            max_decompressed_bytes: 64 << 20,
-            max_decompression_ratio: 200,
-            max_series_per_batch: 200_000,
-            max_labels_per_series: 64,
-            max_label_name_bytes: 256,
-            max_label_value_bytes: 2048,
+            max_body_bytes: d.max_body_bytes,
+            max_decompressed_bytes: d.max_decompressed_bytes,
+            max_decompression_ratio: d.max_decompression_ratio,
+            max_series_per_batch: d.max_series_per_batch,
+            max_labels_per_series: d.max_labels_per_series,
+            max_label_name_bytes: d.max_label_name_bytes,
+            max_label_value_bytes: d.max_label_value_bytes,
             tenant_requests_per_second: 50,
             tenant_burst: 200,
             queue_capacity: 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// The bounds the decoders apply.
+    pub fn decode(&self) -> foresight_decode::DecodeLimits {
+        foresight_decode::DecodeLimits {
+            max_body_bytes: self.max_body_bytes,
+            max_decompressed_bytes: self.max_decompressed_bytes,
+            max_decompression_ratio: self.max_decompression_ratio,
+            max_series_per_batch: self.max_series_per_batch,
+            max_labels_per_series: self.max_labels_per_series,
+            max_label_name_bytes: self.max_label_name_bytes,
+            max_label_value_bytes: self.max_label_value_bytes,
         }
     }
 }

@@ -1,29 +1,34 @@
 //! The Foresight ingest service as a library: the HTTPS API, the store, the evaluator
 //! pipeline and their wiring; `main.rs` is only the command line.
 //!
+//! Data flows one way: [`api`] hands batches, posted alerts and queries to the
+//! [`evaluator`] and reads what it publishes ([`evaluator::views`]); both use the
+//! [`store`]; none of them imports the one above it.
+//!
 //! - [`config`]: `foresight serve` configuration.
+//! - [`api`]: the route table, authentication extractors, errors and the endpoints.
+//! - [`decode`]: the decoders of untrusted bodies (the `foresight-decode` crate).
+//! - [`evaluator`]: series stores, rule evaluation, dispatch, and the read models.
 //! - [`store`]: SQLite state (tenants, keys, batches, outbox).
+//! - [`context`]: a cluster's support context as Markdown.
 //! - [`tls`]: the server certificate, generated when not configured.
-//! - [`http`]: routes, auth, limits, decoding.
-//! - [`pipeline`]: series stores, rule evaluation, dispatch.
-//! - [`demo`]: the whole pipeline in one process against librdkafka's mock cluster.
+//! - `demo` (the default `demo` feature): the whole pipeline in one process against
+//!   librdkafka's mock cluster; without the feature the service links neither the agent
+//!   nor librdkafka.
 #![warn(missing_docs)]
 
-pub mod amapi;
-pub mod clusters;
+pub mod api;
 pub mod config;
 pub mod context;
-pub mod decode;
+#[cfg(feature = "demo")]
 pub mod demo;
-pub mod http;
+mod error;
+pub mod evaluator;
 pub mod metrics;
-pub mod pipeline;
-pub mod promapi;
-pub mod silences;
 pub mod store;
-pub mod subscriptions;
-pub mod tenants;
-pub mod tls;
+
+pub use foresight_decode as decode;
+pub use foresight_tls as tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,30 +45,10 @@ use tokio_util::sync::CancellationToken;
 const QUERY_QUEUE: usize = 64;
 
 pub use config::ServeConfig;
+pub use error::Error;
 pub use store::Store;
 
-/// Errors at the crate's edge.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The configuration has problems; all are listed.
-    #[error("invalid configuration:\n  {}", .0.join("\n  "))]
-    Config(Vec<String>),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] store::Error),
-    /// TLS setup failed.
-    #[error(transparent)]
-    Tls(#[from] tls::TlsError),
-    /// A rule file failed to load.
-    #[error(transparent)]
-    Rules(#[from] foresight_rules::Error),
-    /// A socket or file operation failed.
-    #[error("{0}")]
-    Io(String),
-}
-
-pub(crate) use foresight_proto::now_ms;
+use foresight_proto::now_ms;
 
 /// Loads the configured rule groups: the built-in pack (unless disabled) then the files.
 ///
@@ -135,8 +120,7 @@ impl Server {
         );
         let wake = Arc::new(Notify::new());
         // The system's roots are read once, for webhooks and Slack alike.
-        let tls = foresight_reporter::tls::client_config(None, None)
-            .map_err(|e| Error::Io(e.to_string()))?;
+        let tls = foresight_tls::client_config(None, None).map_err(|e| Error::Io(e.to_string()))?;
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls.clone())
             .build()
@@ -166,10 +150,10 @@ impl Server {
             notify.original.as_str().into()
         };
         let dispatcher = Dispatcher::new(store.clone(), notify, config.external_url.clone());
-        let alerts_view = amapi::AlertsView::default();
-        let clusters = pipeline::ClustersView::default();
+        let alerts_view = evaluator::views::AlertsView::default();
+        let clusters = evaluator::views::ClustersView::default();
         let rule_groups = Arc::new(groups.clone());
-        let mut pipeline = pipeline::Pipeline::new(
+        let mut pipeline = evaluator::Pipeline::new(
             groups,
             config.external_labels.clone(),
             dispatcher,
@@ -182,12 +166,12 @@ impl Server {
         .with_retention(config.retentions());
         // Alert states and series windows come back before the first request.
         let pipeline =
-            tokio::task::spawn_blocking(move || pipeline.restore(http::now_ms()).map(|_| pipeline))
+            tokio::task::spawn_blocking(move || pipeline.restore(now_ms()).map(|_| pipeline))
                 .await
                 .map_err(|e| Error::Io(e.to_string()))??;
         let pipeline = tokio::spawn(pipeline.run(rx, queries_rx, pipeline_cancel.clone()));
 
-        let app = http::router(http::AppState {
+        let app = api::router(api::state::AppState {
             store: store.clone(),
             tx,
             queries,
@@ -201,7 +185,7 @@ impl Server {
             allow_private_webhook_urls: config.allow_private_webhook_urls,
             client: client.clone(),
             metrics: Arc::default(),
-            rate: http::tenant_rate(&config.limits),
+            rate: api::state::tenant_rate(&config.limits),
             started_at_ms: now_ms(),
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(identity.config.clone());

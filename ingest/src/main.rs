@@ -1,11 +1,12 @@
 //! `foresight`: the Foresight ingest service and its command line.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use foresight_ingest::{ServeConfig, Server, Store, demo};
+#[cfg(feature = "demo")]
+use foresight_ingest::demo;
+use foresight_ingest::{ServeConfig, Server, Store};
 use tokio_util::sync::CancellationToken;
 
 /// Self-hosted proactive support for Apache Kafka: receives telemetry from
@@ -106,6 +107,7 @@ enum Command {
     },
     /// Run the whole pipeline in one process against an in-process Kafka mock cluster,
     /// inject a fault, and print each delivered notification as one JSON line.
+    #[cfg(feature = "demo")]
     Demo {
         /// Exit 0 after the first delivered notification (non-zero if none in time).
         #[arg(long)]
@@ -340,7 +342,7 @@ async fn main() -> anyhow::Result<()> {
             let store = open_store(config.as_ref(), data_dir)?;
             match command {
                 TenantsCommand::Create { name } => {
-                    foresight_ingest::tenants::valid_tenant_name(&name)
+                    foresight_ingest::store::valid_tenant_name(&name)
                         .map_err(anyhow::Error::msg)?;
                     store.ensure_tenant(&name)?;
                     println!("{name}");
@@ -423,10 +425,7 @@ async fn main() -> anyhow::Result<()> {
                     output,
                 },
         } => {
-            let tls = foresight_reporter::tls::client_config(
-                ca_file.as_deref(),
-                pinned_sha256.as_deref(),
-            )?;
+            let tls = foresight_tls::client_config(ca_file.as_deref(), pinned_sha256.as_deref())?;
             let client = reqwest::Client::builder()
                 .use_preconfigured_tls(tls)
                 .timeout(std::time::Duration::from_secs(60))
@@ -455,10 +454,11 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("writing {}", path.display()))?;
             println!("{}", path.display());
         }
+        #[cfg(feature = "demo")]
         Command::Demo { once, timeout } => {
             let opts = demo::DemoOptions {
                 once,
-                timeout: Duration::from_secs(timeout),
+                timeout: std::time::Duration::from_secs(timeout),
                 ..demo::DemoOptions::default()
             };
             demo::run(opts, shutdown_signal()).await?;
@@ -520,7 +520,7 @@ fn open_store(config: Option<&PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Re
 }
 
 fn keys_command(store: &Store, command: KeysCommand) -> anyhow::Result<()> {
-    use foresight_ingest::tenants::Scope;
+    use foresight_ingest::store::Scope;
     match command {
         KeysCommand::Create {
             tenant,
@@ -530,7 +530,7 @@ fn keys_command(store: &Store, command: KeysCommand) -> anyhow::Result<()> {
         } => {
             let key = match tenant {
                 Some(t) if !operator => {
-                    foresight_ingest::tenants::valid_tenant_name(&t).map_err(anyhow::Error::msg)?;
+                    foresight_ingest::store::valid_tenant_name(&t).map_err(anyhow::Error::msg)?;
                     let scope: Scope = scope.parse().map_err(anyhow::Error::msg)?;
                     store.create_scoped_key(&t, scope, &name)?
                 }

@@ -4,7 +4,7 @@
 mod common;
 
 use foresight_ingest::config::Limits;
-use foresight_ingest::tenants::Scope;
+use foresight_ingest::store::Scope;
 use foresight_ingest::{ServeConfig, Server};
 use foresight_proto::Message;
 use foresight_proto::v1::{Label, Resource, Sample, Series, TelemetryBatch};
@@ -219,8 +219,9 @@ async fn each_limit_answers_with_its_status_and_names_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_queries_refuses_no_batch() {
-    // A batch queue of two: when queries shared it, a handful of waiting queries kept it
-    // full and agents got 503s.
+    // A batch queue of eight: when queries shared it, the 32 readers' waiting queries
+    // kept it full and agents got 503s (eight, not fewer, so that a machine busy with
+    // something else does not stall the evaluator for a queue's worth of batches).
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(
         ServeConfig {
@@ -228,7 +229,7 @@ async fn a_flood_of_queries_refuses_no_batch() {
             data_dir: dir.path().to_path_buf(),
             builtin_rules: false,
             limits: Limits {
-                queue_capacity: 2,
+                queue_capacity: 8,
                 ..Limits::default()
             },
             ..ServeConfig::default()

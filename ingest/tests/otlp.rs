@@ -75,7 +75,7 @@ async fn an_otlp_export_fires_a_rule_as_protobuf_and_as_json() {
     let server = common::start_server(dir.path(), Some(RULES), Some(&receiver.url)).await;
     let key = server
         .store
-        .create_scoped_key("acme", foresight_ingest::tenants::Scope::Ingest, "otelcol")
+        .create_scoped_key("acme", foresight_ingest::store::Scope::Ingest, "otelcol")
         .unwrap();
     let client = common::client(&server.fingerprint);
     let url = format!("https://{}/v1/metrics", server.addr);

@@ -195,7 +195,7 @@ async fn range_queries_answer_as_prometheus_does() {
     let server = common::start_plain_server(&dir.path().join("foresight"), "127.0.0.1:0").await;
     let key = server
         .store
-        .create_scoped_key("acme", foresight_ingest::tenants::Scope::Admin, "grafana")
+        .create_scoped_key("acme", foresight_ingest::store::Scope::Admin, "grafana")
         .unwrap();
     let client = common::client(&server.fingerprint);
     let foresight = format!("https://{}", server.addr);

@@ -20,6 +20,26 @@ pub mod facts;
 
 pub use prost::Message;
 
+/// One series with one sample: how the agent reports each value it reads.
+pub fn single_series(
+    name: impl Into<String>,
+    labels: std::collections::BTreeMap<String, String>,
+    ts_ms: i64,
+    value: f64,
+) -> v1::Series {
+    v1::Series {
+        name: name.into(),
+        labels: labels
+            .into_iter()
+            .map(|(name, value)| v1::Label { name, value })
+            .collect(),
+        samples: vec![v1::Sample {
+            timestamp_ms: ts_ms,
+            value,
+        }],
+    }
+}
+
 /// An error with its sources, `outer: inner: innermost`: what a log line or a
 /// delivery record needs from a transport error whose `Display` names only the outer.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

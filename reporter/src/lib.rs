@@ -23,7 +23,6 @@ pub mod protocol;
 pub mod series;
 pub mod shipper;
 pub mod spool;
-pub mod tls;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::AgentConfig;
 /// The wire types, for embedders adding series of their own.
 pub use foresight_proto as proto;
+pub use foresight_tls as tls;
 pub use shipper::{ShipError, Shipper};
 
 /// Errors at the crate's edge.
@@ -54,6 +54,12 @@ pub enum Error {
     /// The spool directory cannot be used.
     #[error(transparent)]
     Spool(#[from] spool::SpoolError),
+}
+
+impl From<foresight_tls::TlsError> for Error {
+    fn from(e: foresight_tls::TlsError) -> Self {
+        Error::Tls(e.0)
+    }
 }
 
 /// Batches not yet acknowledged by the ingest, oldest first.

@@ -5,27 +5,9 @@
 use std::collections::BTreeMap;
 
 use foresight_proto::derive::{SeriesBuilder, high_watermarks};
-use foresight_proto::v1::{ClusterSnapshot, Label, Sample, Series};
+use foresight_proto::v1::{ClusterSnapshot, Series};
 
-/// One series with one sample: how every source of the agent reports a value.
-pub fn single(
-    name: impl Into<String>,
-    labels: BTreeMap<String, String>,
-    ts_ms: i64,
-    value: f64,
-) -> Series {
-    Series {
-        name: name.into(),
-        labels: labels
-            .into_iter()
-            .map(|(name, value)| Label { name, value })
-            .collect(),
-        samples: vec![Sample {
-            timestamp_ms: ts_ms,
-            value,
-        }],
-    }
-}
+pub use foresight_proto::single_series as single;
 
 /// `kafka_consumergroup_lag_seconds{consumergroup, topic}`: how long each group would
 /// take to reach today's end of the log at the rate the log grew since `prev`, the worst

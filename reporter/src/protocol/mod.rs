@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
-    SaslAuthenticateRequest, SaslHandshakeRequest,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, SaslAuthenticateRequest,
+    SaslHandshakeRequest,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::{Encodable, Request, StrBytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -354,27 +354,7 @@ impl Conn {
     }
 }
 
-/// Decodes a response frame (without its length prefix) to `R` sent at `version` with
-/// correlation id `correlation`. A broker's bytes are untrusted: this is what the
-/// `kafka_response` fuzz target drives.
-///
-/// # Errors
-/// What the decoder said, or a correlation id that does not answer the request.
-pub fn decode_response<R: Request>(
-    mut buf: Bytes,
-    version: i16,
-    correlation: i32,
-) -> Result<R::Response, String> {
-    let header = ResponseHeader::decode(&mut buf, R::Response::header_version(version))
-        .map_err(|e| e.to_string())?;
-    if header.correlation_id != correlation {
-        return Err(format!(
-            "correlation id {} answers request {correlation}",
-            header.correlation_id
-        ));
-    }
-    R::Response::decode(&mut buf, version).map_err(|e| e.to_string())
-}
+pub use foresight_decode::kafka::decode_response;
 
 /// SCRAM-SHA-512 for the `sasl` crate, which ships SHA-1 and SHA-256 only.
 struct Sha512;

@@ -4,19 +4,34 @@
 //! loopback, private or link-local addresses are refused unless the operator allows
 //! them (`allow_private_webhook_urls`).
 
-use crate::tenants::{Scope, authorize};
 use std::net::IpAddr;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use foresight_notifier::payload::rfc3339_ms;
 use foresight_notifier::subscription::Subscription;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::http::{ApiError, AppState, blocking, now_ms};
+use crate::api::auth::{Admin, Read, Tenant};
+use crate::api::error::{ApiError, blocking};
+use crate::api::route::Route;
+use crate::api::state::AppState;
 use crate::store;
+use foresight_proto::now_ms;
+
+/// The subscriptions API's routes.
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::get("/api/v1/subscriptions", list),
+        Route::post("/api/v1/subscriptions", create),
+        Route::delete("/api/v1/subscriptions/{id}", delete),
+        Route::post("/api/v1/subscriptions/{id}/test", test),
+        Route::get("/api/v1/deliveries", all_deliveries),
+        Route::get("/api/v1/subscriptions/{id}/deliveries", deliveries),
+    ]
+}
 
 /// Filters of a new subscription; an empty list lets every value through.
 #[derive(Debug, Default, Deserialize)]
@@ -124,12 +139,11 @@ async fn find(state: &AppState, tenant: &str, id: &str) -> Result<Subscription, 
 }
 
 /// `POST /api/v1/subscriptions`: answers 201 with the secret, shown this once.
-pub async fn create(
+async fn create(
+    Tenant { name: tenant, .. }: Tenant<Admin>,
     State(state): State<AppState>,
-    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let (_, tenant) = authorize(&state, &headers, Scope::Admin).await?;
     let new: NewSubscription =
         serde_json::from_slice(&body).map_err(|e| bad(format!("not a subscription: {e}")))?;
     check_url(&new.url, state.allow_private_webhook_urls).await?;
@@ -156,11 +170,10 @@ pub async fn create(
 }
 
 /// `GET /api/v1/subscriptions`.
-pub async fn list(
+async fn list(
+    Tenant { name: tenant, .. }: Tenant<Read>,
     State(state): State<AppState>,
-    headers: HeaderMap,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
     let store = state.store.clone();
     let subs = blocking(move || {
         foresight_notifier::OutboxStore::subscriptions(&*store, &tenant)
@@ -171,12 +184,11 @@ pub async fn list(
 }
 
 /// `DELETE /api/v1/subscriptions/{id}`.
-pub async fn delete(
+async fn delete(
+    Tenant { name: tenant, .. }: Tenant<Admin>,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let (_, tenant) = authorize(&state, &headers, Scope::Admin).await?;
     let store = state.store.clone();
     blocking(move || store.delete_subscription(&tenant, &id)).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -184,12 +196,11 @@ pub async fn delete(
 
 /// `POST /api/v1/subscriptions/{id}/test`: sends a signed ping now and says how the
 /// receiver answered.
-pub async fn test(
+async fn test(
+    Tenant { name: tenant, .. }: Tenant<Admin>,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (_, tenant) = authorize(&state, &headers, Scope::Admin).await?;
     let sub = find(&state, &tenant, &id).await?;
     let receiver = sub.sender(state.client.clone());
     let body = json!({
@@ -208,12 +219,11 @@ pub async fn test(
 }
 
 /// `GET /api/v1/subscriptions/{id}/deliveries`: the latest 50.
-pub async fn deliveries(
+async fn deliveries(
+    Tenant { name: tenant, .. }: Tenant<Read>,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
     let sub = find(&state, &tenant, &id).await?;
     let store = state.store.clone();
     let list = blocking(move || store.deliveries(&tenant, &sub.receiver(), 50)).await?;
@@ -231,12 +241,11 @@ fn delivery(d: &store::Delivery) -> Value {
 
 /// `GET /api/v1/deliveries?status=dead|pending|delivered`: the tenant's latest 100
 /// notifications in that state (default dead), with their last error.
-pub async fn all_deliveries(
+async fn all_deliveries(
+    Tenant { name: tenant, .. }: Tenant<Read>,
     State(state): State<AppState>,
-    headers: HeaderMap,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
     let status = q.get("status").cloned().unwrap_or_else(|| "dead".into());
     if !matches!(status.as_str(), "dead" | "pending" | "delivered") {
         return Err(bad("status: one of dead, pending, delivered"));

@@ -8,7 +8,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 
-use crate::Error;
+use crate::TlsError;
 
 /// Parses a SHA-256 fingerprint written as hex, with or without colons.
 pub fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
@@ -91,18 +91,18 @@ impl ServerCertVerifier for PinnedCertificate {
 /// system's trust store.
 ///
 /// # Errors
-/// [`Error::Tls`] for an unreadable CA file or an invalid pin.
+/// [`TlsError`] for an unreadable CA file or an invalid pin.
 pub fn client_config(
     ca_file: Option<&std::path::Path>,
     pinned_sha256: Option<&str>,
-) -> Result<rustls::ClientConfig, Error> {
+) -> Result<rustls::ClientConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls(e.to_string()))?;
+        .map_err(|e| TlsError(e.to_string()))?;
     if let Some(pin) = pinned_sha256 {
         let pin = parse_fingerprint(pin)
-            .ok_or_else(|| Error::Tls("pinned_sha256 is not 64 hex digits".into()))?;
+            .ok_or_else(|| TlsError("pinned_sha256 is not 64 hex digits".into()))?;
         return Ok(builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(PinnedCertificate { pin, provider }))
@@ -111,15 +111,15 @@ pub fn client_config(
     let mut roots = rustls::RootCertStore::empty();
     if let Some(path) = ca_file {
         let pem = std::fs::read(path)
-            .map_err(|e| Error::Tls(format!("ca_file {}: {e}", path.display())))?;
+            .map_err(|e| TlsError(format!("ca_file {}: {e}", path.display())))?;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|e| Error::Tls(format!("ca_file {}: {e}", path.display())))?;
+            let cert = cert.map_err(|e| TlsError(format!("ca_file {}: {e}", path.display())))?;
             roots
                 .add(cert)
-                .map_err(|e| Error::Tls(format!("ca_file {}: {e}", path.display())))?;
+                .map_err(|e| TlsError(format!("ca_file {}: {e}", path.display())))?;
         }
         if roots.is_empty() {
-            return Err(Error::Tls(format!(
+            return Err(TlsError(format!(
                 "ca_file {}: no certificates found",
                 path.display()
             )));

@@ -6,14 +6,27 @@ use std::collections::{BTreeMap, HashMap};
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::http::{ApiError, AppState, blocking, now_ms};
-use crate::pipeline::{ClusterInfo, TOP_TOPICS};
+use crate::api::auth::{Read, Tenant};
+use crate::api::error::{ApiError, blocking, rfc3339_field};
+use crate::api::route::Route;
+use crate::api::state::AppState;
+use crate::evaluator::views::{ClusterInfo, TOP_TOPICS};
 use crate::store::DurabilityLedger;
-use crate::tenants::{Scope, authorize};
+use foresight_proto::now_ms;
+
+/// The clusters API's routes.
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::get("/api/v1/clusters", list),
+        Route::get("/api/v1/clusters/{name}", get_one),
+        Route::get("/api/v1/clusters/{name}/context", context),
+        Route::get("/api/v1/alerts/history", history),
+    ]
+}
 
 /// A tenant's open (not resolved) alerts by their `cluster` label, read once from what
 /// the dispatcher published.
@@ -109,11 +122,10 @@ fn cluster_info(state: &AppState, tenant: &str, name: &str) -> Result<ClusterInf
 }
 
 /// `GET /api/v1/clusters`: the tenant's clusters with their open alerts.
-pub async fn list(
+async fn list(
+    Tenant { name: tenant, .. }: Tenant<Read>,
     State(state): State<AppState>,
-    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
     let clusters: Vec<ClusterInfo> = state
         .clusters
         .read()
@@ -146,12 +158,11 @@ pub async fn list(
 }
 
 /// `GET /api/v1/clusters/{name}`: one cluster; 404 when it is not the tenant's.
-pub async fn get_one(
+async fn get_one(
+    Tenant { name: tenant, .. }: Tenant<Read>,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
     let info = cluster_info(&state, &tenant, &name)?;
     let alerts = open_alerts(&state, &tenant)
         .remove(&name)
@@ -172,12 +183,11 @@ fn quoted(s: &str) -> String {
 /// ones and drift, log dirs, open alerts, durability ledger), its topics by size, growth
 /// and rate, and its consumer groups with lag. `foresight clusters context` writes it
 /// to a file.
-pub async fn context(
+async fn context(
+    Tenant { name: tenant, .. }: Tenant<Read>,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
     let info = cluster_info(&state, &tenant, &name)?;
     let alerts = open_alerts(&state, &tenant)
         .remove(&name)
@@ -203,7 +213,7 @@ pub async fn context(
         format!("max by (consumergroup, topic) (kafka_consumergroup_lag_seconds{{cluster={c}}})"),
     ];
     let now = now_ms();
-    let answers = crate::promapi::instant_vectors(&state, tenant.clone(), queries, now)
+    let answers = crate::api::promapi::instant_vectors(&state, tenant.clone(), queries, now)
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e))?;
     let by = |i: usize, keys: &[&str]| -> BTreeMap<Vec<String>, f64> {
@@ -280,14 +290,13 @@ pub struct HistoryQuery {
 }
 
 /// `GET /api/v1/alerts/history`: the tenant's alert state changes, newest first.
-pub async fn history(
+async fn history(
+    Tenant { name: tenant, .. }: Tenant<Read>,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Query(q): Query<HistoryQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
     let since = match &q.since {
-        Some(s) => crate::http::rfc3339_field("invalid_request", "since", s)?,
+        Some(s) => rfc3339_field("invalid_request", "since", s)?,
         None => 0,
     };
     let limit = q.limit.unwrap_or(500).min(10_000);

@@ -2,13 +2,11 @@
 //! a Prometheus can use Foresight as its Alertmanager (`POST /api/v2/alerts`) and
 //! `amtool alert query` lists what Foresight holds (`GET /api/v2/alerts`).
 
-use crate::tenants::{Scope, authorize};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use foresight_notifier::group::GroupAlert;
 use foresight_notifier::matchers::parse_matchers;
 use foresight_notifier::payload::rfc3339_ms;
@@ -16,22 +14,21 @@ use foresight_notifier::silence::Silence;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::http::{ApiError, AppState, now_ms};
-use crate::pipeline::Input;
+use crate::api::auth::{Ingest, Read, Tenant};
+use crate::api::error::{ApiError, internal, rfc3339_field};
+use crate::api::route::Route;
+use crate::api::state::{AppState, check_rate};
+use crate::evaluator::Input;
+use foresight_proto::now_ms;
 
-/// An alert as the pipeline last saw it, for the API.
-#[derive(Debug, Clone)]
-pub struct AlertView {
-    /// The alert.
-    pub alert: GroupAlert,
-    /// Receivers its routes lead to.
-    pub receivers: Vec<String>,
-    /// Whether a firing alert inhibits it.
-    pub inhibited: bool,
+/// The Alertmanager API's routes.
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::get("/api/v2/alerts", list),
+        Route::post("/api/v2/alerts", post),
+        Route::get("/api/v2/status", status),
+    ]
 }
-
-/// Each tenant's alerts, published by the pipeline after each flush.
-pub type AlertsView = Arc<RwLock<HashMap<String, Vec<AlertView>>>>;
 
 /// One alert of `POST /api/v2/alerts`.
 #[derive(Debug, Deserialize)]
@@ -89,7 +86,7 @@ pub fn to_group_alerts(
             }
         }
         let ends_given = match a.ends_at.as_deref().filter(|s| !s.is_empty()) {
-            Some(s) => Some(crate::http::rfc3339_field(
+            Some(s) => Some(rfc3339_field(
                 "bad_alert",
                 &format!("alerts[{i}].endsAt"),
                 s,
@@ -99,9 +96,7 @@ pub fn to_group_alerts(
         // As Alertmanager: without a start, an alert starts at its end if it has one
         // (a resolved alert posted once), else now.
         let starts = match a.starts_at.as_deref().filter(|s| !s.is_empty()) {
-            Some(s) => {
-                crate::http::rfc3339_field("bad_alert", &format!("alerts[{i}].startsAt"), s)?
-            }
+            Some(s) => rfc3339_field("bad_alert", &format!("alerts[{i}].startsAt"), s)?,
             None => ends_given.unwrap_or(now),
         };
         let ends = ends_given.unwrap_or(now + resolve_timeout_ms);
@@ -122,13 +117,16 @@ pub fn to_group_alerts(
 }
 
 /// `POST /api/v2/alerts`.
-pub async fn post(
+async fn post(
+    Tenant {
+        id: tenant_id,
+        name: tenant,
+        ..
+    }: Tenant<Ingest>,
     State(state): State<AppState>,
-    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<StatusCode, ApiError> {
-    let (tenant_id, tenant) = authorize(&state, &headers, Scope::Ingest).await?;
-    crate::http::check_rate(&state, tenant_id)?;
+    check_rate(&state, tenant_id)?;
     let posted: Vec<PostableAlert> =
         serde_json::from_slice(&body).map_err(|e| bad(format!("not a list of alerts: {e}")))?;
     let alerts = to_group_alerts(posted, now_ms(), state.resolve_timeout_ms)?;
@@ -157,12 +155,11 @@ pub struct AlertsQuery {
 }
 
 /// `GET /api/v2/alerts`.
-pub async fn list(
+async fn list(
+    Tenant { name: tenant, .. }: Tenant<Read>,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
     let mut query = AlertsQuery::default();
     for (k, v) in q {
         let flag = || v != "false";
@@ -190,7 +187,7 @@ pub async fn list(
     let silences: Vec<Silence> =
         tokio::task::spawn_blocking(move || foresight_notifier::OutboxStore::silences(&*store, &t))
             .await
-            .map_err(crate::http::internal)?
+            .map_err(internal)?
             .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string()))?;
     let now = now_ms();
     let views = state
@@ -242,11 +239,7 @@ pub async fn list(
 }
 
 /// `GET /api/v2/status`.
-pub async fn status(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Scope::Read).await?;
+async fn status(_: Tenant<Read>, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({
         "cluster": {"name": "foresight", "status": "ready", "peers": []},
         "versionInfo": {

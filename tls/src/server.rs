@@ -6,10 +6,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// TLS errors.
-#[derive(Debug, thiserror::Error)]
-#[error("tls: {0}")]
-pub struct TlsError(pub String);
+use crate::TlsError;
 
 /// A loaded server identity.
 pub struct ServerIdentity {
@@ -68,7 +65,7 @@ pub fn load_or_generate(
         }
     };
     let certs = read_certs(&cert_path)?;
-    let fingerprint = foresight_reporter::tls::fingerprint(certs[0].as_ref());
+    let fingerprint = crate::fingerprint(certs[0].as_ref());
     let key: PrivateKeyDer<'static> = {
         let pem = std::fs::read(&key_path)
             .map_err(|e| TlsError(format!("{}: {e}", key_path.display())))?;
@@ -113,9 +110,7 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 /// # Errors
 /// [`TlsError`] naming the file when it cannot be read or holds no certificate.
 pub fn fingerprint_of(cert_path: &Path) -> Result<String, TlsError> {
-    Ok(foresight_reporter::tls::fingerprint(
-        read_certs(cert_path)?[0].as_ref(),
-    ))
+    Ok(crate::fingerprint(read_certs(cert_path)?[0].as_ref()))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {

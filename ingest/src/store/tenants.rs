@@ -5,16 +5,12 @@
 //! public id; SQLite finds candidates by id and the SHA-256 of the whole key is compared
 //! in constant time, so response times say nothing about stored hashes.
 
-use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
-use crate::http::{ApiError, AppState, blocking, now_ms};
-use crate::store::{Error, Store, hash_key};
+use super::{Error, Store, hash_key};
+use foresight_proto::now_ms;
 
 /// What a key may do within its tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,7 +100,7 @@ fn new_key() -> String {
     format!("fsk_{}", hex::encode(rand::random::<[u8; 32]>()))
 }
 
-fn key_id(key: &str) -> &str {
+pub(crate) fn key_id(key: &str) -> &str {
     key.get(..12).unwrap_or(key)
 }
 
@@ -333,204 +329,6 @@ impl Store {
         }
         Ok(())
     }
-}
-
-/// The caller, if it holds a tenant key allowing `need`: 401 without a valid key, 403
-/// for a key whose scope does not allow it (and for operator keys, which see no
-/// tenant's data).
-pub async fn authorize(
-    state: &AppState,
-    headers: &HeaderMap,
-    need: Scope,
-) -> Result<(i64, String), ApiError> {
-    match principal(state, headers).await? {
-        Principal::Tenant { id, name, scope } if scope.allows(need) => Ok((id, name)),
-        Principal::Tenant { scope, .. } => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "this key's scope is {}; this needs {}",
-                scope.as_str(),
-                need.as_str()
-            ),
-        )),
-        Principal::Operator => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "operator keys administer tenants and cannot use a tenant's API",
-        )),
-    }
-}
-
-async fn operator(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    match principal(state, headers).await? {
-        Principal::Operator => Ok(()),
-        Principal::Tenant { .. } => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "tenant administration needs an operator key",
-        )),
-    }
-}
-
-async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
-    let key = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|k| k.trim().to_string())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing `Authorization: Bearer <api key>`",
-            )
-        })?;
-    let store = state.store.clone();
-    blocking(move || store.authenticate_key(&key))
-        .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "unknown or revoked API key",
-            )
-        })
-}
-
-/// Body of a key creation.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewKey {
-    /// Scope of the new key.
-    pub scope: Scope,
-    /// Free text, e.g. which agent or person holds it.
-    #[serde(default)]
-    pub name: String,
-}
-
-fn bad(message: String) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
-}
-
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| bad(format!("invalid request body: {e}")))
-}
-
-async fn create_for(
-    state: &AppState,
-    tenant: String,
-    req: NewKey,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let store = state.store.clone();
-    let scope = req.scope;
-    let t = tenant.clone();
-    let key = blocking(move || store.create_scoped_key(&t, scope, &req.name)).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"id": key_id(&key), "tenant": tenant, "scope": scope, "key": key})),
-    ))
-}
-
-/// `GET /api/v1/keys`: the caller's tenant's keys (admin).
-pub async fn list_own(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<Vec<KeyInfo>>, ApiError> {
-    let (_, tenant) = authorize(&state, &headers, Scope::Admin).await?;
-    let store = state.store.clone();
-    Ok(Json(blocking(move || store.keys(Some(&tenant))).await?))
-}
-
-/// `POST /api/v1/keys`: a new key for the caller's tenant (admin); shown once.
-pub async fn create_own(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let (_, tenant) = authorize(&state, &headers, Scope::Admin).await?;
-    create_for(&state, tenant, parse(&body)?).await
-}
-
-/// `DELETE /api/v1/keys/{id}`: revokes one of the caller's tenant's keys (admin).
-pub async fn revoke_own(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    let (_, tenant) = authorize(&state, &headers, Scope::Admin).await?;
-    let store = state.store.clone();
-    blocking(move || store.revoke_key(Some(&tenant), &id)).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// `GET /api/v1/tenants` (operator).
-pub async fn list_tenants(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<Vec<TenantInfo>>, ApiError> {
-    operator(&state, &headers).await?;
-    let store = state.store.clone();
-    Ok(Json(blocking(move || store.tenants()).await?))
-}
-
-/// Body of a tenant creation.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewTenant {
-    /// Tenant name.
-    pub name: String,
-}
-
-/// `POST /api/v1/tenants` (operator): creates a tenant (no key yet).
-pub async fn create_tenant(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    operator(&state, &headers).await?;
-    let req: NewTenant = parse(&body)?;
-    valid_tenant_name(&req.name).map_err(bad)?;
-    let store = state.store.clone();
-    let name = req.name.clone();
-    blocking(move || store.ensure_tenant(&name)).await?;
-    Ok((StatusCode::CREATED, Json(json!({"name": req.name}))))
-}
-
-/// `GET /api/v1/tenants/{tenant}/keys` (operator).
-pub async fn list_tenant_keys(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(tenant): Path<String>,
-) -> Result<Json<Vec<KeyInfo>>, ApiError> {
-    operator(&state, &headers).await?;
-    let store = state.store.clone();
-    Ok(Json(blocking(move || store.keys(Some(&tenant))).await?))
-}
-
-/// `POST /api/v1/tenants/{tenant}/keys` (operator): a key of any scope; shown once.
-pub async fn create_tenant_key(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(tenant): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    operator(&state, &headers).await?;
-    let (store, t) = (state.store.clone(), tenant.clone());
-    blocking(move || store.tenant_id(&t)).await?;
-    create_for(&state, tenant, parse(&body)?).await
-}
-
-/// `DELETE /api/v1/tenants/{tenant}/keys/{id}` (operator).
-pub async fn revoke_tenant_key(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path((tenant, id)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
-    operator(&state, &headers).await?;
-    let store = state.store.clone();
-    blocking(move || store.revoke_key(Some(&tenant), &id)).await?;
-    Ok(StatusCode::NO_CONTENT)
 }
 
 #[cfg(test)]

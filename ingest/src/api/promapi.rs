@@ -19,9 +19,29 @@ use foresight_rules::store::Labels;
 use foresight_rules::{RuleEngine, SeriesStore};
 use serde_json::{Value, json};
 
-use crate::http::{AppState, now_ms};
-use crate::pipeline::Query;
-use crate::tenants::{Scope, authorize};
+use crate::api::auth::{Read, Tenant};
+use crate::api::error::ApiError;
+use crate::api::route::Route;
+use crate::api::state::AppState;
+use crate::evaluator::Query;
+use foresight_proto::now_ms;
+
+/// The Prometheus query API's routes (Grafana sends its queries as GET or as POST).
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::get("/api/v1/query", query),
+        Route::post("/api/v1/query", query),
+        Route::get("/api/v1/query_range", query_range),
+        Route::post("/api/v1/query_range", query_range),
+        Route::get("/api/v1/series", series),
+        Route::post("/api/v1/series", series),
+        Route::get("/api/v1/labels", labels),
+        Route::post("/api/v1/labels", labels),
+        Route::get("/api/v1/label/{name}/values", label_values),
+        Route::get("/api/v1/rules", rules),
+        Route::get("/api/v1/alerts", alerts),
+    ]
+}
 
 /// Most points a range query may return per series, as Prometheus allows.
 const MAX_POINTS: i64 = 11_000;
@@ -64,8 +84,8 @@ impl PromError {
     }
 }
 
-impl From<crate::http::ApiError> for PromError {
-    fn from(e: crate::http::ApiError) -> Self {
+impl From<ApiError> for PromError {
+    fn from(e: ApiError) -> Self {
         PromError {
             status: e.status(),
             kind: match e.status() {
@@ -240,13 +260,14 @@ fn exec_error(e: impl std::fmt::Display) -> PromError {
 }
 
 /// `GET|POST /api/v1/query`.
-pub async fn query(
+async fn query(
+    tenant: Result<Tenant<Read>, ApiError>,
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Result<Json<Value>, PromError> {
-    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
+    let tenant = tenant?.name;
     let p = params(raw.as_deref(), &headers, &body);
     let expr = parse_expr(param(&p, "query"))?;
     let t = match param(&p, "time") {
@@ -271,13 +292,14 @@ pub async fn query(
 }
 
 /// `GET|POST /api/v1/query_range`.
-pub async fn query_range(
+async fn query_range(
+    tenant: Result<Tenant<Read>, ApiError>,
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Result<Json<Value>, PromError> {
-    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
+    let tenant = tenant?.name;
     let p = params(raw.as_deref(), &headers, &body);
     let expr = parse_expr(param(&p, "query"))?;
     let need = |n: &str| {
@@ -388,13 +410,14 @@ async fn matching_series(
 }
 
 /// `GET|POST /api/v1/series`.
-pub async fn series(
+async fn series(
+    tenant: Result<Tenant<Read>, ApiError>,
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Result<Json<Value>, PromError> {
-    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
+    let tenant = tenant?.name;
     let p = params(raw.as_deref(), &headers, &body);
     if !p.iter().any(|(k, _)| k == "match[]") {
         return Err(PromError::bad("no match[] parameter provided"));
@@ -406,13 +429,14 @@ pub async fn series(
 }
 
 /// `GET|POST /api/v1/labels`.
-pub async fn labels(
+async fn labels(
+    tenant: Result<Tenant<Read>, ApiError>,
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Result<Json<Value>, PromError> {
-    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
+    let tenant = tenant?.name;
     let p = params(raw.as_deref(), &headers, &body);
     let names: BTreeSet<String> = matching_series(&state, tenant, &p)
         .await?
@@ -423,13 +447,14 @@ pub async fn labels(
 }
 
 /// `GET /api/v1/label/{name}/values`.
-pub async fn label_values(
+async fn label_values(
+    tenant: Result<Tenant<Read>, ApiError>,
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, PromError> {
-    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
+    let tenant = tenant?.name;
     let p = params(raw.as_deref(), &headers, &[]);
     let values: BTreeSet<String> = matching_series(&state, tenant, &p)
         .await?
@@ -450,11 +475,11 @@ fn alert_json(a: &foresight_rules::SavedAlert) -> Value {
 }
 
 /// `GET /api/v1/alerts`: pending and firing alerts.
-pub async fn alerts(
+async fn alerts(
+    tenant: Result<Tenant<Read>, ApiError>,
     State(state): State<AppState>,
-    headers: HeaderMap,
 ) -> Result<Json<Value>, PromError> {
-    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
+    let tenant = tenant?.name;
     let alerts = on_pipeline(&state, tenant, |t| {
         t.map(|(_, engine)| {
             engine
@@ -471,12 +496,13 @@ pub async fn alerts(
 }
 
 /// `GET /api/v1/rules`: the rule groups with each alerting rule's alerts.
-pub async fn rules(
+async fn rules(
+    tenant: Result<Tenant<Read>, ApiError>,
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, PromError> {
-    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
+    let tenant = tenant?.name;
     let p = params(raw.as_deref(), &headers, &[]);
     let only = param(&p, "type").map(str::to_string);
     let groups = state.rule_groups.clone();

@@ -2,17 +2,30 @@
 //! scoped to the caller's tenant, so that `amtool silence add|query|expire` works
 //! against Foresight; the CLI's `foresight silences` uses the same store calls.
 
-use crate::tenants::{Scope, authorize};
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use foresight_notifier::payload::rfc3339_ms;
 use foresight_notifier::silence::{ApiMatcher, Silence};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::http::{ApiError, AppState, blocking, now_ms, store_error};
+use crate::api::auth::{Admin, Read, Tenant};
+use crate::api::error::{ApiError, blocking, rfc3339_field, store_error};
+use crate::api::route::Route;
+use crate::api::state::AppState;
 use crate::store;
+use foresight_proto::now_ms;
+
+/// The silences API's routes.
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::get("/api/v2/silences", list),
+        Route::post("/api/v2/silences", post),
+        Route::get("/api/v2/silence/{id}", get_one),
+        Route::delete("/api/v2/silence/{id}", expire),
+    ]
+}
 
 /// A silence as `POST /api/v2/silences` receives it.
 #[derive(Debug, Deserialize)]
@@ -70,8 +83,8 @@ pub fn to_silence(p: PostableSilence) -> Result<Silence, ApiError> {
         ));
     }
     let (starts, ends) = (
-        crate::http::rfc3339_field("bad_silence", "startsAt", &p.starts_at)?,
-        crate::http::rfc3339_field("bad_silence", "endsAt", &p.ends_at)?,
+        rfc3339_field("bad_silence", "startsAt", &p.starts_at)?,
+        rfc3339_field("bad_silence", "endsAt", &p.ends_at)?,
     );
     if ends <= starts {
         return Err(bad("endsAt must be after startsAt"));
@@ -105,12 +118,11 @@ pub fn gettable(s: &Silence, now_ms: i64) -> GettableSilence {
 }
 
 /// `POST /api/v2/silences`.
-pub async fn post(
+async fn post(
+    Tenant { name: tenant, .. }: Tenant<Admin>,
     State(state): State<AppState>,
-    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let (_, tenant) = authorize(&state, &headers, Scope::Admin).await?;
     let p: PostableSilence =
         serde_json::from_slice(&body).map_err(|e| bad(format!("not a silence: {e}")))?;
     let silence = to_silence(p)?;
@@ -120,11 +132,10 @@ pub async fn post(
 }
 
 /// `GET /api/v2/silences`.
-pub async fn list(
+async fn list(
+    Tenant { name: tenant, .. }: Tenant<Read>,
     State(state): State<AppState>,
-    headers: HeaderMap,
 ) -> Result<Json<Vec<GettableSilence>>, ApiError> {
-    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
     let store = state.store.clone();
     let all = blocking(move || store.list_silences(&tenant)).await?;
     let now = now_ms();
@@ -132,12 +143,11 @@ pub async fn list(
 }
 
 /// `GET /api/v2/silence/{id}`.
-pub async fn get_one(
+async fn get_one(
+    Tenant { name: tenant, .. }: Tenant<Read>,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<GettableSilence>, ApiError> {
-    let (_, tenant) = authorize(&state, &headers, Scope::Read).await?;
     let store = state.store.clone();
     let all = blocking(move || store.list_silences(&tenant)).await?;
     all.iter()
@@ -147,12 +157,11 @@ pub async fn get_one(
 }
 
 /// `DELETE /api/v2/silence/{id}`: expires it.
-pub async fn expire(
+async fn expire(
+    Tenant { name: tenant, .. }: Tenant<Admin>,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let (_, tenant) = authorize(&state, &headers, Scope::Admin).await?;
     let store = state.store.clone();
     blocking(move || store.expire_silence(&tenant, &id)).await?;
     Ok(StatusCode::OK)
