@@ -446,30 +446,49 @@ fn webhook_config(url: &str) -> String {
     )
 }
 
+/// Backoff as in production (seconds to minutes): the worker takes the time, so the
+/// tests step a clock past each retry instead of waiting for it.
+fn real_retries(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        min_delay: Duration::from_secs(30),
+        max_delay: Duration::from_secs(600),
+        max_attempts,
+    }
+}
+
+/// Past any of the first retries `real_retries` schedules (a delay plus its jitter).
+const STEP_MS: i64 = 700_000;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_failing_twice_gets_the_notification_exactly_once() {
     let (addr, seen) = flaky_webhook(vec![500, 500]).await;
     let mut s = setup(
         &webhook_config(&format!("http://{addr}/hook")),
-        fast_retries(5),
+        real_retries(5),
     );
+    let mut t = now_ms();
     s.dispatcher
-        .dispatch(
-            &[alert("KafkaBrokerDown", AlertState::Firing, &[])],
-            now_ms(),
-        )
+        .dispatch(&[alert("KafkaBrokerDown", AlertState::Firing, &[])], t)
         .unwrap();
-    for _ in 0..50 {
-        s.worker.deliver_due().await.unwrap();
-        if !seen.lock().unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(30)).await;
+    // Two failures and the success, one pass each; a pass before the retry is due
+    // sends nothing.
+    for attempt in 1..=3 {
+        assert_eq!(
+            s.worker.deliver_due_at(t).await.unwrap(),
+            1,
+            "attempt {attempt}"
+        );
+        assert_eq!(
+            s.worker.deliver_due_at(t + 1).await.unwrap(),
+            0,
+            "attempt {attempt}"
+        );
+        t += STEP_MS;
     }
     // More passes deliver nothing more.
     for _ in 0..5 {
-        s.worker.deliver_due().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(s.worker.deliver_due_at(t).await.unwrap(), 0);
+        t += STEP_MS;
     }
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1, "{seen:?}");
@@ -486,18 +505,19 @@ async fn a_webhook_that_never_answers_ends_dead_with_its_error() {
     let port = common::free_port();
     let mut s = setup(
         &webhook_config(&format!("http://127.0.0.1:{port}/hook")),
-        fast_retries(3),
+        real_retries(3),
     );
+    let mut t = now_ms();
     s.dispatcher
-        .dispatch(
-            &[alert("KafkaBrokerDown", AlertState::Firing, &[])],
-            now_ms(),
-        )
+        .dispatch(&[alert("KafkaBrokerDown", AlertState::Firing, &[])], t)
         .unwrap();
-    for _ in 0..40 {
-        s.worker.deliver_due().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(30)).await;
+    for _ in 0..3 {
+        assert!(s.store.dead_notifications("acme").unwrap().is_empty());
+        assert_eq!(s.worker.deliver_due_at(t).await.unwrap(), 1);
+        t += STEP_MS;
     }
+    // Dead after the third attempt: nothing is due any more.
+    assert_eq!(s.worker.deliver_due_at(t + 100 * STEP_MS).await.unwrap(), 0);
     let dead = s.store.dead_notifications("acme").unwrap();
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].attempts, 3);

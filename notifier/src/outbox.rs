@@ -270,13 +270,25 @@ impl<S: OutboxStore> DeliveryWorker<S> {
         }
     }
 
-    /// Makes one pass over the due notifications.
+    /// Makes one pass over the notifications due now.
     ///
     /// # Errors
     /// [`StoreError`] when the store fails.
     pub async fn deliver_due(&self) -> Result<usize, StoreError> {
+        self.deliver_due_at(now_ms()).await
+    }
+
+    /// Makes one pass over the notifications due at `now` (Unix ms), which also dates the
+    /// outcome: the next attempt of a failure is `now` plus the policy's delay. Taking the
+    /// time, as the `Grouper` does, lets retry and dead-letter tests run without waiting
+    /// out real backoff. (Webhook signatures carry the wall clock: a receiver checks
+    /// them against its own.)
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails.
+    pub async fn deliver_due_at(&self, now: i64) -> Result<usize, StoreError> {
         let store = self.store.clone();
-        let due = tokio::task::spawn_blocking(move || store.due(now_ms(), 64))
+        let due = tokio::task::spawn_blocking(move || store.due(now, 64))
             .await
             .map_err(|e| StoreError(e.to_string()))??;
         let n = due.len();
@@ -294,7 +306,7 @@ impl<S: OutboxStore> DeliveryWorker<S> {
                     &governor::clock::DefaultClock::default(),
                 ));
                 let (store, id) = (self.store.clone(), p.id);
-                let next = now_ms() + wait.as_millis() as i64 + 1;
+                let next = now + wait.as_millis() as i64 + 1;
                 tracing::debug!(receiver = receiver_name, "Over the send rate; postponed.");
                 tokio::task::spawn_blocking(move || store.postpone(id, next))
                     .await
@@ -315,7 +327,7 @@ impl<S: OutboxStore> DeliveryWorker<S> {
             match result {
                 Ok(()) => {
                     let id = p.id;
-                    tokio::task::spawn_blocking(move || store.mark_delivered(id, now_ms()))
+                    tokio::task::spawn_blocking(move || store.mark_delivered(id, now))
                         .await
                         .map_err(|e| StoreError(e.to_string()))??;
                     tracing::info!(receiver = %p.notification.receiver, key = %p.notification.idempotency_key, "Notification delivered.");
@@ -328,7 +340,7 @@ impl<S: OutboxStore> DeliveryWorker<S> {
                     let next = if e.is_retryable() {
                         self.policy
                             .delay_after(attempts)
-                            .map(|d| now_ms() + d.as_millis() as i64)
+                            .map(|d| now + d.as_millis() as i64)
                     } else {
                         None
                     };
