@@ -83,7 +83,7 @@ impl Store {
         since_ms: i64,
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, Error> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn.prepare(
             "SELECT tenant, fingerprint, alertname, labels, state, at_ms FROM alert_history
              WHERE tenant = ?1 AND at_ms >= ?2 AND (?3 IS NULL OR alertname = ?3)

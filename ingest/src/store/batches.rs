@@ -116,7 +116,7 @@ impl Store {
     /// # Errors
     /// [`Error::Sqlite`].
     pub fn batch_count(&self, tenant_id: i64) -> Result<i64, Error> {
-        Ok(self.conn().query_row(
+        Ok(self.read().query_row(
             "SELECT count(*) FROM batches WHERE tenant_id = ?1",
             [tenant_id],
             |r| r.get(0),

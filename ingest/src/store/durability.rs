@@ -106,7 +106,7 @@ impl Store {
         now_ms: i64,
         limit: usize,
     ) -> Result<DurabilityLedger, Error> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut windows = Vec::new();
         for days in [1i64, 7, 30] {
             let since = now_ms - days * 86_400_000;

@@ -8,10 +8,11 @@
 
 use foresight_proto::now_ms;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use foresight_notifier::StoreError;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OpenFlags, params};
 use sha2::{Digest, Sha256};
 
 mod alerts;
@@ -49,10 +50,17 @@ pub enum Error {
     Schema(String),
 }
 
-/// The SQLite store.
+/// The SQLite store: one writer connection, and read-only connections for the API's
+/// reads (WAL lets them read while the writer writes), so that authentication and the
+/// API's lists do not queue behind the evaluator's and the delivery worker's writes.
 pub struct Store {
     conn: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
 }
+
+/// Read-only connections beside the writer.
+const READERS: usize = 2;
 
 /// Hashes an API key for storage and lookup. Keys are 256 random bits, so a fast hash
 /// is enough: there is nothing to brute-force.
@@ -66,15 +74,43 @@ impl Store {
     /// # Errors
     /// [`Error::Sqlite`] when the file cannot be opened or migrated.
     pub fn open(data_dir: &Path) -> Result<Self, Error> {
-        let conn = Connection::open(data_dir.join("foresight.db"))?;
+        let path = data_dir.join("foresight.db");
+        let conn = Connection::open(&path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         schema::migrate(&conn)?;
+        // Opened after the migration, so that they see its tables.
+        let readers = (0..READERS)
+            .map(|_| {
+                let r = Connection::open_with_flags(
+                    &path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                r.busy_timeout(std::time::Duration::from_secs(5))?;
+                Ok(Mutex::new(r))
+            })
+            .collect::<Result<_, Error>>()?;
         Ok(Store {
             conn: Mutex::new(conn),
+            readers,
+            next_reader: AtomicUsize::new(0),
         })
+    }
+
+    /// A read-only connection: a free one, else the next in turn. Reads through it see
+    /// every committed write and never wait for the writer's lock.
+    pub(crate) fn read(&self) -> MutexGuard<'_, Connection> {
+        for r in &self.readers {
+            match r.try_lock() {
+                Ok(g) => return g,
+                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        self.readers[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -122,7 +158,7 @@ impl Store {
     /// # Errors
     /// [`Error::Sqlite`].
     pub fn ping(&self) -> Result<(), Error> {
-        self.conn().query_row("SELECT 1", [], |_| Ok(()))?;
+        self.read().query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())
     }
 }
@@ -131,6 +167,34 @@ impl Store {
 mod tests {
     use super::*;
     use foresight_notifier::outbox::{NewNotification, OutboxStore};
+
+    #[test]
+    fn authentication_does_not_wait_for_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+        let key = store.create_scoped_key("acme", Scope::Read, "").unwrap();
+        // The writer busy in a transaction, as under a burst of batches.
+        let writer = store.conn();
+        writer
+            .execute_batch(
+                "BEGIN IMMEDIATE; INSERT INTO tenants (name, created_at_ms) VALUES ('held', 0);",
+            )
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = store.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(reader.authenticate_key(&key).map(|p| p.is_some()));
+        });
+        let answer = rx.recv_timeout(std::time::Duration::from_secs(10));
+        writer.execute_batch("COMMIT").unwrap();
+        assert!(
+            matches!(answer, Ok(Ok(true))),
+            "authentication waited for the writer: {answer:?}"
+        );
+        drop(writer);
+        // What the writer committed, the readers see.
+        assert!(store.tenants().unwrap().iter().any(|t| t.name == "held"));
+    }
 
     #[test]
     fn keys_authenticate_their_tenant_only_and_are_stored_hashed() {

@@ -48,7 +48,7 @@ impl Store {
     /// # Errors
     /// [`Error::Sqlite`].
     pub fn outbox_counts(&self) -> Result<std::collections::HashMap<String, i64>, Error> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn.prepare("SELECT status, COUNT(*) FROM outbox GROUP BY status")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -83,7 +83,7 @@ impl Store {
         value: &str,
         limit: usize,
     ) -> Result<Vec<Delivery>, Error> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn.prepare(&format!(
             "SELECT id, receiver, status, attempts, COALESCE(last_error, ''), created_at_ms FROM outbox
              WHERE tenant = ?1 AND {column} = ?2 ORDER BY id DESC LIMIT ?3"

@@ -73,7 +73,7 @@ impl Store {
     /// # Errors
     /// [`Error::Sqlite`].
     pub fn list_silences(&self, tenant: &str) -> Result<Vec<Silence>, Error> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn.prepare(
             "SELECT id, matchers, starts_at_ms, ends_at_ms, created_by, comment, updated_at_ms
                  FROM silences WHERE tenant = ?1 ORDER BY updated_at_ms DESC",

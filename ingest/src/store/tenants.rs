@@ -195,7 +195,7 @@ impl Store {
     /// # Errors
     /// [`Error::NotFound`] for an unknown tenant; [`Error::Sqlite`].
     pub fn tenant_id(&self, name: &str) -> Result<i64, Error> {
-        tenant_id(&self.conn(), name)
+        tenant_id(&self.read(), name)
     }
 
     /// Who holds `key`, if it is valid and not revoked.
@@ -205,7 +205,7 @@ impl Store {
     pub fn authenticate_key(&self, key: &str) -> Result<Option<Principal>, Error> {
         let hash = hash_key(key);
         let id = key_id(key);
-        let conn = self.conn();
+        let conn = self.read();
         let mut found = None;
         let mut stmt = conn.prepare_cached(
             "SELECT k.key_hash, t.id, t.name, k.scope FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
@@ -261,7 +261,7 @@ impl Store {
     /// # Errors
     /// [`Error::Sqlite`].
     pub fn tenants(&self) -> Result<Vec<TenantInfo>, Error> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn.prepare(
             "SELECT t.name, t.created_at_ms,
                     (SELECT count(*) FROM api_keys k WHERE k.tenant_id = t.id AND k.revoked_at_ms IS NULL)
@@ -282,7 +282,7 @@ impl Store {
     /// # Errors
     /// [`Error::NotFound`] for an unknown tenant; [`Error::Sqlite`].
     pub fn keys(&self, tenant: Option<&str>) -> Result<Vec<KeyInfo>, Error> {
-        let conn = self.conn();
+        let conn = self.read();
         match tenant {
             Some(t) => {
                 let tid = tenant_id(&conn, t)?;
