@@ -206,12 +206,23 @@ const PROMETHEUS_FUNCS: &[&str] = &[
     "pathPrefix",
 ];
 
+/// Template text that does not parse: the malformed action, unknown function or
+/// unsupported keyword, for the operator who wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(String);
+
 impl Template {
     /// Parses template text.
     ///
     /// # Errors
-    /// A message naming the malformed action, unknown function or unsupported keyword.
-    pub fn parse(text: &str) -> Result<Template, String> {
+    /// [`ParseError`] naming the malformed action, unknown function or unsupported
+    /// keyword.
+    pub fn parse(text: &str) -> Result<Template, ParseError> {
+        Template::parse_text(text).map_err(ParseError)
+    }
+
+    fn parse_text(text: &str) -> Result<Template, String> {
         let items = split(text)?;
         let mut pos = 0;
         let (nodes, end) = parse_list(&items, &mut pos)?;
@@ -1911,9 +1922,15 @@ mod tests {
         assert!(
             Template::parse("{{ nosuch $x }}")
                 .unwrap_err()
+                .to_string()
                 .contains("nosuch")
         );
-        assert!(Template::parse("{{ if 1 }}x").unwrap_err().contains("end"));
+        assert!(
+            Template::parse("{{ if 1 }}x")
+                .unwrap_err()
+                .to_string()
+                .contains("end")
+        );
         assert!(Template::parse("{{ end }}").is_err());
         assert!(render("{{ template \"x\" }}", 0.0).contains("no such template"));
         assert!(Template::parse("{{ block \"x\" . }}{{ end }}").is_err());
