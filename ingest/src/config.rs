@@ -63,6 +63,36 @@ pub struct ServeConfig {
     /// How long a shutdown (SIGTERM, Ctrl-C) may take to finish requests in flight and
     /// send the notifications already queued (default `15s`).
     pub shutdown_timeout: String,
+    /// The web console served at `/`.
+    pub console: ConsoleConfig,
+}
+
+/// The web console.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Serve it (default true); the APIs are served either way.
+    pub enabled: bool,
+    /// How long a sign-in lasts (default `12h`).
+    pub session_ttl: String,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            enabled: true,
+            session_ttl: "12h".into(),
+        }
+    }
+}
+
+impl ConsoleConfig {
+    /// `session_ttl` in ms.
+    pub fn session_ttl_ms(&self) -> i64 {
+        foresight_rules::rulefile::parse_duration(&self.session_ttl).map_or(12 * 3_600_000, |d| {
+            i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+        })
+    }
 }
 
 /// How long each kind of data is kept.
@@ -168,6 +198,7 @@ impl Default for ServeConfig {
             query_retention: "1h".into(),
             history_retention: "90d".into(),
             shutdown_timeout: "15s".into(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -338,6 +369,7 @@ impl ServeConfig {
             ("query_retention", &self.query_retention),
             ("history_retention", &self.history_retention),
             ("shutdown_timeout", &self.shutdown_timeout),
+            ("console.session_ttl", &self.console.session_ttl),
         ] {
             if let Err(e) = foresight_rules::rulefile::parse_duration(v) {
                 p.push(format!("{field}: {e}"));

@@ -4,7 +4,8 @@
 //! ingest on loopback HTTPS with a temporary data dir and the built-in rules, and a local
 //! webhook receiver that prints each notification it receives as one JSON line. After
 //! the first batches arrive the demo takes partitions' leaders away, which the built-in
-//! `KafkaOfflinePartitions` rule detects.
+//! `KafkaOfflinePartitions` rule detects. It prints a one-time sign-in link to the
+//! console, which shows the fault and its alert.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -57,6 +58,10 @@ pub struct DemoOutcome {
 }
 
 const TOPIC: &str = "payments";
+
+/// How long the fault lasts after the first notification: time to open the console and
+/// look at it before it heals and the resolved notification follows.
+const HEAL_AFTER: Duration = Duration::from_secs(300);
 
 fn say(msg: &str) {
     eprintln!("demo: {msg}");
@@ -144,10 +149,24 @@ pub async fn run(opts: DemoOptions, cancel: CancellationToken) -> Result<DemoOut
         ..ServeConfig::default()
     };
     let server = Server::start(config, None).await?;
-    let key = server.store.create_key("demo")?;
+    let key = server
+        .store
+        .create_scoped_key("demo", crate::store::Scope::Ingest, "demo agent")?;
     say(&format!(
         "ingest on https://{} (certificate SHA-256 {})",
         server.addr, server.fingerprint
+    ));
+    let console_key =
+        server
+            .store
+            .create_scoped_key("demo", crate::store::Scope::Admin, "demo console")?;
+    let link = server
+        .store
+        .create_sign_in_link(&console_key, 3_600_000)?
+        .ok_or_else(|| Error::Io("could not make a sign-in link".into()))?;
+    say(&format!(
+        "console: https://{}/sign-in?link={link} (signed in once, for an hour; the certificate is the generated one above; or sign in with the key {console_key})",
+        server.addr
     ));
 
     // The agent.
@@ -216,7 +235,7 @@ pub async fn run(opts: DemoOptions, cancel: CancellationToken) -> Result<DemoOut
                     let after = started.elapsed();
                     outcome.first_notification_after = Some(after);
                     say(&format!("first notification after {:.1}s", after.as_secs_f64()));
-                    heal.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(20));
+                    heal.as_mut().reset(tokio::time::Instant::now() + HEAL_AFTER);
                 }
                 outcome.notifications.push(n);
                 if opts.once {

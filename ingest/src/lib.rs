@@ -19,6 +19,7 @@
 
 pub mod api;
 pub mod config;
+pub mod console;
 pub mod context;
 #[cfg(feature = "demo")]
 pub mod demo;
@@ -144,6 +145,29 @@ impl Server {
         let (tx, rx) = mpsc::channel(config.limits.queue_capacity);
         let (queries, queries_rx) = mpsc::channel(QUERY_QUEUE);
         let resolve_timeout_ms = notify.resolve_timeout_ms();
+        let console = console::ConsoleState {
+            enabled: config.console.enabled,
+            session_ttl_ms: config.console.session_ttl_ms(),
+            query_retention_secs: i64::try_from(config.retentions().query.as_secs())
+                .unwrap_or(i64::MAX),
+            pack: console::pages::PackSummary {
+                builtin: config.builtin_rules,
+                rule_files: config
+                    .rule_files
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect(),
+                disabled: config.pack.disabled.clone(),
+                runbook_base_url: config.pack.runbook_base_url.clone().unwrap_or_default(),
+                overrides: config
+                    .pack
+                    .overrides
+                    .iter()
+                    .map(|(k, o)| (k.clone(), o.describe()))
+                    .collect(),
+            },
+            receivers: notify.receivers.keys().cloned().collect(),
+        };
         let notify_config_text: Arc<str> = if notify.original.is_empty() {
             "# webhooks shorthand of the service config\n".into()
         } else {
@@ -187,6 +211,7 @@ impl Server {
             metrics: Arc::default(),
             rate: api::state::tenant_rate(&config.limits),
             started_at_ms: now_ms(),
+            console: Arc::new(console),
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(identity.config.clone());
         let http = tokio::spawn(serve_tls(listener, acceptor, app, http_cancel.clone()));

@@ -691,6 +691,10 @@ async fn every_endpoint_is_scoped_to_the_key_and_its_tenant() {
                 Access::Public => Need::Public,
                 Access::Tenant(s) => Need::Tenant(s),
                 Access::Operator => Need::Operator,
+                Access::Console(_) => panic!(
+                    "{} {}: a console route in the API's table",
+                    r.method, r.path
+                ),
             };
             (r.method.to_string(), r.path.to_string(), need)
         })

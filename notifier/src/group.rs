@@ -302,13 +302,18 @@ impl Grouper {
             .insert((n.group_key.clone(), n.integration.clone()), n.log.clone());
     }
 
-    /// The groups with their alerts, for the API.
+    /// The groups with their route's receiver and their alerts, for the API.
     pub fn groups(
         &self,
-    ) -> impl Iterator<Item = (&str, &BTreeMap<String, String>, Vec<&GroupAlert>)> {
-        self.groups
-            .iter()
-            .map(|(k, g)| (k.as_str(), &g.labels, g.alerts.values().collect()))
+    ) -> impl Iterator<Item = (&str, &str, &BTreeMap<String, String>, Vec<&GroupAlert>)> {
+        self.groups.iter().map(|(k, g)| {
+            (
+                k.as_str(),
+                self.routes[g.route].route.receiver.as_str(),
+                &g.labels,
+                g.alerts.values().collect(),
+            )
+        })
     }
 
     /// Fingerprints of the alerts a firing alert inhibits at `now_ms`: inhibition looks

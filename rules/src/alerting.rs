@@ -62,6 +62,18 @@ struct RuleState {
     /// `ALERTS` and `ALERTS_FOR_STATE` series written at the last evaluation, so that
     /// the ones that end get a staleness marker.
     written: HashSet<Labels>,
+    health: RuleHealth,
+}
+
+/// How a rule's last evaluation went, as Prometheus' rules API reports it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuleHealth {
+    /// When it last ran, Unix ms (0 before its first evaluation).
+    pub last_evaluation_ms: i64,
+    /// How long that took, seconds.
+    pub evaluation_seconds: f64,
+    /// What went wrong then, if anything.
+    pub last_error: Option<String>,
 }
 
 /// One alert's state, saved by the service so that a restart neither forgets a pending
@@ -133,6 +145,7 @@ impl RuleEngine {
                         rule: r.clone(),
                         active: HashMap::new(),
                         written: HashSet::new(),
+                        health: RuleHealth::default(),
                     })
                     .collect();
                 (g, states)
@@ -228,6 +241,18 @@ impl RuleEngine {
         n
     }
 
+    /// Each rule's last evaluation by (group, rule name), in file order.
+    pub fn rule_health(&self) -> Vec<(&str, &str, &RuleHealth)> {
+        self.groups
+            .iter()
+            .flat_map(|(g, rules)| {
+                rules
+                    .iter()
+                    .map(move |s| (g.name.as_str(), s.rule.name.as_str(), &s.health))
+            })
+            .collect()
+    }
+
     /// Number of rules loaded.
     pub fn rule_count(&self) -> usize {
         self.groups.iter().map(|(_, r)| r.len()).sum()
@@ -247,71 +272,97 @@ impl RuleEngine {
             }
             *last = Some(ts_ms);
             for state in rules.iter_mut() {
-                let result = Evaluator::new(store).eval(&state.rule.expr, ts_ms);
-                let samples = match result {
-                    Ok(Value::Vector(v)) => v,
-                    Ok(Value::Scalar(s)) => vec![crate::promql::Sample {
-                        labels: Labels::default(),
-                        value: s,
-                    }],
-                    Ok(_) => {
-                        out.errors.push(format!(
-                            "group {:?} rule {:?}: expression does not return a vector or scalar",
-                            group.name, state.rule.name
-                        ));
-                        continue;
-                    }
-                    Err(e) => {
-                        out.errors.push(format!(
-                            "group {:?} rule {:?}: {e}",
-                            group.name, state.rule.name
-                        ));
-                        continue;
-                    }
+                let started = std::time::Instant::now();
+                let errors_before = out.errors.len();
+                evaluate_rule(
+                    group,
+                    state,
+                    store,
+                    ts_ms,
+                    tenant,
+                    &self.external_labels,
+                    &mut out,
+                );
+                state.health = RuleHealth {
+                    last_evaluation_ms: ts_ms,
+                    evaluation_seconds: started.elapsed().as_secs_f64(),
+                    last_error: out.errors.get(errors_before).cloned(),
                 };
-                if group.limit > 0 && samples.len() as u64 > group.limit {
-                    out.errors.push(format!(
-                        "group {:?} rule {:?}: {} results exceed the limit of {}",
-                        group.name,
-                        state.rule.name,
-                        samples.len(),
-                        group.limit
-                    ));
-                    continue;
-                }
-                if state.rule.alerting {
-                    if let Err(e) =
-                        update_alerts(state, samples, ts_ms, &self.external_labels, store)
-                    {
-                        out.errors.push(format!(
-                            "group {:?} rule {:?}: {e}",
-                            group.name, state.rule.name
-                        ));
-                    }
-                    write_alert_series(store, state, ts_ms);
-                    out.alerts
-                        .extend(state.active.iter().map(|(fp, a)| a.to_alert(tenant, fp)));
-                } else {
-                    for s in samples {
-                        let mut labels = s.labels.with(METRIC_NAME, &state.rule.name);
-                        for (k, t) in &state.rule.labels {
-                            labels = labels.with(
-                                k,
-                                &t.render(&Context {
-                                    labels: &BTreeMap::new(),
-                                    external_labels: &self.external_labels,
-                                    value: s.value,
-                                    query: None,
-                                    data: None,
-                                }),
-                            );
-                        }
-                        store.append(&labels, ts_ms, s.value);
-                    }
-                }
             }
         }
         out
+    }
+}
+
+/// Evaluates one rule at `ts_ms` into `out` (its alerts, or its error).
+fn evaluate_rule(
+    group: &Group,
+    state: &mut RuleState,
+    store: &mut SeriesStore,
+    ts_ms: i64,
+    tenant: &str,
+    external_labels: &BTreeMap<String, String>,
+    out: &mut Evaluation,
+) {
+    let result = Evaluator::new(store).eval(&state.rule.expr, ts_ms);
+    let samples = match result {
+        Ok(Value::Vector(v)) => v,
+        Ok(Value::Scalar(s)) => vec![crate::promql::Sample {
+            labels: Labels::default(),
+            value: s,
+        }],
+        Ok(_) => {
+            out.errors.push(format!(
+                "group {:?} rule {:?}: expression does not return a vector or scalar",
+                group.name, state.rule.name
+            ));
+            return;
+        }
+        Err(e) => {
+            out.errors.push(format!(
+                "group {:?} rule {:?}: {e}",
+                group.name, state.rule.name
+            ));
+            return;
+        }
+    };
+    if group.limit > 0 && samples.len() as u64 > group.limit {
+        out.errors.push(format!(
+            "group {:?} rule {:?}: {} results exceed the limit of {}",
+            group.name,
+            state.rule.name,
+            samples.len(),
+            group.limit
+        ));
+        return;
+    }
+    if state.rule.alerting {
+        if let Err(e) = update_alerts(state, samples, ts_ms, external_labels, store) {
+            out.errors.push(format!(
+                "group {:?} rule {:?}: {e}",
+                group.name, state.rule.name
+            ));
+        }
+        write_alert_series(store, state, ts_ms);
+        out.alerts
+            .extend(state.active.iter().map(|(fp, a)| a.to_alert(tenant, fp)));
+    } else {
+        for s in samples {
+            let mut labels = s.labels.with(METRIC_NAME, &state.rule.name);
+            for (k, t) in &state.rule.labels {
+                labels = labels.with(
+                    k,
+                    &t.render(&Context {
+                        labels: &BTreeMap::new(),
+                        external_labels,
+                        value: s.value,
+                        query: None,
+                        data: None,
+                    }),
+                );
+            }
+            store.append(&labels, ts_ms, s.value);
+        }
     }
 }
 
@@ -510,6 +561,37 @@ mod tests {
         let resolved = engine.evaluate(&mut store, 90_000, "t");
         assert_eq!(states(&resolved), vec![AlertState::Resolved]);
         assert_eq!(resolved.alerts[0].resolved_at_ms, 90_000);
+    }
+
+    #[test]
+    fn each_rule_reports_its_last_evaluation_and_error() {
+        // The group's limit of 1 is exceeded by the second rule only.
+        let mut engine = engine(
+            "groups:\n- name: g\n  limit: 1\n  rules:\n  - alert: One\n    expr: up == 0\n  - alert: Many\n    expr: up >= 0\n",
+        );
+        let mut store = SeriesStore::new(3_600_000);
+        for job in ["a", "b"] {
+            let up = Labels::new([("__name__".into(), "up".into()), ("job".into(), job.into())]);
+            store.append(&up, 0, f64::from(u8::from(job == "b")));
+        }
+        assert!(
+            engine
+                .rule_health()
+                .iter()
+                .all(|(_, _, h)| h.last_evaluation_ms == 0)
+        );
+        engine.evaluate(&mut store, 15_000, "t");
+        let health = engine.rule_health();
+        assert_eq!(health.len(), 2);
+        let (g, one, h) = health[0];
+        assert_eq!(
+            (g, one, h.last_evaluation_ms, h.last_error.as_deref()),
+            ("g", "One", 15_000, None)
+        );
+        let (_, many, h) = health[1];
+        assert_eq!(many, "Many");
+        let err = h.last_error.as_deref().unwrap_or_default();
+        assert!(err.contains("exceed the limit of 1"), "{err}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub mod store;
 pub use foresight_template as template;
 pub mod unittest;
 
-pub use alerting::{Evaluation, RuleEngine, SavedAlert};
+pub use alerting::{Evaluation, RuleEngine, RuleHealth, SavedAlert};
 pub use rulefile::{Group, Rule, load_file, load_str};
 pub use store::{Labels, SeriesStore};
 

@@ -52,6 +52,29 @@ pub struct RuleOverride {
     pub annotations: BTreeMap<String, String>,
 }
 
+impl RuleOverride {
+    /// What it changes, in one line for a person.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(f) = &self.for_ {
+            parts.push(format!("for {f}"));
+        }
+        if let Some(k) = &self.keep_firing_for {
+            parts.push(format!("keep_firing_for {k}"));
+        }
+        for (kind, m) in [("label", &self.labels), ("annotation", &self.annotations)] {
+            for (k, v) in m {
+                parts.push(format!("{kind} {k}={v:?}"));
+            }
+        }
+        if parts.is_empty() {
+            "nothing".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
 /// The pack adapted by `options`, with every pack rule that `user_groups` defines again
 /// (an alerting or recording rule of the same name) left out, so that a rule file can
 /// replace a pack rule outright.

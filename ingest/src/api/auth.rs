@@ -52,7 +52,7 @@ impl<S: ScopeMark> FromRequestParts<AppState> for Tenant<S> {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let need = S::SCOPE;
-        match principal(state, &parts.headers).await? {
+        match principal(state, parts).await? {
             Principal::Tenant { id, name, scope } if scope.allows(need) => Ok(Tenant {
                 id,
                 name,
@@ -83,7 +83,7 @@ impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match principal(state, &parts.headers).await? {
+        match principal(state, parts).await? {
             Principal::Operator => Ok(Operator),
             Principal::Tenant { .. } => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -105,7 +105,26 @@ impl FromRequestParts<AppState> for Public {
     }
 }
 
-async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+/// The caller: a Bearer key, or on a GET without one the console's session cookie (so
+/// that the console's plots read the query API; a change always needs a key).
+async fn principal(state: &AppState, parts: &Parts) -> Result<Principal, ApiError> {
+    if parts.headers.get("authorization").is_none()
+        && parts.method == axum::http::Method::GET
+        && let Some(token) = crate::console::session::token_of(&parts.headers)
+    {
+        let store = state.store.clone();
+        if let Some(s) = blocking(move || store.session(&token)).await? {
+            return Ok(Principal::Tenant {
+                id: s.tenant_id,
+                name: s.tenant,
+                scope: s.scope,
+            });
+        }
+    }
+    key_principal(state, &parts.headers).await
+}
+
+async fn key_principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let key = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())

@@ -49,11 +49,17 @@ pub fn routes() -> Vec<Route> {
     .collect()
 }
 
-/// The router over [`routes`].
+/// The router over [`routes`] and, unless disabled, the console's
+/// ([`crate::console::routes`]).
 pub fn router(state: AppState) -> Router {
     let body_limit = state.limits.max_body_bytes;
     let mut router = Router::new();
-    for r in routes() {
+    let console = if state.console.enabled {
+        crate::console::routes()
+    } else {
+        Vec::new()
+    };
+    for r in routes().into_iter().chain(console) {
         router = router.route(r.path, r.handler);
     }
     router

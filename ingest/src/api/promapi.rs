@@ -506,20 +506,44 @@ async fn rules(
     let p = params(raw.as_deref(), &headers, &[]);
     let only = param(&p, "type").map(str::to_string);
     let groups = state.rule_groups.clone();
-    let saved = on_pipeline(&state, tenant, |t| {
-        t.map(|(_, e)| e.saved_states()).unwrap_or_default()
+    let (saved, health) = on_pipeline(&state, tenant, |t| {
+        t.map(|(_, e)| (e.saved_states(), owned_health(e)))
+            .unwrap_or_default()
     })
     .await?;
+    let health_json = |group: &str, rule: &str| -> Value {
+        match health.get(&(group.to_string(), rule.to_string())) {
+            Some(h) if h.last_evaluation_ms > 0 => json!({
+                "health": if h.last_error.is_some() { "err" } else { "ok" },
+                "lastError": h.last_error.clone().unwrap_or_default(),
+                "lastEvaluation": foresight_notifier::payload::rfc3339_ms(h.last_evaluation_ms),
+                "evaluationTime": h.evaluation_seconds,
+            }),
+            _ => json!({
+                "health": "unknown",
+                "lastError": "",
+                "lastEvaluation": "0001-01-01T00:00:00Z",
+                "evaluationTime": 0.0,
+            }),
+        }
+    };
+    let with_health = |mut v: Value, group: &str, rule: &str| -> Value {
+        if let (Some(o), Value::Object(h)) = (v.as_object_mut(), health_json(group, rule)) {
+            o.extend(h);
+        }
+        v
+    };
     let templates =
         |ts: &[(String, foresight_rules::template::Template)]| -> BTreeMap<String, String> {
             ts.iter()
                 .map(|(k, t)| (k.clone(), t.source().to_string()))
                 .collect()
         };
-    let out: Vec<Value> = groups
-        .iter()
-        .map(|g| {
-            let rules: Vec<Value> = g
+    let out: Vec<Value> =
+        groups
+            .iter()
+            .map(|g| {
+                let rules: Vec<Value> = g
                 .rules
                 .iter()
                 .filter(|r| match only.as_deref() {
@@ -542,7 +566,7 @@ async fn rules(
                         } else {
                             "pending"
                         };
-                        json!({
+                        with_health(json!({
                             "type": "alerting",
                             "name": r.name,
                             "query": r.expr_text,
@@ -552,29 +576,59 @@ async fn rules(
                             "annotations": templates(&r.annotations),
                             "alerts": alerts.iter().map(|a| alert_json(a)).collect::<Vec<_>>(),
                             "state": rule_state,
-                            "health": "ok",
-                        })
+                        }), &g.name, &r.name)
                     } else {
-                        json!({
+                        with_health(json!({
                             "type": "recording",
                             "name": r.name,
                             "query": r.expr_text,
                             "labels": templates(&r.labels),
-                            "health": "ok",
-                        })
+                        }), &g.name, &r.name)
                     }
                 })
                 .collect();
-            json!({
-                "name": g.name,
-                "file": g.file,
-                "interval": g.interval.unwrap_or(state.evaluation_interval).as_secs_f64(),
-                "limit": g.limit,
-                "rules": rules,
+                json!({
+                    "name": g.name,
+                    "file": g.file,
+                    "interval": g.interval.unwrap_or(state.evaluation_interval).as_secs_f64(),
+                    "limit": g.limit,
+                    "rules": rules,
+                })
             })
-        })
-        .collect();
+            .collect();
     Ok(success(json!({"groups": out})))
+}
+
+/// The tenant's alert states and each rule's last evaluation, for the console's rules
+/// page.
+pub(crate) async fn rule_states(
+    state: &AppState,
+    tenant: String,
+) -> Result<
+    (
+        Vec<foresight_rules::SavedAlert>,
+        std::collections::HashMap<(String, String), foresight_rules::RuleHealth>,
+    ),
+    ApiError,
+> {
+    on_pipeline(state, tenant, |t| {
+        t.map(|(_, e)| (e.saved_states(), owned_health(e)))
+            .unwrap_or_default()
+    })
+    .await
+    .map_err(|e| ApiError::new(e.status, e.kind, e.message))
+}
+
+/// Each rule's last evaluation by (group, rule), owned so that it leaves the
+/// evaluator's task.
+pub(crate) fn owned_health(
+    engine: &RuleEngine,
+) -> std::collections::HashMap<(String, String), foresight_rules::RuleHealth> {
+    engine
+        .rule_health()
+        .into_iter()
+        .map(|(g, r, h)| ((g.to_string(), r.to_string()), h.clone()))
+        .collect()
 }
 
 /// Evaluates each of `queries` at `ts_ms` against the tenant's series, for the

@@ -19,6 +19,9 @@ pub enum Access {
     Tenant(Scope),
     /// An operator key.
     Operator,
+    /// A web console session of the tenant whose key's scope allows this one (a change
+    /// also needs the session's CSRF token).
+    Console(Scope),
 }
 
 /// An authentication extractor, and the access it enforces.
@@ -29,6 +32,12 @@ pub trait Guard {
 
 impl<S: ScopeMark> Guard for Tenant<S> {
     const ACCESS: Access = Access::Tenant(S::SCOPE);
+}
+impl<S: ScopeMark> Guard for crate::console::session::Session<S> {
+    const ACCESS: Access = Access::Console(S::SCOPE);
+}
+impl<S: ScopeMark, F> Guard for crate::console::session::Change<S, F> {
+    const ACCESS: Access = Access::Console(S::SCOPE);
 }
 impl Guard for Operator {
     const ACCESS: Access = Access::Operator;

@@ -45,6 +45,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Each tenant's token bucket for ingest requests; `None` when unlimited.
     pub rate: Option<Arc<TenantRate>>,
+    /// The web console's settings.
+    pub console: Arc<crate::console::ConsoleState>,
 }
 
 /// Per-tenant token buckets, keyed by tenant id.

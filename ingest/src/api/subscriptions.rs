@@ -128,7 +128,11 @@ fn view(s: &Subscription) -> Value {
     })
 }
 
-async fn find(state: &AppState, tenant: &str, id: &str) -> Result<Subscription, ApiError> {
+pub(crate) async fn find(
+    state: &AppState,
+    tenant: &str,
+    id: &str,
+) -> Result<Subscription, ApiError> {
     let (store, t, i) = (state.store.clone(), tenant.to_string(), id.to_string());
     blocking(move || {
         foresight_notifier::OutboxStore::subscription(&*store, &t, &i)
@@ -201,7 +205,20 @@ async fn test(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let sub = find(&state, &tenant, &id).await?;
+    Ok(Json(match test_ping(&state, &tenant, &id).await? {
+        Ok(()) => json!({"delivered": true}),
+        Err(e) => json!({"delivered": false, "error": e}),
+    }))
+}
+
+/// Sends subscription `id` of `tenant` a signed test ping now: how the receiver
+/// answered, or 404 when the tenant has no such subscription.
+pub(crate) async fn test_ping(
+    state: &AppState,
+    tenant: &str,
+    id: &str,
+) -> Result<Result<(), String>, ApiError> {
+    let sub = find(state, tenant, id).await?;
     let receiver = sub.sender(state.client.clone());
     let body = json!({
         "version": "4", "status": "test", "receiver": sub.receiver(), "alerts": [],
@@ -209,13 +226,10 @@ async fn test(
         "externalURL": "", "groupKey": format!("sub/{}:test", sub.id), "truncatedAlerts": 0,
     });
     let key = format!("{tenant}/sub/{}/test/{}", sub.id, now_ms());
-    let result = receiver
+    Ok(receiver
         .send(body.to_string().as_bytes(), &key, now_ms() / 1000)
-        .await;
-    Ok(Json(match result {
-        Ok(()) => json!({"delivered": true}),
-        Err(e) => json!({"delivered": false, "error": e.to_string()}),
-    }))
+        .await
+        .map_err(|e| e.to_string()))
 }
 
 /// `GET /api/v1/subscriptions/{id}/deliveries`: the latest 50.

@@ -22,8 +22,8 @@ use crate::store::Store;
 pub mod views;
 
 use views::{
-    AlertView, AlertsView, BrokerInfo, ClustersView, LogDirInfo, TOP_TOPICS, cluster_of,
-    kafka_error_name,
+    AlertGroupRef, AlertView, AlertsView, BrokerInfo, ClustersView, LogDirInfo, TOP_TOPICS,
+    cluster_of, kafka_error_name,
 };
 
 /// What reaches the evaluator.
@@ -267,7 +267,8 @@ impl Pipeline {
         }
     }
 
-    /// Deletes batches, alert history and finished notifications past their retention.
+    /// Deletes batches, alert history and finished notifications past their retention,
+    /// and the console's expired sessions.
     fn prune(&self, now_ms: i64) {
         let store = self.store.clone();
         let (batches, history) = (
@@ -284,6 +285,9 @@ impl Pipeline {
             ),
             Err(e) => tracing::warn!(error = %e, "Could not prune the store."),
         }
+        if let Err(e) = tokio::task::block_in_place(|| store.prune_sessions(now_ms)) {
+            tracing::warn!(error = %e, "Could not prune the console's sessions.");
+        }
     }
 
     /// Publishes each tenant's alerts to `view` after every change, for the API.
@@ -298,12 +302,26 @@ impl Pipeline {
             let inhibited = grouper.inhibited(now_ms);
             let mut seen = std::collections::HashSet::new();
             let mut list = Vec::new();
-            for (_, _, alerts) in grouper.groups() {
+            let mut groups_of: std::collections::HashMap<&str, Vec<AlertGroupRef>> =
+                std::collections::HashMap::new();
+            for (_, receiver, labels, alerts) in grouper.groups() {
+                for a in &alerts {
+                    groups_of
+                        .entry(a.fingerprint.as_str())
+                        .or_default()
+                        .push(AlertGroupRef {
+                            receiver: receiver.to_string(),
+                            labels: labels.clone(),
+                        });
+                }
+            }
+            for (_, _, _, alerts) in grouper.groups() {
                 for a in alerts {
                     if seen.insert(a.fingerprint.clone()) {
                         list.push(AlertView {
                             receivers: grouper.receivers_of(&a.labels),
                             inhibited: inhibited.contains(&a.fingerprint),
+                            groups: groups_of.remove(a.fingerprint.as_str()).unwrap_or_default(),
                             alert: a.clone(),
                         });
                     }
@@ -493,6 +511,13 @@ impl Pipeline {
                 .flat_map(|t| &t.partitions)
                 .filter(|p| p.leader < 0 || !live.contains(&p.leader))
                 .count();
+            info.under_replicated_partitions = snap
+                .topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .filter(|p| p.isr.len() < p.replicas.len())
+                .count();
+            info.snapshot = Some(Arc::new(snap.clone()));
             if !snap.broker_facts.is_empty() {
                 let f = &snap.broker_facts;
                 info.versions = f

@@ -16,6 +16,18 @@ pub struct AlertView {
     pub receivers: Vec<String>,
     /// Whether a firing alert inhibits it.
     pub inhibited: bool,
+    /// The aggregation groups it is in, as the route tree formed them.
+    pub groups: Vec<AlertGroupRef>,
+}
+
+/// One aggregation group an alert is in: the receiver of its route and the labels it
+/// was grouped by.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AlertGroupRef {
+    /// The route's receiver.
+    pub receiver: String,
+    /// The group's labels (the route's `group_by`).
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Each tenant's alerts, published by the pipeline after each flush.
@@ -42,6 +54,8 @@ pub struct ClusterInfo {
     pub partitions: usize,
     /// Partitions without a live leader in the last snapshot.
     pub offline_partitions: usize,
+    /// Partitions with fewer in-sync replicas than replicas in the last snapshot.
+    pub under_replicated_partitions: usize,
     /// Versions of the agents reporting on it.
     pub agent_versions: std::collections::BTreeSet<String>,
     /// Each broker's release line as its ApiVersions tells it (`4.4`).
@@ -62,6 +76,10 @@ pub struct ClusterInfo {
     /// The largest topics on disk (all replicas), largest first, at most
     /// [`TOP_TOPICS`].
     pub largest_topics: Vec<(String, i64)>,
+    /// The last snapshot itself, for the console's topics, groups, quorum and
+    /// transactions.
+    #[serde(skip)]
+    pub snapshot: Option<Arc<foresight_proto::v1::ClusterSnapshot>>,
 }
 
 /// How many topics the cluster facts list by size.

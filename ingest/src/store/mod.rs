@@ -2,7 +2,8 @@
 //! and numbered migrations), `tenants` (tenants, hashed API keys), `batches` (accepted
 //! batches, deduplicated by agent instance and sequence), `alerts` (alert states and
 //! history), `durability` (the durability ledger), `outbox` (the notification outbox,
-//! its notification log and Slack threads), `silences` and `subscriptions`.
+//! its notification log and Slack threads), `silences`, `subscriptions` and `sessions`
+//! (the web console's).
 //!
 //! Calls block; async callers use `spawn_blocking`.
 
@@ -20,6 +21,7 @@ mod batches;
 mod durability;
 mod outbox;
 pub mod schema;
+mod sessions;
 mod silences;
 mod subscriptions;
 mod tenants;
@@ -28,6 +30,7 @@ pub use alerts::HistoryEntry;
 pub use batches::BatchOutcome;
 pub use durability::{DurabilityEvent, DurabilityLedger, LedgerWindow};
 pub use outbox::Delivery;
+pub use sessions::Session;
 
 pub(crate) use tenants::key_id;
 pub use tenants::{KeyInfo, Principal, Scope, TenantInfo, valid_tenant_name};

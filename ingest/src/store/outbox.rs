@@ -43,6 +43,29 @@ impl Store {
         self.outbox_rows("receiver", tenant, receiver, limit)
     }
 
+    /// The tenant's latest `limit` notifications to any integration, dead ones first.
+    ///
+    /// # Errors
+    /// [`Error::Sqlite`].
+    pub fn recent_deliveries(&self, tenant: &str, limit: usize) -> Result<Vec<Delivery>, Error> {
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, receiver, status, attempts, COALESCE(last_error, ''), created_at_ms FROM outbox
+             WHERE tenant = ?1 ORDER BY status = 'dead' DESC, id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![tenant, limit as i64], |r| {
+            Ok(Delivery {
+                id: r.get(0)?,
+                receiver: r.get(1)?,
+                status: r.get(2)?,
+                attempts: r.get(3)?,
+                last_error: r.get(4)?,
+                created_at_ms: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Outbox entries by status, all tenants.
     ///
     /// # Errors

@@ -127,7 +127,20 @@ CREATE TABLE IF NOT EXISTS slack_threads (
 /// Schema changes after version 1, each applied once, in order, in one transaction that
 /// also sets `PRAGMA user_version` to its number. Append only: a released migration is
 /// never edited (the file on an operator's disk already ran it).
-const MIGRATIONS: &[(u32, &str)] = &[];
+const MIGRATIONS: &[(u32, &str)] = &[(
+    2,
+    // The web console's sessions and one-time sign-in links, each tied to the API key
+    // it was opened with, so that revoking the key ends them.
+    "CREATE TABLE console_sessions (
+        token_hash TEXT PRIMARY KEY,
+        key_hash TEXT NOT NULL REFERENCES api_keys(key_hash),
+        kind TEXT NOT NULL,
+        csrf TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX console_sessions_expiry ON console_sessions (expires_at_ms);",
+)];
 
 /// The schema version this build writes.
 pub const VERSION: u32 = 1 + MIGRATIONS.len() as u32;
