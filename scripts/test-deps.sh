@@ -2,7 +2,8 @@
 # Installs what the tests need and is not a Cargo dependency: the C toolchain pieces
 # librdkafka builds with, promtool (Debian's prometheus package) for the rule pack,
 # amtool (prometheus-alertmanager) for the Alertmanager API, the
-# aiosmtpd SMTP server for the email tests, and real Apache Kafka (Java and Maven from
+# aiosmtpd SMTP server for the email tests, Debian's Chromium and playwright-core for
+# the console's browser test, and real Apache Kafka (Java and Maven from
 # Debian where the machine lacks them; the Kafka jars and the jmx_exporter agent from
 # Maven Central, see scripts/kafka.sh) for the end-to-end tests.
 # Idempotent and quick when everything is present.
@@ -25,6 +26,10 @@ if [ -z "${JAVA_HOME:-}" ]; then
   command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 fi
 command -v mvn >/dev/null || need_apt+=(maven)
+# Chromium drives the console's browser test; Node.js and npm run Playwright.
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test-deps: installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -37,6 +42,16 @@ if ! python3 -c "import aiosmtpd" 2>/dev/null; then
   echo "test-deps: installing aiosmtpd (SMTP server for the email tests)"
   python3 -m pip install --quiet --user "aiosmtpd==1.4.6" 2>/dev/null \
     || python3 -m pip install --quiet "aiosmtpd==1.4.6"
+fi
+
+# playwright-core, pinned in scripts/browser/package-lock.json, drives that Chromium (it
+# never downloads a browser of its own).
+browser_dir="$(cd "$(dirname "$0")/browser" && pwd)"
+want="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["packages"]["node_modules/playwright-core"]["version"])' "$browser_dir/package-lock.json")"
+have="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["version"])' "$browser_dir/node_modules/playwright-core/package.json" 2>/dev/null || true)"
+if [ "$want" != "$have" ]; then
+  echo "test-deps: installing playwright-core $want (scripts/browser)"
+  (cd "$browser_dir" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 # Apache Kafka 4.x and 3.9 with kafka-tools and the jmx_exporter agent, pinned in
