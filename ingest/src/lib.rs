@@ -145,27 +145,18 @@ impl Server {
         let (tx, rx) = mpsc::channel(config.limits.queue_capacity);
         let (queries, queries_rx) = mpsc::channel(QUERY_QUEUE);
         let resolve_timeout_ms = notify.resolve_timeout_ms();
-        let console = console::ConsoleState {
+        let console = api::state::ConsoleSettings {
             enabled: config.console.enabled,
             session_ttl_ms: config.console.session_ttl_ms(),
             query_retention_secs: i64::try_from(config.retentions().query.as_secs())
                 .unwrap_or(i64::MAX),
-            pack: console::pages::PackSummary {
-                builtin: config.builtin_rules,
-                rule_files: config
-                    .rule_files
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect(),
-                disabled: config.pack.disabled.clone(),
-                runbook_base_url: config.pack.runbook_base_url.clone().unwrap_or_default(),
-                overrides: config
-                    .pack
-                    .overrides
-                    .iter()
-                    .map(|(k, o)| (k.clone(), o.describe()))
-                    .collect(),
-            },
+            builtin_rules: config.builtin_rules,
+            rule_files: config
+                .rule_files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            pack: config.pack.clone(),
             receivers: notify.receivers.keys().cloned().collect(),
         };
         let notify_config_text: Arc<str> = if notify.original.is_empty() {
@@ -195,24 +186,32 @@ impl Server {
                 .map_err(|e| Error::Io(e.to_string()))??;
         let pipeline = tokio::spawn(pipeline.run(rx, queries_rx, pipeline_cancel.clone()));
 
-        let app = api::router(api::state::AppState {
-            store: store.clone(),
-            tx,
-            queries,
-            limits: config.limits.clone(),
-            alerts: alerts_view,
-            clusters,
-            rule_groups,
-            evaluation_interval: config.evaluation_interval(),
-            resolve_timeout_ms,
-            notify_config_text,
-            allow_private_webhook_urls: config.allow_private_webhook_urls,
-            client: client.clone(),
-            metrics: Arc::default(),
-            rate: api::state::tenant_rate(&config.limits),
-            started_at_ms: now_ms(),
-            console: Arc::new(console),
-        });
+        let console_routes = if console.enabled {
+            console::routes()
+        } else {
+            Vec::new()
+        };
+        let app = api::router(
+            api::state::AppState {
+                store: store.clone(),
+                tx,
+                queries,
+                limits: config.limits.clone(),
+                alerts: alerts_view,
+                clusters,
+                rule_groups,
+                evaluation_interval: config.evaluation_interval(),
+                resolve_timeout_ms,
+                notify_config_text,
+                allow_private_webhook_urls: config.allow_private_webhook_urls,
+                client: client.clone(),
+                metrics: Arc::default(),
+                rate: api::state::tenant_rate(&config.limits),
+                started_at_ms: now_ms(),
+                console: Arc::new(console),
+            },
+            console_routes,
+        );
         let acceptor = tokio_rustls::TlsAcceptor::from(identity.config.clone());
         let http = tokio::spawn(serve_tls(listener, acceptor, app, http_cancel.clone()));
         Ok(Server {

@@ -73,6 +73,40 @@ fn crafted_batch(name: &str, seq: u64) -> Vec<u8> {
     zstd::bulk::compress(&b.encode_to_vec(), 3).unwrap()
 }
 
+/// Writes to `topic` and commits a little of it for `group`, which so lags.
+fn lagging_group(bootstrap: &str, topic: &str, group: &str) {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    for i in 0..300 {
+        producer
+            .send(
+                BaseRecord::to(topic)
+                    .key(&format!("k{}", i % 7))
+                    .payload("event"),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(10))
+            .unwrap();
+    }
+    consumer.commit(&tpl, CommitMode::Sync).unwrap();
+}
+
 async fn post_batch(
     client: &reqwest::Client,
     addr: std::net::SocketAddr,
@@ -143,6 +177,10 @@ async fn the_console_shows_the_fault_and_silences_it_in_a_browser() {
     let victim = cluster.brokers().last().unwrap().id;
     common::create_assigned_topic(&cluster.bootstrap(), "payments", &[&[victim]], &[]).await;
     common::create_topics(&cluster.bootstrap(), &[("orders", 3, 2, &[])]).await;
+    let bootstrap = cluster.bootstrap();
+    tokio::task::spawn_blocking(move || lagging_group(&bootstrap, "orders", "billing"))
+        .await
+        .unwrap();
     let mut config = common::kafka_agent_config(&cluster, &server, &ingest, false);
     config.kafka.cluster_name = Some("acme-prod".into());
     let agent = foresight_reporter::Reporter::new(config).unwrap();

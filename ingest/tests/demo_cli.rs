@@ -89,7 +89,9 @@ async fn the_demo_prints_a_signed_in_link_to_the_fault() {
         .unwrap()
         .to_string();
     let page = |path: &str| {
-        let req = client.get(format!("{base}{path}")).header("cookie", &cookie);
+        let req = client
+            .get(format!("{base}{path}"))
+            .header("cookie", &cookie);
         async move { req.send().await.unwrap().text().await.unwrap() }
     };
     let deadline = Instant::now() + Duration::from_secs(120);

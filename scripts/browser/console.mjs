@@ -95,6 +95,9 @@ try {
   }, null, { timeout: 30000 });
   const points = Number(await page.getAttribute("#chart-partitions", "data-points"));
   check(points > 0, `the partitions plot has data points (${points})`);
+  await page.waitForFunction(() => document.getElementById("chart-lag")?.dataset.points !== undefined, null, { timeout: 30000 });
+  const lagPoints = Number(await page.getAttribute("#chart-lag", "data-points"));
+  check(lagPoints > 0, `the lag plot has data points (${lagPoints})`);
   const painted = await page.evaluate(() => {
     const c = document.querySelector("#chart-partitions canvas");
     if (!c || c.width === 0) return 0;

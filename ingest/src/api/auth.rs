@@ -105,12 +105,27 @@ impl FromRequestParts<AppState> for Public {
     }
 }
 
+/// The console's session cookie (see `crate::console::session`).
+pub const SESSION_COOKIE: &str = "foresight_session";
+
+/// The console session token a request carries, if any.
+pub(crate) fn session_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == SESSION_COOKIE)
+        .map(|c| c.value().to_string())
+}
+
 /// The caller: a Bearer key, or on a GET without one the console's session cookie (so
 /// that the console's plots read the query API; a change always needs a key).
 async fn principal(state: &AppState, parts: &Parts) -> Result<Principal, ApiError> {
     if parts.headers.get("authorization").is_none()
         && parts.method == axum::http::Method::GET
-        && let Some(token) = crate::console::session::token_of(&parts.headers)
+        && let Some(token) = session_token(&parts.headers)
     {
         let store = state.store.clone();
         if let Some(s) = blocking(move || store.session(&token)).await? {

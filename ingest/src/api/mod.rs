@@ -49,17 +49,11 @@ pub fn routes() -> Vec<Route> {
     .collect()
 }
 
-/// The router over [`routes`] and, unless disabled, the console's
-/// ([`crate::console::routes`]).
-pub fn router(state: AppState) -> Router {
+/// The router over [`routes`] and `more` (the console's, from the wiring).
+pub fn router(state: AppState, more: Vec<Route>) -> Router {
     let body_limit = state.limits.max_body_bytes;
     let mut router = Router::new();
-    let console = if state.console.enabled {
-        crate::console::routes()
-    } else {
-        Vec::new()
-    };
-    for r in routes().into_iter().chain(console) {
+    for r in routes().into_iter().chain(more) {
         router = router.route(r.path, r.handler);
     }
     router

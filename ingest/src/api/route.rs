@@ -33,12 +33,6 @@ pub trait Guard {
 impl<S: ScopeMark> Guard for Tenant<S> {
     const ACCESS: Access = Access::Tenant(S::SCOPE);
 }
-impl<S: ScopeMark> Guard for crate::console::session::Session<S> {
-    const ACCESS: Access = Access::Console(S::SCOPE);
-}
-impl<S: ScopeMark, F> Guard for crate::console::session::Change<S, F> {
-    const ACCESS: Access = Access::Console(S::SCOPE);
-}
 impl Guard for Operator {
     const ACCESS: Access = Access::Operator;
 }

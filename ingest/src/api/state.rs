@@ -46,7 +46,26 @@ pub struct AppState {
     /// Each tenant's token bucket for ingest requests; `None` when unlimited.
     pub rate: Option<Arc<TenantRate>>,
     /// The web console's settings.
-    pub console: Arc<crate::console::ConsoleState>,
+    pub console: Arc<ConsoleSettings>,
+}
+
+/// What the web console reads beside the API's state, from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct ConsoleSettings {
+    /// Whether `/` serves the console.
+    pub enabled: bool,
+    /// How long a sign-in lasts, ms.
+    pub session_ttl_ms: i64,
+    /// How far back the query API charts, seconds.
+    pub query_retention_secs: i64,
+    /// Whether the built-in pack is loaded.
+    pub builtin_rules: bool,
+    /// Rule files loaded beside it.
+    pub rule_files: Vec<String>,
+    /// The pack options.
+    pub pack: foresight_rules::packs::PackOptions,
+    /// The route tree's receivers.
+    pub receivers: Vec<String>,
 }
 
 /// Per-tenant token buckets, keyed by tenant id.

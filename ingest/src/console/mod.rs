@@ -26,21 +26,6 @@ use crate::evaluator::views::{AlertView, ClusterInfo};
 use pages::{ErrorPage, Layout, PackSummary, SignInPage};
 use session::{Change, Session};
 
-/// What the console needs beside the API's state.
-#[derive(Debug, Clone, Default)]
-pub struct ConsoleState {
-    /// Whether `/` serves the console.
-    pub enabled: bool,
-    /// How long a sign-in lasts, ms.
-    pub session_ttl_ms: i64,
-    /// How far back the query API charts, seconds.
-    pub query_retention_secs: i64,
-    /// The pack options in effect.
-    pub pack: PackSummary,
-    /// The route tree's receivers.
-    pub receivers: Vec<String>,
-}
-
 /// The console's answer when a page cannot be shown.
 #[derive(Debug)]
 pub enum ConsoleError {
@@ -457,9 +442,24 @@ async fn rules(s: Session<Read>, State(state): State<AppState>) -> Result<Html, 
         &state.rule_groups,
         &saved,
         &health,
-        state.console.pack.clone(),
+        pack_summary(&state.console),
         now_ms(),
     )))
+}
+
+fn pack_summary(c: &crate::api::state::ConsoleSettings) -> PackSummary {
+    PackSummary {
+        builtin: c.builtin_rules,
+        rule_files: c.rule_files.clone(),
+        disabled: c.pack.disabled.clone(),
+        runbook_base_url: c.pack.runbook_base_url.clone().unwrap_or_default(),
+        overrides: c
+            .pack
+            .overrides
+            .iter()
+            .map(|(k, o)| (k.clone(), o.describe()))
+            .collect(),
+    }
 }
 
 #[derive(serde::Deserialize, Default)]

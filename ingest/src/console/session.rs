@@ -13,24 +13,13 @@ use subtle::ConstantTimeEq;
 
 use crate::api::auth::ScopeMark;
 use crate::api::error::blocking;
+use crate::api::route::{Access, Guard};
 use crate::api::state::AppState;
 use crate::console::ConsoleError;
 use crate::store::Scope;
 
-/// The session cookie's name.
-pub const COOKIE: &str = "foresight_session";
-
-/// The session token a request carries, if any.
-pub(crate) fn token_of(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(cookie::Cookie::split_parse)
-        .filter_map(Result::ok)
-        .find(|c| c.name() == COOKIE)
-        .map(|c| c.value().to_string())
-}
+pub use crate::api::auth::SESSION_COOKIE as COOKIE;
+pub(crate) use crate::api::auth::session_token as token_of;
 
 /// The `Set-Cookie` value of a new session lasting `ttl_ms`.
 pub(crate) fn set_cookie(token: &str, ttl_ms: i64) -> String {
@@ -119,6 +108,13 @@ impl<S: ScopeMark> FromRequestParts<AppState> for Session<S> {
             scope_mark: PhantomData,
         })
     }
+}
+
+impl<S: ScopeMark> Guard for Session<S> {
+    const ACCESS: Access = Access::Console(S::SCOPE);
+}
+impl<S: ScopeMark, F> Guard for Change<S, F> {
+    const ACCESS: Access = Access::Console(S::SCOPE);
 }
 
 /// A change from a console form: a session whose scope allows `S`, a CSRF token that
