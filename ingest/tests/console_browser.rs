@@ -185,8 +185,38 @@ async fn the_console_shows_the_fault_and_silences_it_in_a_browser() {
     config.kafka.cluster_name = Some("acme-prod".into());
     let agent = foresight_reporter::Reporter::new(config).unwrap();
     let (_agent, agent_cancel) = common::run_agent(agent);
-    // Let healthy samples in before the fault, for the plots' history.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Healthy samples first, for the plots' history: the group's lag is in the
+    // service's series before the broker goes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let r: serde_json::Value = client
+            .get(format!(
+                "https://{}/api/v1/query?query={}",
+                server.addr,
+                url::form_urlencoded::byte_serialize(
+                    b"kafka_consumergroup_lag_sum{cluster=\"acme-prod\",consumergroup=\"billing\"}"
+                )
+                .collect::<String>()
+            ))
+            .bearer_auth(&read)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if r["data"]["result"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the billing group's lag is not in the service within 60 s: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     cluster.node(victim).kill();
     common::wait_for(
         &mut receiver.rx,
