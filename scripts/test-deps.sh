@@ -26,6 +26,9 @@ if [ -z "${JAVA_HOME:-}" ]; then
   command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 fi
 command -v mvn >/dev/null || need_apt+=(maven)
+# PostgreSQL, for cluster mode's shared state (the tests start their own server in a
+# temporary directory with Debian's binaries).
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 # Chromium drives the console's browser test; Node.js and npm run Playwright.
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v node >/dev/null || need_apt+=(nodejs)

@@ -8,6 +8,8 @@
 //!   (SIGKILL), paused (SIGSTOP), resumed and restarted one by one.
 //! - [`Cluster::tool`]: Kafka's own command-line tools, the tests' oracles.
 //! - [`wait_until`]: waiting on a condition, never on a sleep.
+//! - [`postgres::Postgres`]: a real PostgreSQL server (Debian's) on loopback in a
+//!   temporary directory.
 //!
 //! Every JVM is started from one long-lived thread with `PR_SET_PDEATHSIG`, so a test
 //! process that ends (or panics) takes its brokers with it.
@@ -22,6 +24,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+pub mod postgres;
 
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -59,7 +63,7 @@ pub enum Error {
     },
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     let what = what.into();
     move |source| Error::Io { what, source }
 }
@@ -522,15 +526,29 @@ fn mounts_under(dir: &Path) -> Vec<PathBuf> {
 /// A JVM spawned from the one long-lived thread, so that `PR_SET_PDEATHSIG` (which
 /// fires when the *thread* that forked ends) means "when this process ends".
 fn spawn(command: &[String], log: &Path) -> Result<Child, Error> {
-    type Job = (Vec<String>, PathBuf, mpsc::Sender<Result<Child, Error>>);
+    spawn_as(command, log, None)
+}
+
+/// [`spawn`] as another user (uid, gid): PostgreSQL refuses to run as root.
+pub(crate) fn spawn_as(
+    command: &[String],
+    log: &Path,
+    user: Option<(u32, u32)>,
+) -> Result<Child, Error> {
+    type Job = (
+        Vec<String>,
+        PathBuf,
+        Option<(u32, u32)>,
+        mpsc::Sender<Result<Child, Error>>,
+    );
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
     let tx = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("kafka-spawner".into())
             .spawn(move || {
-                for (command, log, reply) in rx {
-                    let _ = reply.send(spawn_here(&command, &log));
+                for (command, log, user, reply) in rx {
+                    let _ = reply.send(spawn_here(&command, &log, user));
                 }
             })
             .expect("spawner thread starts");
@@ -539,12 +557,12 @@ fn spawn(command: &[String], log: &Path) -> Result<Child, Error> {
     let (reply, answer) = mpsc::channel();
     tx.lock()
         .unwrap_or_else(|e| e.into_inner())
-        .send((command.to_vec(), log.to_path_buf(), reply))
+        .send((command.to_vec(), log.to_path_buf(), user, reply))
         .expect("spawner thread lives as long as the process");
     answer.recv().expect("spawner thread answers every request")
 }
 
-fn spawn_here(command: &[String], log: &Path) -> Result<Child, Error> {
+fn spawn_here(command: &[String], log: &Path, user: Option<(u32, u32)>) -> Result<Child, Error> {
     use std::os::unix::process::CommandExt as _;
     let out = std::fs::OpenOptions::new()
         .create(true)
@@ -557,6 +575,11 @@ fn spawn_here(command: &[String], log: &Path) -> Result<Child, Error> {
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
+    if let Some((uid, gid)) = user {
+        // std changes the ids before the pre_exec hook below, which a change of ids
+        // would otherwise clear.
+        cmd.uid(uid).gid(gid);
+    }
     // SAFETY: only an async-signal-safe system call between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -570,7 +593,7 @@ fn spawn_here(command: &[String], log: &Path) -> Result<Child, Error> {
 /// A loopback port nothing listens on, never the same twice in this process: clusters
 /// started in parallel choose their ports at the same time, and a port is only taken
 /// when its JVM binds it, seconds later.
-fn free_port() -> Result<u16, Error> {
+pub(crate) fn free_port() -> Result<u16, Error> {
     static HANDED_OUT: Mutex<std::collections::BTreeSet<u16>> =
         Mutex::new(std::collections::BTreeSet::new());
     let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
