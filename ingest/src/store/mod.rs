@@ -3,7 +3,8 @@
 //! batches, deduplicated by agent instance and sequence), `alerts` (alert states and
 //! history), `durability` (the durability ledger), `outbox` (the notification outbox,
 //! its notification log and Slack threads), `silences`, `subscriptions` and `sessions`
-//! (the web console's).
+//! (the web console's). [`pg`] holds cluster mode's shared state in PostgreSQL behind
+//! the same contracts ([`TenantStore`] so far).
 //!
 //! Calls block; async callers use `spawn_blocking`.
 
@@ -20,6 +21,7 @@ mod alerts;
 mod batches;
 mod durability;
 mod outbox;
+pub mod pg;
 pub mod schema;
 mod sessions;
 mod silences;
@@ -32,8 +34,8 @@ pub use durability::{DurabilityEvent, DurabilityLedger, LedgerWindow};
 pub use outbox::Delivery;
 pub use sessions::Session;
 
-pub(crate) use tenants::key_id;
-pub use tenants::{KeyInfo, Principal, Scope, TenantInfo, valid_tenant_name};
+pub use tenants::key_id;
+pub use tenants::{KeyInfo, Principal, Scope, TenantInfo, TenantStore, valid_tenant_name};
 
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,9 @@ pub enum Error {
     /// The file's schema is not one this build can use.
     #[error("store: {0}")]
     Schema(String),
+    /// PostgreSQL (cluster mode's shared state) failed or did not answer.
+    #[error("store: PostgreSQL: {0}")]
+    Postgres(String),
 }
 
 /// The SQLite store: one writer connection, and read-only connections for the API's

@@ -96,12 +96,78 @@ pub struct TenantInfo {
     pub active_keys: i64,
 }
 
-fn new_key() -> String {
+pub(super) fn new_key() -> String {
     format!("fsk_{}", hex::encode(rand::random::<[u8; 32]>()))
 }
 
-pub(crate) fn key_id(key: &str) -> &str {
+/// A key's public id: its first 12 characters.
+pub fn key_id(key: &str) -> &str {
     key.get(..12).unwrap_or(key)
+}
+
+/// Tenants and keys, wherever they live: SQLite on one node ([`Store`]), PostgreSQL in
+/// cluster mode ([`super::pg::PgStore`]). Both pass the same tests
+/// (`ingest/tests/store_backends.rs`).
+pub trait TenantStore: Send + Sync {
+    /// Creates `name` if missing; returns its id.
+    ///
+    /// # Errors
+    /// The backend's [`Error`].
+    fn ensure_tenant(&self, name: &str) -> Result<i64, Error>;
+    /// A new key of `scope` for `tenant` (created if new), shown once.
+    ///
+    /// # Errors
+    /// The backend's [`Error`].
+    fn create_scoped_key(&self, tenant: &str, scope: Scope, name: &str) -> Result<String, Error>;
+    /// A new operator key, shown once.
+    ///
+    /// # Errors
+    /// The backend's [`Error`].
+    fn create_operator_key(&self, name: &str) -> Result<String, Error>;
+    /// Who holds `key`, if it is valid and not revoked.
+    ///
+    /// # Errors
+    /// The backend's [`Error`].
+    fn authenticate_key(&self, key: &str) -> Result<Option<Principal>, Error>;
+    /// Every tenant.
+    ///
+    /// # Errors
+    /// The backend's [`Error`].
+    fn tenants(&self) -> Result<Vec<TenantInfo>, Error>;
+    /// A tenant's keys, or the operator keys (`None`).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown tenant; the backend's [`Error`].
+    fn keys(&self, tenant: Option<&str>) -> Result<Vec<KeyInfo>, Error>;
+    /// Revokes a tenant's or an operator key by id; another tenant's is not found.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; the backend's [`Error`].
+    fn revoke_key(&self, tenant: Option<&str>, id: &str) -> Result<(), Error>;
+}
+
+impl TenantStore for Store {
+    fn ensure_tenant(&self, name: &str) -> Result<i64, Error> {
+        Store::ensure_tenant(self, name)
+    }
+    fn create_scoped_key(&self, tenant: &str, scope: Scope, name: &str) -> Result<String, Error> {
+        Store::create_scoped_key(self, tenant, scope, name)
+    }
+    fn create_operator_key(&self, name: &str) -> Result<String, Error> {
+        Store::create_operator_key(self, name)
+    }
+    fn authenticate_key(&self, key: &str) -> Result<Option<Principal>, Error> {
+        Store::authenticate_key(self, key)
+    }
+    fn tenants(&self) -> Result<Vec<TenantInfo>, Error> {
+        Store::tenants(self)
+    }
+    fn keys(&self, tenant: Option<&str>) -> Result<Vec<KeyInfo>, Error> {
+        Store::keys(self, tenant)
+    }
+    fn revoke_key(&self, tenant: Option<&str>, id: &str) -> Result<(), Error> {
+        Store::revoke_key(self, tenant, id)
+    }
 }
 
 /// Tenant names appear in URLs and labels: keep them plain.

@@ -1,0 +1,131 @@
+//! The store's contracts against both backends: SQLite (one node) and PostgreSQL
+//! (cluster mode's shared state, a real server from Debian's package started by
+//! `foresight-testkit`). The same checks run on each.
+
+use std::time::{Duration, Instant};
+
+use foresight_ingest::store::pg::{self, PgStore};
+use foresight_ingest::store::{Error, Principal, Scope, Store, TenantStore, key_id};
+use foresight_testkit::postgres::Postgres;
+
+/// Tenants and scoped keys: what `keys_carry_their_scope_and_revoke_per_tenant` checks
+/// on SQLite, for any backend.
+fn tenants_and_keys(store: &dyn TenantStore) {
+    let read = store
+        .create_scoped_key("acme", Scope::Read, "grafana")
+        .unwrap();
+    let other = store.create_scoped_key("globex", Scope::Admin, "").unwrap();
+    let op = store.create_operator_key("ops").unwrap();
+    assert_eq!(
+        store.authenticate_key(&read).unwrap(),
+        Some(Principal::Tenant {
+            id: store.ensure_tenant("acme").unwrap(),
+            name: "acme".into(),
+            scope: Scope::Read
+        })
+    );
+    assert_eq!(
+        store.authenticate_key(&op).unwrap(),
+        Some(Principal::Operator)
+    );
+    assert_eq!(store.authenticate_key("fsk_unknown").unwrap(), None);
+    // A key differing in its last digit shares the id but not the hash.
+    let mut forged = read.clone();
+    forged.replace_range(
+        forged.len() - 1..,
+        if read.ends_with('0') { "1" } else { "0" },
+    );
+    assert_eq!(store.authenticate_key(&forged).unwrap(), None);
+    // Another tenant cannot revoke acme's key.
+    assert!(matches!(
+        store.revoke_key(Some("globex"), key_id(&read)),
+        Err(Error::NotFound(_))
+    ));
+    store.revoke_key(Some("acme"), key_id(&read)).unwrap();
+    assert_eq!(store.authenticate_key(&read).unwrap(), None);
+    assert!(store.authenticate_key(&other).unwrap().is_some());
+    let listed = store.keys(Some("acme")).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].scope.as_str(), listed[0].name.as_str()),
+        ("read", "grafana")
+    );
+    assert!(listed[0].revoked_at_ms.is_some());
+    assert!(matches!(
+        store.keys(Some("initech")),
+        Err(Error::NotFound(_))
+    ));
+    let tenants = store.tenants().unwrap();
+    let names: Vec<(&str, i64)> = tenants
+        .iter()
+        .map(|t| (t.name.as_str(), t.active_keys))
+        .collect();
+    assert_eq!(names, vec![("acme", 0), ("globex", 1)]);
+    assert_eq!(store.keys(None).unwrap().len(), 1);
+    store.revoke_key(None, key_id(&op)).unwrap();
+    assert_eq!(store.authenticate_key(&op).unwrap(), None);
+    assert!(matches!(
+        store.revoke_key(None, key_id(&op)),
+        Err(Error::NotFound(_))
+    ));
+}
+
+#[test]
+fn tenants_and_keys_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    tenants_and_keys(&Store::open(dir.path()).unwrap());
+}
+
+#[test]
+fn tenants_and_keys_on_postgres() {
+    let server = Postgres::start().expect("PostgreSQL starts");
+    // Nodes starting together migrate once.
+    let url = server.url();
+    let nodes: Vec<PgStore> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| PgStore::connect(&url, 4).expect("a node connects")))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(nodes[0].version().unwrap(), pg::VERSION);
+    tenants_and_keys(&nodes[0]);
+    // What one node wrote, another reads.
+    let key = nodes[1]
+        .create_scoped_key("initech", Scope::Ingest, "agent")
+        .unwrap();
+    assert!(matches!(
+        nodes[2].authenticate_key(&key).unwrap(),
+        Some(Principal::Tenant {
+            scope: Scope::Ingest,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn postgres_down_fails_cleanly_and_recovers_by_itself() {
+    let server = Postgres::start().expect("PostgreSQL starts");
+    let store = PgStore::connect(&server.url(), 2).unwrap();
+    let key = store.create_scoped_key("acme", Scope::Admin, "").unwrap();
+    assert!(store.authenticate_key(&key).unwrap().is_some());
+    server.stop();
+    let started = Instant::now();
+    match store.authenticate_key(&key) {
+        Err(Error::Postgres(m)) => assert!(!m.is_empty()),
+        other => panic!("with PostgreSQL down: {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the failure took {:?}",
+        started.elapsed()
+    );
+    server.restart().expect("PostgreSQL starts again");
+    // The pool replaces the broken connections on its own.
+    let back = foresight_testkit::wait_until(Duration::from_secs(30), || {
+        store.authenticate_key(&key).ok().flatten()
+    });
+    assert!(
+        back.is_some(),
+        "the store did not recover after the restart"
+    );
+}
