@@ -194,6 +194,7 @@ impl Server {
         let app = api::router(
             api::state::AppState {
                 store: store.clone(),
+                tenants: store.clone(),
                 tx,
                 queries,
                 limits: config.limits.clone(),

@@ -129,3 +129,33 @@ fn postgres_down_fails_cleanly_and_recovers_by_itself() {
         "the store did not recover after the restart"
     );
 }
+
+#[test]
+fn a_key_revoked_on_one_node_stops_on_the_others_within_the_cache_ttl() {
+    use foresight_ingest::store::KeyCache;
+    let server = Postgres::start().expect("PostgreSQL starts");
+    let ttl = Duration::from_secs(2);
+    let a = KeyCache::new(PgStore::connect(&server.url(), 2).unwrap(), ttl);
+    let b = KeyCache::new(PgStore::connect(&server.url(), 2).unwrap(), ttl);
+    let key = a.create_scoped_key("acme", Scope::Read, "").unwrap();
+    // A key made on one node works on the other at once (invalid answers are not kept).
+    assert!(b.authenticate_key(&key).unwrap().is_some());
+    assert!(a.authenticate_key(&key).unwrap().is_some());
+    a.revoke_key(Some("acme"), key_id(&key)).unwrap();
+    let revoked_at = Instant::now();
+    // The node that revoked it refuses it at once; the other still has it cached.
+    assert_eq!(a.authenticate_key(&key).unwrap(), None);
+    assert!(b.authenticate_key(&key).unwrap().is_some());
+    let refused = foresight_testkit::wait_until(Duration::from_secs(10), || {
+        b.authenticate_key(&key)
+            .unwrap()
+            .is_none()
+            .then(Instant::now)
+    })
+    .expect("the other node refuses the revoked key");
+    let after = refused - revoked_at;
+    assert!(
+        after <= ttl + Duration::from_millis(500),
+        "refused {after:?} after the revocation"
+    );
+}

@@ -152,7 +152,7 @@ async fn key_principal(state: &AppState, headers: &HeaderMap) -> Result<Principa
                 "missing `Authorization: Bearer <api key>`",
             )
         })?;
-    let store = state.store.clone();
+    let store = state.tenants.clone();
     blocking(move || store.authenticate_key(&key))
         .await?
         .ok_or_else(|| {

@@ -51,7 +51,7 @@ async fn create_for(
     tenant: String,
     req: NewKey,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let store = state.store.clone();
+    let store = state.tenants.clone();
     let scope = req.scope;
     let t = tenant.clone();
     let key = blocking(move || store.create_scoped_key(&t, scope, &req.name)).await?;
@@ -66,7 +66,7 @@ async fn list_own(
     Tenant { name: tenant, .. }: Tenant<Admin>,
     State(state): State<AppState>,
 ) -> Result<Json<Vec<KeyInfo>>, ApiError> {
-    let store = state.store.clone();
+    let store = state.tenants.clone();
     Ok(Json(blocking(move || store.keys(Some(&tenant))).await?))
 }
 
@@ -85,7 +85,7 @@ async fn revoke_own(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let store = state.store.clone();
+    let store = state.tenants.clone();
     blocking(move || store.revoke_key(Some(&tenant), &id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -95,7 +95,7 @@ async fn list_tenants(
     _: Operator,
     State(state): State<AppState>,
 ) -> Result<Json<Vec<TenantInfo>>, ApiError> {
-    let store = state.store.clone();
+    let store = state.tenants.clone();
     Ok(Json(blocking(move || store.tenants()).await?))
 }
 
@@ -115,7 +115,7 @@ async fn create_tenant(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let req: NewTenant = parse(&body)?;
     valid_tenant_name(&req.name).map_err(bad)?;
-    let store = state.store.clone();
+    let store = state.tenants.clone();
     let name = req.name.clone();
     blocking(move || store.ensure_tenant(&name)).await?;
     Ok((StatusCode::CREATED, Json(json!({"name": req.name}))))
@@ -127,7 +127,7 @@ async fn list_tenant_keys(
     State(state): State<AppState>,
     Path(tenant): Path<String>,
 ) -> Result<Json<Vec<KeyInfo>>, ApiError> {
-    let store = state.store.clone();
+    let store = state.tenants.clone();
     Ok(Json(blocking(move || store.keys(Some(&tenant))).await?))
 }
 
@@ -138,7 +138,7 @@ async fn create_tenant_key(
     Path(tenant): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let (store, t) = (state.store.clone(), tenant.clone());
+    let (store, t) = (state.tenants.clone(), tenant.clone());
     blocking(move || store.tenant_id(&t)).await?;
     create_for(&state, tenant, parse(&body)?).await
 }
@@ -149,7 +149,7 @@ async fn revoke_tenant_key(
     State(state): State<AppState>,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let store = state.store.clone();
+    let store = state.tenants.clone();
     blocking(move || store.revoke_key(Some(&tenant), &id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -16,6 +16,9 @@ use crate::store::Store;
 pub struct AppState {
     /// The store.
     pub store: Arc<Store>,
+    /// Tenants and keys: the store itself on one node, PostgreSQL behind a
+    /// [`crate::store::KeyCache`] in cluster mode.
+    pub tenants: Arc<dyn crate::store::TenantStore>,
     /// Towards the evaluator: batches and posted alerts.
     pub tx: mpsc::Sender<Input>,
     /// Towards the evaluator: reads of the series, on their own queue (see

@@ -35,7 +35,9 @@ pub use outbox::Delivery;
 pub use sessions::Session;
 
 pub use tenants::key_id;
-pub use tenants::{KeyInfo, Principal, Scope, TenantInfo, TenantStore, valid_tenant_name};
+pub use tenants::{
+    KeyCache, KeyInfo, Principal, Scope, TenantInfo, TenantStore, valid_tenant_name,
+};
 
 /// Store errors.
 #[derive(Debug, thiserror::Error)]

@@ -271,6 +271,14 @@ impl TenantStore for PgStore {
             .collect())
     }
 
+    fn tenant_id(&self, name: &str) -> Result<i64, Error> {
+        self.conn()?
+            .query_opt("SELECT id FROM tenants WHERE name = $1", &[&name])
+            .map_err(pg)?
+            .map(|r| r.get(0))
+            .ok_or_else(|| Error::NotFound(format!("tenant {name}")))
+    }
+
     fn revoke_key(&self, tenant: Option<&str>, id: &str) -> Result<(), Error> {
         let mut c = self.conn()?;
         let n = match tenant {

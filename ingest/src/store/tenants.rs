@@ -144,6 +144,129 @@ pub trait TenantStore: Send + Sync {
     /// # Errors
     /// [`Error::NotFound`]; the backend's [`Error`].
     fn revoke_key(&self, tenant: Option<&str>, id: &str) -> Result<(), Error>;
+    /// The id of an existing tenant.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown tenant; the backend's [`Error`].
+    fn tenant_id(&self, name: &str) -> Result<i64, Error>;
+}
+
+/// Answers of [`TenantStore::authenticate_key`] kept for `ttl`, so that the nodes of a
+/// cluster do not ask PostgreSQL on every request: a key revoked through this node stops
+/// at once, one revoked through another node within `ttl`. Only valid keys are kept (a
+/// key created on another node works at once), by their hash, at most
+/// [`KeyCache::CAPACITY`] of them.
+pub struct KeyCache<T> {
+    inner: T,
+    ttl: std::time::Duration,
+    cache: std::sync::Mutex<
+        std::collections::HashMap<String, (Principal, String, std::time::Instant)>,
+    >,
+}
+
+impl<T: TenantStore> KeyCache<T> {
+    /// Keys kept before the cache starts over.
+    pub const CAPACITY: usize = 10_000;
+
+    /// `inner` with its valid keys kept for `ttl`.
+    pub fn new(inner: T, ttl: std::time::Duration) -> Self {
+        KeyCache {
+            inner,
+            ttl,
+            cache: std::sync::Mutex::default(),
+        }
+    }
+
+    fn cache(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<String, (Principal, String, std::time::Instant)>,
+    > {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl<T: TenantStore> TenantStore for KeyCache<T> {
+    fn ensure_tenant(&self, name: &str) -> Result<i64, Error> {
+        self.inner.ensure_tenant(name)
+    }
+    fn create_scoped_key(&self, tenant: &str, scope: Scope, name: &str) -> Result<String, Error> {
+        self.inner.create_scoped_key(tenant, scope, name)
+    }
+    fn create_operator_key(&self, name: &str) -> Result<String, Error> {
+        self.inner.create_operator_key(name)
+    }
+    fn authenticate_key(&self, key: &str) -> Result<Option<Principal>, Error> {
+        let hash = hash_key(key);
+        if let Some((p, _, at)) = self.cache().get(&hash)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(Some(p.clone()));
+        }
+        let found = self.inner.authenticate_key(key)?;
+        let mut cache = self.cache();
+        match &found {
+            Some(p) => {
+                if cache.len() >= Self::CAPACITY {
+                    cache.clear();
+                }
+                cache.insert(
+                    hash,
+                    (
+                        p.clone(),
+                        key_id(key).to_string(),
+                        std::time::Instant::now(),
+                    ),
+                );
+            }
+            None => {
+                cache.remove(&hash);
+            }
+        }
+        Ok(found)
+    }
+    fn tenants(&self) -> Result<Vec<TenantInfo>, Error> {
+        self.inner.tenants()
+    }
+    fn keys(&self, tenant: Option<&str>) -> Result<Vec<KeyInfo>, Error> {
+        self.inner.keys(tenant)
+    }
+    fn revoke_key(&self, tenant: Option<&str>, id: &str) -> Result<(), Error> {
+        self.inner.revoke_key(tenant, id)?;
+        self.cache().retain(|_, (_, kid, _)| kid != id);
+        Ok(())
+    }
+    fn tenant_id(&self, name: &str) -> Result<i64, Error> {
+        self.inner.tenant_id(name)
+    }
+}
+
+impl<T: TenantStore + ?Sized> TenantStore for std::sync::Arc<T> {
+    fn ensure_tenant(&self, name: &str) -> Result<i64, Error> {
+        (**self).ensure_tenant(name)
+    }
+    fn create_scoped_key(&self, tenant: &str, scope: Scope, name: &str) -> Result<String, Error> {
+        (**self).create_scoped_key(tenant, scope, name)
+    }
+    fn create_operator_key(&self, name: &str) -> Result<String, Error> {
+        (**self).create_operator_key(name)
+    }
+    fn authenticate_key(&self, key: &str) -> Result<Option<Principal>, Error> {
+        (**self).authenticate_key(key)
+    }
+    fn tenants(&self) -> Result<Vec<TenantInfo>, Error> {
+        (**self).tenants()
+    }
+    fn keys(&self, tenant: Option<&str>) -> Result<Vec<KeyInfo>, Error> {
+        (**self).keys(tenant)
+    }
+    fn revoke_key(&self, tenant: Option<&str>, id: &str) -> Result<(), Error> {
+        (**self).revoke_key(tenant, id)
+    }
+    fn tenant_id(&self, name: &str) -> Result<i64, Error> {
+        (**self).tenant_id(name)
+    }
 }
 
 impl TenantStore for Store {
@@ -167,6 +290,9 @@ impl TenantStore for Store {
     }
     fn revoke_key(&self, tenant: Option<&str>, id: &str) -> Result<(), Error> {
         Store::revoke_key(self, tenant, id)
+    }
+    fn tenant_id(&self, name: &str) -> Result<i64, Error> {
+        Store::tenant_id(self, name)
     }
 }
 
