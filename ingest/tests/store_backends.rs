@@ -159,3 +159,168 @@ fn a_key_revoked_on_one_node_stops_on_the_others_within_the_cache_ttl() {
         "refused {after:?} after the revocation"
     );
 }
+
+/// A webhook receiver that counts each idempotency key it is sent.
+async fn counting_receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+) {
+    use axum::http::HeaderMap;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let s = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap| {
+            let s = s.clone();
+            async move {
+                let key = headers
+                    .get(foresight_notifier::webhook::IDEMPOTENCY_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                *s.lock().unwrap().entry(key).or_insert(0) += 1;
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), seen)
+}
+
+fn worker(
+    store: std::sync::Arc<PgStore>,
+    url: &str,
+) -> (foresight_notifier::DeliveryWorker<PgStore>, String) {
+    let config = foresight_notifier::NotifyConfig::from_yaml(&format!(
+        "route:\n  receiver: hook\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: {url}\n"
+    ))
+    .unwrap();
+    let tls = foresight_reporter::tls::client_config(None, None).unwrap();
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(tls.clone())
+        .build()
+        .unwrap();
+    let integrations = foresight_notifier::build_integrations(&config, &client, &tls).unwrap();
+    let receiver = integrations.keys().next().unwrap().clone();
+    (
+        foresight_notifier::DeliveryWorker::new(
+            store,
+            integrations,
+            foresight_notifier::outbox::RetryPolicy::default(),
+            std::sync::Arc::new(tokio::sync::Notify::new()),
+        ),
+        receiver,
+    )
+}
+
+/// Two notifier nodes on one PostgreSQL deliver every notification once: an entry one
+/// node has taken is skipped by the other; one taken by a node that died is sent after
+/// its lease by the other, with the same idempotency key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_notifier_nodes_send_each_notification_once() {
+    use foresight_notifier::OutboxStore;
+    use foresight_notifier::outbox::NewNotification;
+    use std::sync::Arc;
+    let server = tokio::task::spawn_blocking(|| Postgres::start().expect("PostgreSQL starts"))
+        .await
+        .unwrap();
+    let url = server.url();
+    let (a, b) = tokio::task::spawn_blocking(move || {
+        (
+            Arc::new(PgStore::connect(&url, 4).unwrap()),
+            Arc::new(PgStore::connect(&url, 4).unwrap()),
+        )
+    })
+    .await
+    .unwrap();
+    let (hook, seen) = counting_receiver().await;
+    let (worker_a, receiver) = worker(a.clone(), &hook);
+    let (worker_b, _) = worker(b.clone(), &hook);
+    let now = foresight_proto::now_ms();
+    let n = 200;
+    let store = a.clone();
+    let r = receiver.clone();
+    tokio::task::spawn_blocking(move || {
+        for i in 0..n {
+            let fresh = store
+                .enqueue(&NewNotification {
+                    tenant: "acme".into(),
+                    receiver: r.clone(),
+                    idempotency_key: format!("acme/key-{i}"),
+                    body: format!("{{\"i\":{i}}}").into_bytes(),
+                    created_at_ms: now,
+                })
+                .unwrap();
+            assert!(fresh);
+        }
+        // The same key again is not a second notification.
+        assert!(
+            !store
+                .enqueue(&NewNotification {
+                    tenant: "acme".into(),
+                    receiver: r.clone(),
+                    idempotency_key: "acme/key-0".into(),
+                    body: b"{}".to_vec(),
+                    created_at_ms: now,
+                })
+                .unwrap()
+        );
+    })
+    .await
+    .unwrap();
+    // Both nodes pass over the outbox at once until it is empty.
+    let pass = |w: foresight_notifier::DeliveryWorker<PgStore>| async move {
+        loop {
+            if w.deliver_due_at(foresight_proto::now_ms()).await.unwrap() == 0 {
+                return w;
+            }
+        }
+    };
+    let (worker_a, worker_b) = tokio::join!(pass(worker_a), pass(worker_b));
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), n, "every notification reached the receiver");
+        let twice: Vec<_> = seen.iter().filter(|(_, c)| **c != 1).collect();
+        assert!(twice.is_empty(), "sent more than once: {twice:?}");
+    }
+    let counts = tokio::task::spawn_blocking({
+        let b = b.clone();
+        move || b.outbox_counts().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(counts.get("delivered"), Some(&(n as i64)));
+
+    // A node takes an entry and dies before sending it: the other skips it while the
+    // lease holds, then sends it with its key.
+    let store = a.clone();
+    let r = receiver.clone();
+    let taken = tokio::task::spawn_blocking(move || {
+        store
+            .enqueue(&NewNotification {
+                tenant: "acme".into(),
+                receiver: r,
+                idempotency_key: "acme/orphan".into(),
+                body: b"{}".to_vec(),
+                created_at_ms: now,
+            })
+            .unwrap();
+        store.due(foresight_proto::now_ms(), 10).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(
+        worker_b
+            .deliver_due_at(foresight_proto::now_ms())
+            .await
+            .unwrap(),
+        0
+    );
+    let later = foresight_proto::now_ms() + pg::DELIVERY_LEASE_MS + 1;
+    assert_eq!(worker_b.deliver_due_at(later).await.unwrap(), 1);
+    assert_eq!(seen.lock().unwrap().get("acme/orphan"), Some(&1));
+    drop(worker_a);
+}

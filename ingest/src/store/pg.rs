@@ -4,22 +4,31 @@
 //!
 //! Migrations are numbered as SQLite's are, recorded in `foresight_schema`, and run
 //! under a transaction-scoped advisory lock, so that nodes starting together migrate
-//! once. So far: tenants and keys ([`TenantStore`]).
+//! once. So far: tenants and keys ([`TenantStore`]) and the notifier's state
+//! ([`OutboxStore`]: outbox entries claimed with `FOR UPDATE SKIP LOCKED` and a lease).
 
 use foresight_proto::now_ms;
 use postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
 use subtle::ConstantTimeEq;
 
+use foresight_notifier::StoreError;
+use foresight_notifier::group::LogEntry;
+use foresight_notifier::outbox::{NewNotification, OutboxStore, PendingNotification};
+use foresight_notifier::silence::Silence;
+use foresight_notifier::subscription::Subscription;
+
+use super::silences::with_matchers;
 use super::tenants::{TenantStore, key_id, new_key};
-use super::{Error, KeyInfo, Principal, Scope, TenantInfo, hash_key};
+use super::{Error, KeyInfo, Principal, Scope, TenantInfo, hash_key, join, split};
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
 /// Schema changes, each applied once in order; append only.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE tenants (
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE tenants (
         id BIGSERIAL PRIMARY KEY,
         name TEXT NOT NULL UNIQUE,
         created_at_ms BIGINT NOT NULL
@@ -42,7 +51,70 @@ const MIGRATIONS: &[(i32, &str)] = &[(
         revoked_at_ms BIGINT
     );
     CREATE INDEX operator_keys_prefix ON operator_keys (prefix);",
-)];
+    ),
+    (
+        2,
+        // The notifier's state. `claimed_until_ms` is a delivery lease: a node that takes
+        // an entry holds it that long, so that two nodes never send it at once, and one
+        // that dies mid-send leaves it to another after the lease (same idempotency key).
+        "CREATE TABLE outbox (
+        id BIGSERIAL PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        receiver TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        body BYTEA NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at_ms BIGINT NOT NULL,
+        claimed_until_ms BIGINT NOT NULL DEFAULT 0,
+        last_error TEXT,
+        created_at_ms BIGINT NOT NULL,
+        delivered_at_ms BIGINT
+    );
+    CREATE INDEX outbox_due ON outbox (status, next_attempt_at_ms);
+    CREATE TABLE notification_log (
+        tenant TEXT NOT NULL,
+        group_key TEXT NOT NULL,
+        integration TEXT NOT NULL,
+        firing TEXT NOT NULL,
+        resolved TEXT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        PRIMARY KEY (tenant, group_key, integration)
+    );
+    CREATE TABLE silences (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        matchers TEXT NOT NULL,
+        starts_at_ms BIGINT NOT NULL,
+        ends_at_ms BIGINT NOT NULL,
+        created_by TEXT NOT NULL,
+        comment TEXT NOT NULL,
+        updated_at_ms BIGINT NOT NULL
+    );
+    CREATE INDEX silences_tenant ON silences (tenant, ends_at_ms);
+    CREATE TABLE subscriptions (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        url TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        filters TEXT NOT NULL,
+        failing_since_ms BIGINT,
+        disabled_reason TEXT,
+        created_at_ms BIGINT NOT NULL
+    );
+    CREATE INDEX subscriptions_tenant ON subscriptions (tenant);
+    CREATE TABLE slack_threads (
+        tenant TEXT NOT NULL,
+        integration TEXT NOT NULL,
+        group_key TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        PRIMARY KEY (tenant, integration, group_key)
+    );",
+    ),
+];
+
+/// How long a node holds an outbox entry it took: longer than any send may take.
+pub const DELIVERY_LEASE_MS: i64 = 60_000;
 
 /// Any number, the same on every node: the key of the migration lock.
 const MIGRATION_LOCK: i64 = 0x666f_7265_7369_6768;
@@ -56,7 +128,20 @@ fn pg(e: postgres::Error) -> Error {
 
 /// Shared state in PostgreSQL.
 pub struct PgStore {
-    pool: Pool,
+    /// Always `Some` but in `drop`, which hands it to a thread of its own.
+    pool: Option<Pool>,
+}
+
+impl Drop for PgStore {
+    /// The synchronous client closes its connections by blocking on a runtime of its
+    /// own, which panics on a tokio thread: the last handle may well be dropped on one.
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            let _ = std::thread::Builder::new()
+                .name("pg-close".into())
+                .spawn(move || drop(pool));
+        }
+    }
 }
 
 impl PgStore {
@@ -76,13 +161,15 @@ impl PgStore {
             .connection_timeout(std::time::Duration::from_secs(3))
             .build(manager)
             .map_err(|e| Error::Postgres(e.to_string()))?;
-        let store = PgStore { pool };
+        let store = PgStore { pool: Some(pool) };
         store.migrate()?;
         Ok(store)
     }
 
     fn conn(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, Error> {
         self.pool
+            .as_ref()
+            .ok_or_else(|| Error::Postgres("the store is closing".into()))?
             .get()
             .map_err(|e| Error::Postgres(format!("no connection to PostgreSQL: {e}")))
     }
@@ -300,6 +387,349 @@ impl TenantStore for PgStore {
         if n == 0 {
             return Err(Error::NotFound(format!("key {id}")));
         }
+        Ok(())
+    }
+}
+
+fn store_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(format!("PostgreSQL: {e}"))
+}
+
+fn subscription_from_row(r: &postgres::Row) -> Subscription {
+    let filters: String = r.get(4);
+    let f: serde_json::Value = serde_json::from_str(&filters).unwrap_or_default();
+    let list = |k: &str| -> Vec<String> {
+        f[k].as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Subscription {
+        id: r.get(0),
+        tenant: r.get(1),
+        url: r.get(2),
+        secret: r.get(3),
+        categories: list("category"),
+        severities: list("severity"),
+        clusters: list("cluster"),
+        failing_since_ms: r.get(5),
+        disabled_reason: r.get(6),
+        created_at_ms: r.get(7),
+    }
+}
+
+const SUBSCRIPTION_COLUMNS: &str =
+    "id, tenant, url, secret, filters, failing_since_ms, disabled_reason, created_at_ms";
+
+impl PgStore {
+    fn outbox_conn(
+        &self,
+    ) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, StoreError> {
+        self.conn().map_err(store_err)
+    }
+
+    /// Stores a new subscription (its id and secret already generated).
+    ///
+    /// # Errors
+    /// [`Error::Postgres`].
+    pub fn create_subscription(&self, s: &Subscription) -> Result<(), Error> {
+        let filters = serde_json::json!({
+            "category": s.categories, "severity": s.severities, "cluster": s.clusters,
+        });
+        self.conn()?
+            .execute(
+                "INSERT INTO subscriptions (id, tenant, url, secret, filters, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&s.id, &s.tenant, &s.url, &s.secret, &filters.to_string(), &s.created_at_ms],
+            )
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    /// Outbox entries by status, all tenants.
+    ///
+    /// # Errors
+    /// [`Error::Postgres`].
+    pub fn outbox_counts(&self) -> Result<std::collections::HashMap<String, i64>, Error> {
+        Ok(self
+            .conn()?
+            .query("SELECT status, count(*) FROM outbox GROUP BY status", &[])
+            .map_err(pg)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+}
+
+impl OutboxStore for PgStore {
+    fn enqueue(&self, n: &NewNotification) -> Result<bool, StoreError> {
+        let changed = self
+            .outbox_conn()?
+            .execute(
+                "INSERT INTO outbox (tenant, receiver, idempotency_key, body, next_attempt_at_ms, created_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (idempotency_key) DO NOTHING",
+                &[&n.tenant, &n.receiver, &n.idempotency_key, &n.body, &n.created_at_ms],
+            )
+            .map_err(store_err)?;
+        Ok(changed == 1)
+    }
+
+    /// Claims the due entries for this node: rows another node holds (locked now, or
+    /// leased and not yet expired) are skipped.
+    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<PendingNotification>, StoreError> {
+        let rows = self
+            .outbox_conn()?
+            .query(
+                "UPDATE outbox SET claimed_until_ms = $1 + $3
+                 WHERE id IN (
+                     SELECT id FROM outbox
+                     WHERE status = 'pending' AND next_attempt_at_ms <= $1 AND claimed_until_ms <= $1
+                     ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
+                 RETURNING id, tenant, receiver, idempotency_key, body, created_at_ms, attempts",
+                &[&now_ms, &(limit as i64), &DELIVERY_LEASE_MS],
+            )
+            .map_err(store_err)?;
+        let mut out: Vec<PendingNotification> = rows
+            .iter()
+            .map(|r| PendingNotification {
+                id: r.get(0),
+                notification: NewNotification {
+                    tenant: r.get(1),
+                    receiver: r.get(2),
+                    idempotency_key: r.get(3),
+                    body: r.get(4),
+                    created_at_ms: r.get(5),
+                },
+                attempts: r.get::<_, i32>(6).max(0) as u32,
+            })
+            .collect();
+        out.sort_by_key(|p| p.id);
+        Ok(out)
+    }
+
+    fn mark_delivered(&self, id: i64, now_ms: i64) -> Result<(), StoreError> {
+        self.outbox_conn()?
+            .execute(
+                "UPDATE outbox SET status = 'delivered', attempts = attempts + 1, delivered_at_ms = $2,
+                     last_error = NULL, claimed_until_ms = 0 WHERE id = $1",
+                &[&id, &now_ms],
+            )
+            .map_err(store_err)?;
+        Ok(())
+    }
+
+    fn mark_failed(
+        &self,
+        id: i64,
+        error: &str,
+        next_attempt_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let mut c = self.outbox_conn()?;
+        match next_attempt_ms {
+            Some(next) => c.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at_ms = $3,
+                     claimed_until_ms = 0 WHERE id = $1",
+                &[&id, &error, &next],
+            ),
+            None => c.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $2, status = 'dead',
+                     claimed_until_ms = 0 WHERE id = $1",
+                &[&id, &error],
+            ),
+        }
+        .map_err(store_err)?;
+        Ok(())
+    }
+
+    fn subscriptions(&self, tenant: &str) -> Result<Vec<Subscription>, StoreError> {
+        Ok(self
+            .outbox_conn()?
+            .query(
+                &format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE tenant = $1 ORDER BY created_at_ms"),
+                &[&tenant],
+            )
+            .map_err(store_err)?
+            .iter()
+            .map(subscription_from_row)
+            .collect())
+    }
+
+    fn subscription(&self, tenant: &str, id: &str) -> Result<Option<Subscription>, StoreError> {
+        Ok(self
+            .outbox_conn()?
+            .query_opt(
+                &format!(
+                    "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE tenant = $1 AND id = $2"
+                ),
+                &[&tenant, &id],
+            )
+            .map_err(store_err)?
+            .as_ref()
+            .map(subscription_from_row))
+    }
+
+    fn subscription_result(
+        &self,
+        tenant: &str,
+        id: &str,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut c = self.outbox_conn()?;
+        match error {
+            None => c.execute(
+                "UPDATE subscriptions SET failing_since_ms = NULL WHERE id = $1 AND tenant = $2",
+                &[&id, &tenant],
+            ),
+            Some(e) => c.execute(
+                "UPDATE subscriptions SET
+                   failing_since_ms = COALESCE(failing_since_ms, $3),
+                   disabled_reason = CASE WHEN COALESCE(failing_since_ms, $3) <= $3 - $4
+                       THEN 'failing for a day; last error: ' || $5 ELSE disabled_reason END
+                 WHERE id = $1 AND tenant = $2",
+                &[
+                    &id,
+                    &tenant,
+                    &now_ms,
+                    &foresight_notifier::subscription::DISABLE_AFTER_MS,
+                    &e,
+                ],
+            ),
+        }
+        .map_err(store_err)?;
+        Ok(())
+    }
+
+    fn postpone(&self, id: i64, next_attempt_ms: i64) -> Result<(), StoreError> {
+        self.outbox_conn()?
+            .execute(
+                "UPDATE outbox SET next_attempt_at_ms = $2, claimed_until_ms = 0 WHERE id = $1",
+                &[&id, &next_attempt_ms],
+            )
+            .map_err(store_err)?;
+        Ok(())
+    }
+
+    fn enqueue_notified(
+        &self,
+        n: &NewNotification,
+        group_key: &str,
+        log: &LogEntry,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.outbox_conn()?;
+        let mut tx = c.transaction().map_err(store_err)?;
+        let changed = tx
+            .execute(
+                "INSERT INTO outbox (tenant, receiver, idempotency_key, body, next_attempt_at_ms, created_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (idempotency_key) DO NOTHING",
+                &[&n.tenant, &n.receiver, &n.idempotency_key, &n.body, &n.created_at_ms],
+            )
+            .map_err(store_err)?;
+        tx.execute(
+            "INSERT INTO notification_log (tenant, group_key, integration, firing, resolved, at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (tenant, group_key, integration) DO UPDATE SET firing = $4, resolved = $5, at_ms = $6",
+            &[
+                &n.tenant,
+                &group_key,
+                &n.receiver,
+                &join(&log.firing),
+                &join(&log.resolved),
+                &log.at_ms,
+            ],
+        )
+        .map_err(store_err)?;
+        tx.commit().map_err(store_err)?;
+        Ok(changed == 1)
+    }
+
+    fn notification_log(
+        &self,
+        tenant: &str,
+    ) -> Result<Vec<(String, String, LogEntry)>, StoreError> {
+        Ok(self
+            .outbox_conn()?
+            .query(
+                "SELECT group_key, integration, firing, resolved, at_ms FROM notification_log WHERE tenant = $1",
+                &[&tenant],
+            )
+            .map_err(store_err)?
+            .iter()
+            .map(|r| {
+                let firing: String = r.get(2);
+                let resolved: String = r.get(3);
+                (
+                    r.get(0),
+                    r.get(1),
+                    LogEntry {
+                        firing: split(&firing),
+                        resolved: split(&resolved),
+                        at_ms: r.get(4),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    fn silences(&self, tenant: &str) -> Result<Vec<Silence>, StoreError> {
+        Ok(self
+            .outbox_conn()?
+            .query(
+                "SELECT id, matchers, starts_at_ms, ends_at_ms, created_by, comment, updated_at_ms
+                 FROM silences WHERE tenant = $1 AND ends_at_ms > $2",
+                &[&tenant, &now_ms()],
+            )
+            .map_err(store_err)?
+            .iter()
+            .map(|r| {
+                with_matchers((
+                    Silence {
+                        id: r.get(0),
+                        matchers: Vec::new(),
+                        starts_at_ms: r.get(2),
+                        ends_at_ms: r.get(3),
+                        created_by: r.get(4),
+                        comment: r.get(5),
+                        updated_at_ms: r.get(6),
+                    },
+                    r.get(1),
+                ))
+            })
+            .collect())
+    }
+
+    fn thread(
+        &self,
+        tenant: &str,
+        integration: &str,
+        group_key: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .outbox_conn()?
+            .query_opt(
+                "SELECT ts FROM slack_threads WHERE tenant = $1 AND integration = $2 AND group_key = $3",
+                &[&tenant, &integration, &group_key],
+            )
+            .map_err(store_err)?
+            .map(|r| r.get(0)))
+    }
+
+    fn set_thread(
+        &self,
+        tenant: &str,
+        integration: &str,
+        group_key: &str,
+        ts: &str,
+    ) -> Result<(), StoreError> {
+        self.outbox_conn()?
+            .execute(
+                "INSERT INTO slack_threads (tenant, integration, group_key, ts) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (tenant, integration, group_key) DO UPDATE SET ts = $4",
+                &[&tenant, &integration, &group_key, &ts],
+            )
+            .map_err(store_err)?;
         Ok(())
     }
 }
