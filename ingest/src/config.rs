@@ -65,6 +65,9 @@ pub struct ServeConfig {
     pub shutdown_timeout: String,
     /// The web console served at `/`.
     pub console: ConsoleConfig,
+    /// Cluster mode: several nodes on Kafka and PostgreSQL (see
+    /// [`crate::cluster::config::ClusterConfig`]); without it, one process on SQLite.
+    pub cluster: Option<crate::cluster::config::ClusterConfig>,
 }
 
 /// The web console.
@@ -199,6 +202,7 @@ impl Default for ServeConfig {
             history_retention: "90d".into(),
             shutdown_timeout: "15s".into(),
             console: ConsoleConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -401,6 +405,9 @@ impl ServeConfig {
         }
         if self.limits.queue_capacity == 0 {
             p.push("limits.queue_capacity: must be at least 1".into());
+        }
+        if let Some(cluster) = &self.cluster {
+            p.extend(cluster.problems());
         }
         if p.is_empty() { Ok(()) } else { Err(p) }
     }

@@ -19,6 +19,9 @@ pub enum Error {
     /// A rule file failed to load.
     #[error(transparent)]
     Rules(#[from] foresight_rules::Error),
+    /// Cluster mode's Kafka clients failed.
+    #[error(transparent)]
+    Bus(#[from] crate::cluster::bus::BusError),
     /// A socket or file operation failed.
     #[error("{0}")]
     Io(String),

@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod context;
@@ -129,18 +130,33 @@ impl Server {
         let notify = config.notify_config().map_err(|e| Error::Config(vec![e]))?;
         let receivers = foresight_notifier::build_integrations(&notify, &client, &tls)
             .map_err(Error::Config)?;
-        let mut worker = DeliveryWorker::new(
-            store.clone(),
-            receivers,
-            RetryPolicy::default(),
-            wake.clone(),
-        )
-        .with_rate_limits(&notify)
-        .with_client(client.clone());
-        if let Some(hook) = on_delivered {
-            worker = worker.on_delivered(move |p| hook(p));
-        }
-        let worker = tokio::spawn(worker.run(worker_cancel.clone()));
+        let cluster = match &config.cluster {
+            Some(c) => Some(cluster::Node::connect(c, &config.listen).await?),
+            None => None,
+        };
+        let worker = match &cluster {
+            Some(node) if !node.config.runs(cluster::config::Role::Notifier) => {
+                tokio::spawn(async {})
+            }
+            Some(node) => spawn_worker(
+                node.pg.clone(),
+                receivers,
+                &notify,
+                &wake,
+                &client,
+                on_delivered,
+                &worker_cancel,
+            ),
+            None => spawn_worker(
+                store.clone(),
+                receivers,
+                &notify,
+                &wake,
+                &client,
+                on_delivered,
+                &worker_cancel,
+            ),
+        };
 
         let (tx, rx) = mpsc::channel(config.limits.queue_capacity);
         let (queries, queries_rx) = mpsc::channel(QUERY_QUEUE);
@@ -164,27 +180,60 @@ impl Server {
         } else {
             notify.original.as_str().into()
         };
-        let dispatcher = Dispatcher::new(store.clone(), notify, config.external_url.clone());
         let alerts_view = evaluator::views::AlertsView::default();
         let clusters = evaluator::views::ClustersView::default();
         let rule_groups = Arc::new(groups.clone());
-        let mut pipeline = evaluator::Pipeline::new(
-            groups,
-            config.external_labels.clone(),
-            dispatcher,
-            store.clone(),
-            wake,
-            config.evaluation_interval(),
-        )
-        .with_view(alerts_view.clone())
-        .with_clusters(clusters.clone())
-        .with_retention(config.retentions());
-        // Alert states and series windows come back before the first request.
-        let pipeline =
-            tokio::task::spawn_blocking(move || pipeline.restore(now_ms()).map(|_| pipeline))
+        let mut stages = Vec::new();
+        let pipeline = match &cluster {
+            Some(node) => {
+                let pipeline = evaluator::Pipeline::new(
+                    groups,
+                    config.external_labels.clone(),
+                    Dispatcher::new(node.pg.clone(), notify, config.external_url.clone()),
+                    node.pg.clone(),
+                    wake,
+                    config.evaluation_interval(),
+                )
+                .with_view(alerts_view.clone())
+                .with_clusters(clusters.clone())
+                .with_retention(config.retentions())
+                .partitioned();
+                if node.config.runs(cluster::config::Role::Evaluator) {
+                    let cancel = CancellationToken::new();
+                    let consumer = cluster::bus::spawn_evaluator(
+                        &node.config,
+                        node.partitions,
+                        pipeline.series_retention_ms(),
+                        tx.clone(),
+                        node.owned.clone(),
+                        cancel.clone(),
+                    )
+                    .map_err(|e| Error::Io(e.to_string()))?;
+                    stages.push((cancel, consumer));
+                }
+                tokio::spawn(pipeline.run(rx, queries_rx, pipeline_cancel.clone()))
+            }
+            None => {
+                let mut pipeline = evaluator::Pipeline::new(
+                    groups,
+                    config.external_labels.clone(),
+                    Dispatcher::new(store.clone(), notify, config.external_url.clone()),
+                    store.clone(),
+                    wake,
+                    config.evaluation_interval(),
+                )
+                .with_view(alerts_view.clone())
+                .with_clusters(clusters.clone())
+                .with_retention(config.retentions());
+                // Alert states and series windows come back before the first request.
+                let pipeline = tokio::task::spawn_blocking(move || {
+                    pipeline.restore(now_ms()).map(|_| pipeline)
+                })
                 .await
                 .map_err(|e| Error::Io(e.to_string()))??;
-        let pipeline = tokio::spawn(pipeline.run(rx, queries_rx, pipeline_cancel.clone()));
+                tokio::spawn(pipeline.run(rx, queries_rx, pipeline_cancel.clone()))
+            }
+        };
 
         let console_routes = if console.enabled {
             console::routes()
@@ -194,7 +243,18 @@ impl Server {
         let app = api::router(
             api::state::AppState {
                 store: store.clone(),
-                tenants: store.clone(),
+                tenants: match &cluster {
+                    Some(node) => Arc::new(store::KeyCache::new(
+                        node.pg.clone(),
+                        cluster::KEY_CACHE_TTL,
+                    )),
+                    None => store.clone(),
+                },
+                silences: match &cluster {
+                    Some(node) => node.pg.clone(),
+                    None => store.clone(),
+                },
+                bus: cluster.as_ref().and_then(|n| n.bus.clone()),
                 tx,
                 queries,
                 limits: config.limits.clone(),
@@ -215,16 +275,23 @@ impl Server {
         );
         let acceptor = tokio_rustls::TlsAcceptor::from(identity.config.clone());
         let http = tokio::spawn(serve_tls(listener, acceptor, app, http_cancel.clone()));
+        let mut heartbeat = Vec::new();
+        if let Some(node) = &cluster {
+            let cancel = CancellationToken::new();
+            heartbeat.push((cancel.clone(), node.heartbeat(addr, cancel)));
+        }
+        // The listener stops first; then the evaluator's consumer leaves its group, so
+        // its partitions move on while the pipeline saves its states.
+        stages.insert(0, (http_cancel, http));
+        stages.push((pipeline_cancel, pipeline));
+        stages.push((worker_cancel, worker));
+        stages.extend(heartbeat);
         Ok(Server {
             addr,
             fingerprint: identity.fingerprint,
             generated_certificate: identity.generated,
             store,
-            stages: vec![
-                (http_cancel, http),
-                (pipeline_cancel, pipeline),
-                (worker_cancel, worker),
-            ],
+            stages,
             shutdown_timeout: config.shutdown_timeout(),
         })
     }
@@ -254,6 +321,25 @@ impl Server {
         let deadline = self.shutdown_timeout;
         self.shutdown(deadline).await;
     }
+}
+
+/// Starts the delivery worker over `store`'s outbox.
+fn spawn_worker<S: foresight_notifier::outbox::OutboxStore + Send + Sync + 'static>(
+    store: Arc<S>,
+    receivers: std::collections::HashMap<String, foresight_notifier::Integration>,
+    notify: &foresight_notifier::config::NotifyConfig,
+    wake: &Arc<Notify>,
+    client: &reqwest::Client,
+    on_delivered: Option<DeliveredHook>,
+    cancel: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let mut worker = DeliveryWorker::new(store, receivers, RetryPolicy::default(), wake.clone())
+        .with_rate_limits(notify)
+        .with_client(client.clone());
+    if let Some(hook) = on_delivered {
+        worker = worker.on_delivered(move |p| hook(p));
+    }
+    tokio::spawn(worker.run(cancel.clone()))
 }
 
 async fn serve_tls(

@@ -1,6 +1,7 @@
 //! `foresight`: the Foresight ingest service and its command line.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -100,6 +101,12 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Cluster mode: the nodes of the service (from PostgreSQL), their roles, whether
+    /// each is up, and the telemetry partitions each evaluator owns.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Ask a running service about its clusters.
     Clusters {
         #[command(subcommand)]
@@ -115,6 +122,17 @@ enum Command {
         /// With --once: seconds to wait for a notification.
         #[arg(long, default_value_t = 120)]
         timeout: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// Print every node with its roles, address, state (up when seen within the last
+    /// 6 s) and owned partitions; exit 1 when a telemetry partition has no evaluator.
+    Status {
+        /// Configuration file with the `cluster:` section.
+        #[arg(long, short, env = "FORESIGHT_CONFIG")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -331,42 +349,33 @@ async fn main() -> anyhow::Result<()> {
             config,
             data_dir,
         } => {
-            let store = open_store(config.as_ref(), data_dir)?;
-            keys_command(&store, command)?;
+            let cfg = load_config(config.as_ref(), data_dir)?;
+            tokio::task::spawn_blocking(move || keys_command(&*open_shared(&cfg)?.0, command))
+                .await??;
         }
         Command::Tenants {
             command,
             config,
             data_dir,
         } => {
-            let store = open_store(config.as_ref(), data_dir)?;
-            match command {
-                TenantsCommand::Create { name } => {
-                    foresight_ingest::store::valid_tenant_name(&name)
-                        .map_err(anyhow::Error::msg)?;
-                    store.ensure_tenant(&name)?;
-                    println!("{name}");
-                }
-                TenantsCommand::List => {
-                    println!("TENANT\tACTIVE KEYS\tCREATED");
-                    for t in store.tenants()? {
-                        println!(
-                            "{}\t{}\t{}",
-                            t.name,
-                            t.active_keys,
-                            foresight_notifier::payload::rfc3339_ms(t.created_at_ms)
-                        );
-                    }
-                }
-            }
+            let cfg = load_config(config.as_ref(), data_dir)?;
+            tokio::task::spawn_blocking(move || tenants_command(&*open_shared(&cfg)?.0, command))
+                .await??;
         }
         Command::Silences {
             command,
             config,
             data_dir,
         } => {
-            let store = open_store(config.as_ref(), data_dir)?;
-            silences_command(&store, command)?;
+            let cfg = load_config(config.as_ref(), data_dir)?;
+            tokio::task::spawn_blocking(move || silences_command(&*open_shared(&cfg)?.1, command))
+                .await??;
+        }
+        Command::Cluster {
+            command: ClusterCommand::Status { config },
+        } => {
+            let cfg = load_config(config.as_ref(), None)?;
+            tokio::task::spawn_blocking(move || cluster_status(&cfg)).await??;
         }
         Command::CheckConfig { config } => {
             check_config(config.as_ref())?;
@@ -467,6 +476,105 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+fn tenants_command(
+    store: &dyn foresight_ingest::store::TenantStore,
+    command: TenantsCommand,
+) -> anyhow::Result<()> {
+    match command {
+        TenantsCommand::Create { name } => {
+            foresight_ingest::store::valid_tenant_name(&name).map_err(anyhow::Error::msg)?;
+            store.ensure_tenant(&name)?;
+            println!("{name}");
+        }
+        TenantsCommand::List => {
+            println!("TENANT\tACTIVE KEYS\tCREATED");
+            for t in store.tenants()? {
+                println!(
+                    "{}\t{}\t{}",
+                    t.name,
+                    t.active_keys,
+                    foresight_notifier::payload::rfc3339_ms(t.created_at_ms)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The tenants, keys and silences `cfg` names: PostgreSQL in cluster mode, the data
+/// dir's SQLite file otherwise. Blocking.
+type Shared = (
+    Arc<dyn foresight_ingest::store::TenantStore>,
+    Arc<dyn foresight_ingest::store::SilenceStore>,
+);
+
+fn open_shared(cfg: &ServeConfig) -> anyhow::Result<Shared> {
+    if let Some(c) = &cfg.cluster {
+        let pg = Arc::new(
+            foresight_ingest::store::pg::PgStore::connect(&c.postgres.url, 2)
+                .context("connecting to cluster.postgres.url")?,
+        );
+        return Ok((pg.clone(), pg));
+    }
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
+    let store = Arc::new(Store::open(&cfg.data_dir)?);
+    Ok((store.clone(), store))
+}
+
+fn cluster_status(cfg: &ServeConfig) -> anyhow::Result<()> {
+    let Some(c) = &cfg.cluster else {
+        anyhow::bail!("the configuration has no cluster: section; this is one node on SQLite");
+    };
+    let pg = foresight_ingest::store::pg::PgStore::connect(&c.postgres.url, 1)
+        .context("connecting to cluster.postgres.url")?;
+    let nodes = pg.nodes()?;
+    let now = foresight_proto::now_ms();
+    println!("NODE\tSTATE\tROLES\tADDRESS\tPARTITIONS\tSEEN");
+    let mut owned = std::collections::BTreeSet::new();
+    let mut evaluators = 0;
+    for n in &nodes {
+        let up = foresight_ingest::cluster::nodes::is_up(n.seen_at_ms, now);
+        if up {
+            owned.extend(n.partitions.iter().copied());
+            evaluators += usize::from(n.roles.iter().any(|r| r == "evaluator"));
+        }
+        let parts: Vec<String> = n.partitions.iter().map(ToString::to_string).collect();
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            n.node_id,
+            if up { "up" } else { "down" },
+            n.roles.join(","),
+            n.address,
+            if parts.is_empty() {
+                "-".into()
+            } else {
+                parts.join(",")
+            },
+            foresight_notifier::payload::rfc3339_ms(n.seen_at_ms)
+        );
+    }
+    let partitions = c.topics.telemetry_partitions;
+    let orphans: Vec<String> = (0..partitions)
+        .filter(|p| !owned.contains(p))
+        .map(|p| p.to_string())
+        .collect();
+    println!(
+        "{} nodes up of {}; {evaluators} evaluators; {} of {partitions} telemetry partitions owned",
+        nodes
+            .iter()
+            .filter(|n| foresight_ingest::cluster::nodes::is_up(n.seen_at_ms, now))
+            .count(),
+        nodes.len(),
+        partitions as usize - orphans.len(),
+    );
+    if !orphans.is_empty() {
+        println!("partitions without an evaluator: {}", orphans.join(","));
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 fn check_config(path: Option<&PathBuf>) -> anyhow::Result<()> {
     let name = path.map_or_else(|| "(defaults)".into(), |p| p.display().to_string());
     let cfg = match load_config(path, None) {
@@ -509,17 +617,38 @@ fn check_config(path: Option<&PathBuf>) -> anyhow::Result<()> {
         cfg.data_dir.display(),
         groups.len()
     );
+    if let Some(c) = &cfg.cluster {
+        // The config is checked, not the servers: check-config runs where they may
+        // not be reachable (a CI job, a laptop).
+        println!(
+            "{name}: cluster mode: node {}, roles {}, Kafka {}, topic {} ({} partitions), PostgreSQL {}",
+            c.node_id(&cfg.listen),
+            c.role_names().join(","),
+            c.kafka.bootstrap_servers,
+            c.topics.telemetry,
+            c.topics.telemetry_partitions,
+            redact_url(&c.postgres.url),
+        );
+    }
     Ok(())
 }
 
-fn open_store(config: Option<&PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<Store> {
-    let cfg = load_config(config, data_dir)?;
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
-    Ok(Store::open(&cfg.data_dir)?)
+/// `url` without its password.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "(not a URL)".into(),
+    }
 }
 
-fn keys_command(store: &Store, command: KeysCommand) -> anyhow::Result<()> {
+fn keys_command(
+    store: &dyn foresight_ingest::store::TenantStore,
+    command: KeysCommand,
+) -> anyhow::Result<()> {
     use foresight_ingest::store::Scope;
     match command {
         KeysCommand::Create {
@@ -577,7 +706,10 @@ fn keys_command(store: &Store, command: KeysCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn silences_command(store: &Store, command: SilencesCommand) -> anyhow::Result<()> {
+fn silences_command(
+    store: &dyn foresight_ingest::store::SilenceStore,
+    command: SilencesCommand,
+) -> anyhow::Result<()> {
     use foresight_notifier::matchers::parse_matchers;
     use foresight_notifier::silence::Silence;
     let now = foresight_proto::now_ms();

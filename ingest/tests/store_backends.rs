@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use foresight_ingest::store::pg::{self, PgStore};
-use foresight_ingest::store::{Error, Principal, Scope, Store, TenantStore, key_id};
+use foresight_ingest::store::{Error, Principal, Scope, SilenceStore, Store, TenantStore, key_id};
 use foresight_testkit::postgres::Postgres;
 
 /// Tenants and scoped keys: what `keys_carry_their_scope_and_revoke_per_tenant` checks
@@ -70,10 +70,81 @@ fn tenants_and_keys(store: &dyn TenantStore) {
     ));
 }
 
+/// Silences: created, replaced by id, listed newest first, expired; another tenant's
+/// are neither listed nor changed.
+fn silences(store: &dyn SilenceStore) {
+    use foresight_notifier::matchers::Matcher;
+    use foresight_notifier::silence::Silence;
+    let now = foresight_proto::now_ms();
+    let silence = |id: &str, alert: &str| Silence {
+        id: id.into(),
+        matchers: vec![
+            Matcher::equal("alertname", alert),
+            Matcher::regex("cluster", "prod-.*", false).unwrap(),
+        ],
+        starts_at_ms: now,
+        ends_at_ms: now + 3_600_000,
+        created_by: "ops".into(),
+        comment: "maintenance".into(),
+        updated_at_ms: 0,
+    };
+    let first = store
+        .put_silence("acme", &silence("", "KafkaBrokerDown"))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    let second = store.put_silence("acme", &silence("", "KafkaLag")).unwrap();
+    assert_ne!(first, second);
+    let other = store.put_silence("globex", &silence("", "X")).unwrap();
+    let listed = store.list_silences("acme").unwrap();
+    let ids: Vec<&str> = listed.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, vec![second.as_str(), first.as_str()]);
+    assert_eq!(listed[1].matchers, silence("", "KafkaBrokerDown").matchers);
+    // Replacing by id keeps the id; another tenant's id is not found.
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(
+        store
+            .put_silence("acme", &silence(&first, "KafkaBrokerGone"))
+            .unwrap(),
+        first
+    );
+    assert!(matches!(
+        store.put_silence("acme", &silence(&other, "X")),
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        store.expire_silence("acme", &other),
+        Err(Error::NotFound(_))
+    ));
+    let listed = store.list_silences("acme").unwrap();
+    assert_eq!(listed[0].id, first);
+    assert_eq!(
+        listed[0].matchers[0],
+        Matcher::equal("alertname", "KafkaBrokerGone")
+    );
+    store.expire_silence("acme", &first).unwrap();
+    let expired = store
+        .list_silences("acme")
+        .unwrap()
+        .into_iter()
+        .find(|s| s.id == first)
+        .unwrap();
+    assert!(expired.ends_at_ms <= foresight_proto::now_ms());
+    assert_eq!(expired.state(foresight_proto::now_ms()), "expired");
+    assert_eq!(store.list_silences("globex").unwrap().len(), 1);
+}
+
 #[test]
 fn tenants_and_keys_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     tenants_and_keys(&Store::open(dir.path()).unwrap());
+}
+
+#[test]
+fn silences_on_sqlite_and_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    silences(&Store::open(dir.path()).unwrap());
+    let server = Postgres::start().expect("PostgreSQL starts");
+    silences(&PgStore::connect(&server.url(), 2).unwrap());
 }
 
 #[test]

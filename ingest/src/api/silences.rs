@@ -126,7 +126,7 @@ async fn post(
     let p: PostableSilence =
         serde_json::from_slice(&body).map_err(|e| bad(format!("not a silence: {e}")))?;
     let silence = to_silence(p)?;
-    let store = state.store.clone();
+    let store = state.silences.clone();
     let id = blocking(move || store.put_silence(&tenant, &silence)).await?;
     Ok(Json(json!({"silenceID": id})))
 }
@@ -136,7 +136,7 @@ async fn list(
     Tenant { name: tenant, .. }: Tenant<Read>,
     State(state): State<AppState>,
 ) -> Result<Json<Vec<GettableSilence>>, ApiError> {
-    let store = state.store.clone();
+    let store = state.silences.clone();
     let all = blocking(move || store.list_silences(&tenant)).await?;
     let now = now_ms();
     Ok(Json(all.iter().map(|s| gettable(s, now)).collect()))
@@ -148,7 +148,7 @@ async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<GettableSilence>, ApiError> {
-    let store = state.store.clone();
+    let store = state.silences.clone();
     let all = blocking(move || store.list_silences(&tenant)).await?;
     all.iter()
         .find(|s| s.id == id)
@@ -162,7 +162,7 @@ async fn expire(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let store = state.store.clone();
+    let store = state.silences.clone();
     blocking(move || store.expire_silence(&tenant, &id)).await?;
     Ok(StatusCode::OK)
 }

@@ -19,6 +19,10 @@ pub struct AppState {
     /// Tenants and keys: the store itself on one node, PostgreSQL behind a
     /// [`crate::store::KeyCache`] in cluster mode.
     pub tenants: Arc<dyn crate::store::TenantStore>,
+    /// Silences: the store itself on one node, PostgreSQL in cluster mode.
+    pub silences: Arc<dyn crate::store::SilenceStore>,
+    /// Cluster mode: accepted batches go to the telemetry topic rather than the store.
+    pub bus: Option<Arc<crate::cluster::bus::TelemetryBus>>,
     /// Towards the evaluator: batches and posted alerts.
     pub tx: mpsc::Sender<Input>,
     /// Towards the evaluator: reads of the series, on their own queue (see

@@ -184,7 +184,7 @@ async fn tenant_silences(
     state: &AppState,
     tenant: &str,
 ) -> Result<Vec<foresight_notifier::silence::Silence>, ConsoleError> {
-    let (store, t) = (state.store.clone(), tenant.to_string());
+    let (store, t) = (state.silences.clone(), tenant.to_string());
     Ok(blocking(move || store.list_silences(&t)).await?)
 }
 
@@ -370,7 +370,7 @@ async fn create_silence(c: Change<Admin, pages::SilenceForm>) -> Result<Response
             return Ok((StatusCode::UNPROCESSABLE_ENTITY, html(&page)).into_response());
         }
     };
-    let (store, t) = (state.store.clone(), session.tenant.clone());
+    let (store, t) = (state.silences.clone(), session.tenant.clone());
     let id = blocking(move || store.put_silence(&t, &silence)).await?;
     tracing::info!(tenant = %session.tenant, silence = %id, "Silence created in the console.");
     Ok(Redirect::to(&format!("/silences?created={id}")).into_response())
@@ -388,7 +388,11 @@ struct IdForm {
 /// `POST /silences/expire` (form field `id`).
 async fn expire_silence(c: Change<Admin, IdForm>) -> Result<Redirect, ConsoleError> {
     let id = c.form.id.clone();
-    let (store, t, i) = (c.state.store.clone(), c.session.tenant.clone(), id.clone());
+    let (store, t, i) = (
+        c.state.silences.clone(),
+        c.session.tenant.clone(),
+        id.clone(),
+    );
     blocking(move || store.expire_silence(&t, &i)).await?;
     Ok(Redirect::to(&format!("/silences?expired={id}")))
 }

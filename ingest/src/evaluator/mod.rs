@@ -17,7 +17,7 @@ use foresight_rules::{Group, Labels, RuleEngine, SavedAlert, SeriesStore};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::Store;
+use crate::store::{AlertStateStore, Store};
 
 pub mod views;
 
@@ -38,6 +38,29 @@ pub enum Input {
         /// The alerts.
         alerts: Vec<GroupAlert>,
     },
+    /// Cluster mode: the consumer group gave this evaluator `partitions` of `count`.
+    /// What it held is dropped and the alert states of these partitions are loaded; the
+    /// topic replays their series next, and rules wait for [`Input::CaughtUp`].
+    Assigned {
+        /// The telemetry partitions now owned.
+        partitions: Vec<i32>,
+        /// The telemetry topic's partition count.
+        count: i32,
+    },
+    /// Cluster mode: the replay after the last [`Input::Assigned`] reached the end of
+    /// every partition it had then; rules run again.
+    CaughtUp,
+}
+
+/// Cluster mode's share of the work: which telemetry partitions this evaluator owns.
+#[derive(Debug, Clone, Default)]
+struct Share {
+    /// The telemetry topic's partition count.
+    count: i32,
+    /// The partitions owned.
+    owned: Vec<i32>,
+    /// Whether the replay of the owned partitions is still under way.
+    catching_up: bool,
 }
 
 /// A batch that is stored and ready for the evaluator.
@@ -77,16 +100,18 @@ impl std::fmt::Debug for Query {
 }
 
 /// Owns the series stores and alert states.
-pub struct Pipeline {
+pub struct Pipeline<S: AlertStateStore = Store> {
     groups: Vec<Group>,
     external_labels: BTreeMap<String, String>,
     tenants: HashMap<String, Tenant>,
-    dispatcher: Dispatcher<Store>,
+    dispatcher: Dispatcher<S>,
     wake_outbox: Arc<Notify>,
     interval: Duration,
     view: AlertsView,
     clusters: ClustersView,
-    store: Arc<Store>,
+    store: Arc<S>,
+    /// Cluster mode: the partitions owned; `None` on one node, which owns everything.
+    share: Option<Share>,
     /// How long batches are kept in the store.
     batch_retention_ms: i64,
     /// How long alert history and finished notifications are kept.
@@ -105,13 +130,13 @@ pub struct Pipeline {
     transient: HashMap<(String, String), std::collections::HashSet<Labels>>,
 }
 
-impl Pipeline {
+impl<S: AlertStateStore> Pipeline<S> {
     /// A pipeline evaluating `groups` every `interval`.
     pub fn new(
         groups: Vec<Group>,
         external_labels: BTreeMap<String, String>,
-        dispatcher: Dispatcher<Store>,
-        store: Arc<Store>,
+        dispatcher: Dispatcher<S>,
+        store: Arc<S>,
         wake_outbox: Arc<Notify>,
         interval: Duration,
     ) -> Self {
@@ -129,6 +154,7 @@ impl Pipeline {
             derived_at_ms: HashMap::new(),
             transient: HashMap::new(),
             store,
+            share: None,
             rules_retention_ms,
             batch_retention_ms: 7 * 24 * 3_600_000,
             history_retention_ms: 90 * 24 * 3_600_000,
@@ -152,9 +178,16 @@ impl Pipeline {
         self
     }
 
+    /// Cluster mode: owns no partition until the consumer group assigns some
+    /// ([`Input::Assigned`]); alert states are saved per partition.
+    pub fn partitioned(mut self) -> Self {
+        self.share = Some(Share::default());
+        self
+    }
+
     /// How far back series are kept in memory: what the rules read plus an interval, or
     /// the query retention if longer.
-    fn series_retention_ms(&self) -> i64 {
+    pub fn series_retention_ms(&self) -> i64 {
         self.rules_retention_ms.max(self.query_retention_ms)
     }
 
@@ -162,34 +195,24 @@ impl Pipeline {
     /// series windows from the batches received within the series retention, replayed in
     /// arrival order. Blocking; runs before the service accepts requests.
     pub fn restore(&mut self, now_ms: i64) -> Result<(usize, usize), crate::store::Error> {
-        let mut restored = 0;
-        for (tenant, json) in self.store.alert_states()? {
-            match serde_json::from_str::<Vec<SavedAlert>>(&json) {
-                Ok(saved) => {
-                    let t = self.tenant(&tenant);
-                    restored += t.engine.restore_states(saved.clone());
-                    t.saved = saved;
-                }
-                Err(e) => {
-                    tracing::warn!(tenant = %tenant, error = %e, "Saved alert states do not load; starting without them.")
-                }
-            }
-        }
+        let restored = self.restore_states()?;
         let since = now_ms - self.series_retention_ms();
         let store = self.store.clone();
         let mut bad = 0usize;
-        let replayed = store.for_each_batch_since(since, |tenant, body| {
-            match zstd::bulk::decompress(body, 256 << 20)
-                .ok()
-                .and_then(|raw| TelemetryBatch::decode(raw.as_slice()).ok())
+        let replayed =
+            store.replay_batches(since, &mut |tenant, body| match zstd::bulk::decompress(
+                body,
+                256 << 20,
+            )
+            .ok()
+            .and_then(|raw| TelemetryBatch::decode(raw.as_slice()).ok())
             {
                 Some(batch) => self.ingest(Accepted {
                     tenant: tenant.to_string(),
                     batch,
                 }),
                 None => bad += 1,
-            }
-        })?;
+            })?;
         if bad > 0 {
             tracing::warn!(
                 batches = bad,
@@ -208,6 +231,95 @@ impl Pipeline {
         );
         self.publish(now_ms);
         Ok((restored, replayed))
+    }
+
+    /// Loads the saved alert states of what this evaluator owns into the rule engines.
+    fn restore_states(&mut self) -> Result<usize, crate::store::Error> {
+        let owned = self.share.as_ref().map(|s| s.owned.clone());
+        let mut by_tenant: BTreeMap<String, Vec<SavedAlert>> = BTreeMap::new();
+        for (tenant, json) in self.store.load_alert_states(owned.as_deref())? {
+            match serde_json::from_str::<Vec<SavedAlert>>(&json) {
+                Ok(saved) => by_tenant.entry(tenant).or_default().extend(saved),
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant, error = %e, "Saved alert states do not load; starting without them.")
+                }
+            }
+        }
+        let mut restored = 0;
+        for (tenant, saved) in by_tenant {
+            let t = self.tenant(&tenant);
+            restored += t.engine.restore_states(saved.clone());
+            t.saved = saved;
+        }
+        Ok(restored)
+    }
+
+    /// Cluster mode: drops what this evaluator held and takes `partitions` over with
+    /// their saved alert states; their series come next from the topic's replay.
+    fn assign(&mut self, partitions: Vec<i32>, count: i32) {
+        // What changed since the last evaluation is kept for the next owner.
+        self.save_states(now_ms());
+        self.tenants.clear();
+        self.derived_at_ms.clear();
+        self.transient.clear();
+        tracing::info!(
+            ?partitions,
+            "Evaluator takes over its telemetry partitions."
+        );
+        self.share = Some(Share {
+            count,
+            owned: partitions,
+            catching_up: true,
+        });
+        match tokio::task::block_in_place(|| self.restore_states()) {
+            Ok(n) => tracing::info!(alerts = n, "Alert states of the partitions restored."),
+            Err(e) => {
+                tracing::error!(error = %e, "Could not load the partitions' alert states; their alerts start anew.")
+            }
+        }
+        self.publish(now_ms());
+    }
+
+    /// The rows that save `alerts` of `tenant`: one on one node; one per owned
+    /// partition that has or had an alert in cluster mode.
+    fn state_rows(
+        &self,
+        tenant: &str,
+        before: &[SavedAlert],
+        now: &[SavedAlert],
+    ) -> Vec<(String, i32, String)> {
+        let Some(share) = &self.share else {
+            return vec![(
+                tenant.to_string(),
+                -1,
+                serde_json::to_string(now).unwrap_or_default(),
+            )];
+        };
+        let part = |a: &SavedAlert| {
+            crate::cluster::config::partition_of(
+                tenant,
+                a.labels.get("cluster").map_or("", String::as_str),
+                share.count,
+            )
+        };
+        let mut rows: BTreeMap<i32, Vec<&SavedAlert>> = BTreeMap::new();
+        for a in before {
+            rows.entry(part(a)).or_default();
+        }
+        for a in now {
+            rows.entry(part(a)).or_default().push(a);
+        }
+        rows.into_iter()
+            // Alerts of a partition owned elsewhere now are its owner's to save.
+            .filter(|(p, _)| share.owned.contains(p))
+            .map(|(p, alerts)| {
+                (
+                    tenant.to_string(),
+                    p,
+                    serde_json::to_string(&alerts).unwrap_or_default(),
+                )
+            })
+            .collect()
     }
 
     /// Saves the alert states that changed since the last save, with their transitions.
@@ -244,17 +356,14 @@ impl Pipeline {
                     });
                 }
             }
-            states.push((
-                name.clone(),
-                serde_json::to_string(&now).unwrap_or_default(),
-            ));
+            states.extend(self.state_rows(name, &t.saved, &now));
             updated.push((name.clone(), now));
         }
         if states.is_empty() {
             return;
         }
         match tokio::task::block_in_place(|| {
-            self.store.save_alert_states(&states, &transitions, now_ms)
+            self.store.store_alert_states(&states, &transitions, now_ms)
         }) {
             Ok(()) => {
                 for (name, now) in updated {
@@ -275,7 +384,7 @@ impl Pipeline {
             now_ms - self.batch_retention_ms,
             now_ms - self.history_retention_ms,
         );
-        match tokio::task::block_in_place(|| store.prune(batches, history)) {
+        match tokio::task::block_in_place(|| store.prune_before(batches, history, now_ms)) {
             Ok((0, 0, 0)) => {}
             Ok((b, h, o)) => tracing::info!(
                 batches = b,
@@ -284,9 +393,6 @@ impl Pipeline {
                 "Pruned what is past its retention."
             ),
             Err(e) => tracing::warn!(error = %e, "Could not prune the store."),
-        }
-        if let Err(e) = tokio::task::block_in_place(|| store.prune_sessions(now_ms)) {
-            tracing::warn!(error = %e, "Could not prune the console's sessions.");
         }
     }
 
@@ -581,6 +687,15 @@ impl Pipeline {
 
     /// Evaluates every tenant's rules at `ts_ms` and enqueues the notifications due.
     pub fn evaluate(&mut self, ts_ms: i64) {
+        if self
+            .share
+            .as_ref()
+            .is_some_and(|s| s.catching_up || s.owned.is_empty())
+        {
+            // Half-replayed windows would resolve and fire what they should not.
+            self.publish(ts_ms);
+            return;
+        }
         let mut alerts = Vec::new();
         for (name, t) in &mut self.tenants {
             let result = t.engine.evaluate(&mut t.series, ts_ms, name);
@@ -636,6 +751,8 @@ impl Pipeline {
                 msg = rx.recv() => match msg {
                     Some(Input::Batch(a)) => self.ingest(*a),
                     Some(Input::Alerts { tenant, alerts }) => self.alerts(&tenant, alerts),
+                    Some(Input::Assigned { partitions, count }) => self.assign(partitions, count),
+                    Some(Input::CaughtUp) => self.caught_up(),
                     // The listener is gone (shutdown): the same last flush.
                     None => {
                         self.drain(&mut rx);
@@ -663,11 +780,22 @@ impl Pipeline {
             match msg {
                 Input::Batch(a) => self.ingest(*a),
                 Input::Alerts { tenant, alerts } => self.alerts(&tenant, alerts),
+                Input::Assigned { partitions, count } => self.assign(partitions, count),
+                Input::CaughtUp => self.caught_up(),
             }
         }
         let now = now_ms();
         self.flush(now);
         self.save_states(now);
+    }
+
+    fn caught_up(&mut self) {
+        if let Some(share) = &mut self.share
+            && share.catching_up
+        {
+            share.catching_up = false;
+            tracing::info!(partitions = ?share.owned, "Evaluator caught up with its partitions; rules run.");
+        }
     }
 
     /// Flushes the groups that are due between evaluations.

@@ -102,3 +102,84 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
+
+/// What the evaluator keeps between runs and between nodes: alert states and their
+/// history, and what it prunes. The SQLite [`Store`] keeps one row per tenant; in
+/// cluster mode [`super::pg::PgStore`] keeps one per tenant and telemetry partition, so
+/// that the evaluator that takes a partition over takes exactly its alerts.
+pub trait AlertStateStore: foresight_notifier::outbox::OutboxStore + Send + Sync + 'static {
+    /// Saved alert states as `(tenant, JSON)`, of the given telemetry partitions (`None`:
+    /// all). A tenant may come in several rows.
+    ///
+    /// # Errors
+    /// The backend's [`Error`].
+    fn load_alert_states(&self, partitions: Option<&[i32]>)
+    -> Result<Vec<(String, String)>, Error>;
+    /// Saves `(tenant, partition, JSON)` rows (partition `-1` on one node) and the
+    /// transitions, in one transaction.
+    ///
+    /// # Errors
+    /// The backend's [`Error`].
+    fn store_alert_states(
+        &self,
+        states: &[(String, i32, String)],
+        transitions: &[HistoryEntry],
+        at_ms: i64,
+    ) -> Result<(), Error>;
+    /// Replays the batches kept since `since_ms`, oldest first; returns how many. In
+    /// cluster mode the telemetry topic replays them instead, and this is none.
+    ///
+    /// # Errors
+    /// The backend's [`Error`].
+    fn replay_batches(&self, since_ms: i64, f: &mut dyn FnMut(&str, &[u8]))
+    -> Result<usize, Error>;
+    /// Deletes batches, history and finished notifications past their retention, and
+    /// expired console sessions; returns (batches, history, notifications).
+    ///
+    /// # Errors
+    /// The backend's [`Error`].
+    fn prune_before(
+        &self,
+        batches_before_ms: i64,
+        history_before_ms: i64,
+        now_ms: i64,
+    ) -> Result<(usize, usize, usize), Error>;
+}
+
+impl AlertStateStore for Store {
+    fn load_alert_states(&self, _: Option<&[i32]>) -> Result<Vec<(String, String)>, Error> {
+        self.alert_states()
+    }
+
+    fn store_alert_states(
+        &self,
+        states: &[(String, i32, String)],
+        transitions: &[HistoryEntry],
+        at_ms: i64,
+    ) -> Result<(), Error> {
+        let states: Vec<(String, String)> = states
+            .iter()
+            .map(|(t, _, j)| (t.clone(), j.clone()))
+            .collect();
+        self.save_alert_states(&states, transitions, at_ms)
+    }
+
+    fn replay_batches(
+        &self,
+        since_ms: i64,
+        f: &mut dyn FnMut(&str, &[u8]),
+    ) -> Result<usize, Error> {
+        self.for_each_batch_since(since_ms, f)
+    }
+
+    fn prune_before(
+        &self,
+        batches_before_ms: i64,
+        history_before_ms: i64,
+        now_ms: i64,
+    ) -> Result<(usize, usize, usize), Error> {
+        let pruned = self.prune(batches_before_ms, history_before_ms)?;
+        self.prune_sessions(now_ms)?;
+        Ok(pruned)
+    }
+}

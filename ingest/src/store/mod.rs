@@ -4,7 +4,7 @@
 //! history), `durability` (the durability ledger), `outbox` (the notification outbox,
 //! its notification log and Slack threads), `silences`, `subscriptions` and `sessions`
 //! (the web console's). [`pg`] holds cluster mode's shared state in PostgreSQL behind
-//! the same contracts ([`TenantStore`] so far).
+//! the same contracts ([`TenantStore`], [`SilenceStore`] and the notifier's `OutboxStore` so far).
 //!
 //! Calls block; async callers use `spawn_blocking`.
 
@@ -28,11 +28,12 @@ mod silences;
 mod subscriptions;
 mod tenants;
 
-pub use alerts::HistoryEntry;
+pub use alerts::{AlertStateStore, HistoryEntry};
 pub use batches::BatchOutcome;
 pub use durability::{DurabilityEvent, DurabilityLedger, LedgerWindow};
 pub use outbox::Delivery;
 pub use sessions::Session;
+pub use silences::SilenceStore;
 
 pub use tenants::key_id;
 pub use tenants::{

@@ -18,7 +18,8 @@ use foresight_notifier::outbox::{NewNotification, OutboxStore, PendingNotificati
 use foresight_notifier::silence::Silence;
 use foresight_notifier::subscription::Subscription;
 
-use super::silences::with_matchers;
+use super::alerts::{AlertStateStore, HistoryEntry};
+use super::silences::{SilenceStore, matchers_json, new_silence_id, with_matchers};
 use super::tenants::{TenantStore, key_id, new_key};
 use super::{Error, KeyInfo, Principal, Scope, TenantInfo, hash_key, join, split};
 
@@ -109,6 +110,37 @@ const MIGRATIONS: &[(i32, &str)] = &[
         group_key TEXT NOT NULL,
         ts TEXT NOT NULL,
         PRIMARY KEY (tenant, integration, group_key)
+    );",
+    ),
+    (
+        3,
+        // The evaluators' state: alert states per tenant and telemetry partition (the
+        // evaluator that takes a partition over takes exactly its alerts), their
+        // history, and the nodes of the service.
+        "CREATE TABLE alert_states (
+        tenant TEXT NOT NULL,
+        part INTEGER NOT NULL,
+        states TEXT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        PRIMARY KEY (tenant, part)
+    );
+    CREATE TABLE alert_history (
+        id BIGSERIAL PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        alertname TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        state TEXT NOT NULL,
+        at_ms BIGINT NOT NULL
+    );
+    CREATE INDEX alert_history_tenant ON alert_history (tenant, at_ms);
+    CREATE TABLE nodes (
+        node_id TEXT PRIMARY KEY,
+        roles TEXT NOT NULL,
+        address TEXT NOT NULL,
+        partitions TEXT NOT NULL,
+        started_at_ms BIGINT NOT NULL,
+        seen_at_ms BIGINT NOT NULL
     );",
     ),
 ];
@@ -683,20 +715,7 @@ impl OutboxStore for PgStore {
             )
             .map_err(store_err)?
             .iter()
-            .map(|r| {
-                with_matchers((
-                    Silence {
-                        id: r.get(0),
-                        matchers: Vec::new(),
-                        starts_at_ms: r.get(2),
-                        ends_at_ms: r.get(3),
-                        created_by: r.get(4),
-                        comment: r.get(5),
-                        updated_at_ms: r.get(6),
-                    },
-                    r.get(1),
-                ))
-            })
+            .map(silence_row)
             .collect())
     }
 
@@ -731,5 +750,231 @@ impl OutboxStore for PgStore {
             )
             .map_err(store_err)?;
         Ok(())
+    }
+}
+
+fn silence_row(r: &postgres::Row) -> Silence {
+    with_matchers((
+        Silence {
+            id: r.get(0),
+            matchers: Vec::new(),
+            starts_at_ms: r.get(2),
+            ends_at_ms: r.get(3),
+            created_by: r.get(4),
+            comment: r.get(5),
+            updated_at_ms: r.get(6),
+        },
+        r.get(1),
+    ))
+}
+
+impl SilenceStore for PgStore {
+    fn put_silence(&self, tenant: &str, s: &Silence) -> Result<String, Error> {
+        let json = matchers_json(s);
+        let mut c = self.conn()?;
+        if !s.id.is_empty() {
+            let changed = c
+                .execute(
+                    "UPDATE silences SET matchers = $3, starts_at_ms = $4, ends_at_ms = $5, created_by = $6,
+                         comment = $7, updated_at_ms = $8
+                     WHERE id = $1 AND tenant = $2",
+                    &[&s.id, &tenant, &json, &s.starts_at_ms, &s.ends_at_ms, &s.created_by, &s.comment, &now_ms()],
+                )
+                .map_err(pg)?;
+            if changed == 0 {
+                return Err(Error::NotFound(format!("silence {}", s.id)));
+            }
+            return Ok(s.id.clone());
+        }
+        let id = new_silence_id();
+        c.execute(
+            "INSERT INTO silences (id, tenant, matchers, starts_at_ms, ends_at_ms, created_by, comment, updated_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[&id, &tenant, &json, &s.starts_at_ms, &s.ends_at_ms, &s.created_by, &s.comment, &now_ms()],
+        )
+        .map_err(pg)?;
+        Ok(id)
+    }
+
+    fn list_silences(&self, tenant: &str) -> Result<Vec<Silence>, Error> {
+        Ok(self
+            .conn()?
+            .query(
+                "SELECT id, matchers, starts_at_ms, ends_at_ms, created_by, comment, updated_at_ms
+                 FROM silences WHERE tenant = $1 ORDER BY updated_at_ms DESC",
+                &[&tenant],
+            )
+            .map_err(pg)?
+            .iter()
+            .map(silence_row)
+            .collect())
+    }
+
+    fn expire_silence(&self, tenant: &str, id: &str) -> Result<(), Error> {
+        let now = now_ms();
+        let changed = self
+            .conn()?
+            .execute(
+                "UPDATE silences SET ends_at_ms = LEAST(ends_at_ms, $3), starts_at_ms = LEAST(starts_at_ms, $3),
+                     updated_at_ms = $3
+                 WHERE id = $1 AND tenant = $2",
+                &[&id, &tenant, &now],
+            )
+            .map_err(pg)?;
+        if changed == 0 {
+            return Err(Error::NotFound(format!("silence {id}")));
+        }
+        Ok(())
+    }
+}
+
+impl AlertStateStore for PgStore {
+    fn load_alert_states(
+        &self,
+        partitions: Option<&[i32]>,
+    ) -> Result<Vec<(String, String)>, Error> {
+        let mut c = self.conn()?;
+        let rows = match partitions {
+            Some(parts) => c.query(
+                "SELECT tenant, states FROM alert_states WHERE part = ANY($1) ORDER BY tenant, part",
+                &[&parts],
+            ),
+            None => c.query("SELECT tenant, states FROM alert_states ORDER BY tenant, part", &[]),
+        }
+        .map_err(pg)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn store_alert_states(
+        &self,
+        states: &[(String, i32, String)],
+        transitions: &[HistoryEntry],
+        at_ms: i64,
+    ) -> Result<(), Error> {
+        let mut c = self.conn()?;
+        let mut tx = c.transaction().map_err(pg)?;
+        for (tenant, part, json) in states {
+            tx.execute(
+                "INSERT INTO alert_states (tenant, part, states, at_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (tenant, part) DO UPDATE SET states = excluded.states, at_ms = excluded.at_ms",
+                &[tenant, part, json, &at_ms],
+            )
+            .map_err(pg)?;
+        }
+        for h in transitions {
+            tx.execute(
+                "INSERT INTO alert_history (tenant, fingerprint, alertname, labels, state, at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &h.tenant,
+                    &h.fingerprint,
+                    &h.alertname,
+                    &serde_json::to_string(&h.labels).unwrap_or_default(),
+                    &h.state,
+                    &h.at_ms,
+                ],
+            )
+            .map_err(pg)?;
+        }
+        tx.commit().map_err(pg)
+    }
+
+    fn replay_batches(&self, _: i64, _: &mut dyn FnMut(&str, &[u8])) -> Result<usize, Error> {
+        Ok(0)
+    }
+
+    fn prune_before(
+        &self,
+        _batches_before_ms: i64,
+        history_before_ms: i64,
+        _now_ms: i64,
+    ) -> Result<(usize, usize, usize), Error> {
+        let mut c = self.conn()?;
+        let history = c
+            .execute(
+                "DELETE FROM alert_history WHERE at_ms < $1",
+                &[&history_before_ms],
+            )
+            .map_err(pg)?;
+        let outbox = c
+            .execute(
+                "DELETE FROM outbox WHERE status IN ('delivered', 'dead') AND created_at_ms < $1",
+                &[&history_before_ms],
+            )
+            .map_err(pg)?;
+        Ok((0, history as usize, outbox as usize))
+    }
+}
+
+/// A node of the service as it last reported itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeInfo {
+    /// The node's id.
+    pub node_id: String,
+    /// Its roles.
+    pub roles: Vec<String>,
+    /// Where its API listens.
+    pub address: String,
+    /// The telemetry partitions its evaluator owns.
+    pub partitions: Vec<i32>,
+    /// When it started, Unix ms.
+    pub started_at_ms: i64,
+    /// Its last heartbeat, Unix ms.
+    pub seen_at_ms: i64,
+}
+
+impl PgStore {
+    /// Records this node's heartbeat: its roles, address and partitions.
+    ///
+    /// # Errors
+    /// [`Error::Postgres`].
+    pub fn heartbeat(&self, node: &NodeInfo) -> Result<(), Error> {
+        self.conn()?
+            .execute(
+                "INSERT INTO nodes (node_id, roles, address, partitions, started_at_ms, seen_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (node_id) DO UPDATE SET roles = excluded.roles, address = excluded.address,
+                     partitions = excluded.partitions, started_at_ms = excluded.started_at_ms,
+                     seen_at_ms = excluded.seen_at_ms",
+                &[
+                    &node.node_id,
+                    &node.roles.join(","),
+                    &node.address,
+                    &serde_json::to_string(&node.partitions).unwrap_or_default(),
+                    &node.started_at_ms,
+                    &node.seen_at_ms,
+                ],
+            )
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    /// Every node that ever reported, by id.
+    ///
+    /// # Errors
+    /// [`Error::Postgres`].
+    pub fn nodes(&self) -> Result<Vec<NodeInfo>, Error> {
+        Ok(self
+            .conn()?
+            .query(
+                "SELECT node_id, roles, address, partitions, started_at_ms, seen_at_ms FROM nodes ORDER BY node_id",
+                &[],
+            )
+            .map_err(pg)?
+            .iter()
+            .map(|r| NodeInfo {
+                node_id: r.get(0),
+                roles: r
+                    .get::<_, String>(1)
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                address: r.get(2),
+                partitions: serde_json::from_str(&r.get::<_, String>(3)).unwrap_or_default(),
+                started_at_ms: r.get(4),
+                seen_at_ms: r.get(5),
+            })
+            .collect())
     }
 }

@@ -29,6 +29,58 @@ pub(super) fn with_matchers((mut s, json): (Silence, String)) -> Silence {
     s
 }
 
+/// Silences, wherever they live: SQLite on one node ([`Store`]), PostgreSQL in cluster
+/// mode ([`super::pg::PgStore`]); `ingest/tests/store_backends.rs` checks both alike.
+pub trait SilenceStore: Send + Sync {
+    /// Creates a silence or, with the id of an existing one of the tenant, replaces it.
+    /// Returns the id.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an id of another tenant or none; the backend's [`Error`].
+    fn put_silence(&self, tenant: &str, s: &Silence) -> Result<String, Error>;
+    /// Every silence of `tenant`, newest first.
+    ///
+    /// # Errors
+    /// The backend's [`Error`].
+    fn list_silences(&self, tenant: &str) -> Result<Vec<Silence>, Error>;
+    /// Ends a silence of `tenant` now.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an id of another tenant or none; the backend's [`Error`].
+    fn expire_silence(&self, tenant: &str, id: &str) -> Result<(), Error>;
+}
+
+impl SilenceStore for Store {
+    fn put_silence(&self, tenant: &str, s: &Silence) -> Result<String, Error> {
+        Store::put_silence(self, tenant, s)
+    }
+    fn list_silences(&self, tenant: &str) -> Result<Vec<Silence>, Error> {
+        Store::list_silences(self, tenant)
+    }
+    fn expire_silence(&self, tenant: &str, id: &str) -> Result<(), Error> {
+        Store::expire_silence(self, tenant, id)
+    }
+}
+
+/// A new silence id, UUID-shaped as Alertmanager's.
+pub(super) fn new_silence_id() -> String {
+    let b: [u8; 16] = rand::random();
+    format!(
+        "{}-{}-{}-{}-{}",
+        hex::encode(&b[0..4]),
+        hex::encode(&b[4..6]),
+        hex::encode(&b[6..8]),
+        hex::encode(&b[8..10]),
+        hex::encode(&b[10..16])
+    )
+}
+
+/// The stored form of a silence's matchers.
+pub(super) fn matchers_json(s: &Silence) -> String {
+    let api: Vec<ApiMatcher> = s.matchers.iter().map(ApiMatcher::from_matcher).collect();
+    serde_json::to_string(&api).expect("matchers serialize")
+}
+
 impl Store {
     /// Creates a silence or, with the id of an existing one of the tenant, replaces it
     /// (Alertmanager's update). Returns the id.
@@ -36,8 +88,7 @@ impl Store {
     /// # Errors
     /// [`Error::NotFound`] for an id of another tenant or none; [`Error::Sqlite`].
     pub fn put_silence(&self, tenant: &str, s: &Silence) -> Result<String, Error> {
-        let api: Vec<ApiMatcher> = s.matchers.iter().map(ApiMatcher::from_matcher).collect();
-        let json = serde_json::to_string(&api).expect("matchers serialize");
+        let json = matchers_json(s);
         let conn = self.conn();
         if !s.id.is_empty() {
             let changed = conn
@@ -51,15 +102,7 @@ impl Store {
             }
             return Ok(s.id.clone());
         }
-        let b: [u8; 16] = rand::random();
-        let id = format!(
-            "{}-{}-{}-{}-{}",
-            hex::encode(&b[0..4]),
-            hex::encode(&b[4..6]),
-            hex::encode(&b[6..8]),
-            hex::encode(&b[8..10]),
-            hex::encode(&b[10..16])
-        );
+        let id = new_silence_id();
         conn.execute(
             "INSERT INTO silences (id, tenant, matchers, starts_at_ms, ends_at_ms, created_by, comment, updated_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",

@@ -1,0 +1,378 @@
+//! Cluster mode on real parts: three `foresight serve` processes on a real Apache Kafka
+//! KRaft cluster (one controller, three brokers) and a real PostgreSQL server, agents
+//! sending through one node. The evaluator that owns the agents' cluster is killed
+//! (SIGKILL) while an alert is pending: another node takes its partitions, the alert
+//! fires once with its original `startsAt`, nothing already notified is notified again,
+//! and every acknowledged batch is in the telemetry topic.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use foresight_ingest::cluster::config::partition_of;
+use foresight_ingest::store::pg::PgStore;
+use foresight_proto::Message as _;
+use foresight_proto::v1::{Label, Resource, Sample, Series, TelemetryBatch};
+use foresight_testkit::postgres::Postgres;
+use foresight_testkit::{Cluster, ClusterSpec, Version};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+
+const PARTITIONS: i32 = 4;
+const TOPIC: &str = "foresight.telemetry.test";
+
+const RULES: &str = r#"
+groups:
+- name: cluster
+  rules:
+  - alert: AlreadyFiring
+    expr: test_other > 0
+  - alert: Stuck
+    expr: test_value > 0
+    for: 20s
+"#;
+
+fn batch(agent: &str, seq: u64) -> Vec<u8> {
+    let now = common::now_ms();
+    let series = |name: &str| Series {
+        name: name.into(),
+        labels: vec![Label {
+            name: "agent".into(),
+            value: agent.into(),
+        }],
+        samples: vec![Sample {
+            timestamp_ms: now,
+            value: 1.0,
+        }],
+    };
+    let b = TelemetryBatch {
+        resource: Some(Resource {
+            agent_instance_id: agent.into(),
+            cluster_name: "prod".into(),
+            ..Default::default()
+        }),
+        sequence: seq,
+        created_at_ms: now,
+        series: if agent == "agent-0" {
+            vec![series("test_value"), series("test_other")]
+        } else {
+            vec![series("unrelated")]
+        },
+        ..Default::default()
+    };
+    zstd::bulk::compress(&b.encode_to_vec(), 3).unwrap()
+}
+
+struct NodeProc {
+    name: String,
+    config: PathBuf,
+    data: PathBuf,
+    port: u16,
+    child: common::ChildGuard,
+}
+
+fn write_config(dir: &Path, name: &str, kafka: &str, pg: &str, receiver: &str) -> NodeProc {
+    let port = common::free_port();
+    let data = dir.join(name);
+    std::fs::create_dir_all(&data).unwrap();
+    let rules = dir.join("rules.yml");
+    std::fs::write(&rules, RULES).unwrap();
+    let config = dir.join(format!("{name}.yml"));
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\ndata_dir: {}\nevaluation_interval: 500ms\nbuiltin_rules: false\nrule_files: [{}]\nwebhooks:\n- {{name: hook, url: \"{receiver}\", secret: {}}}\ncluster:\n  node_id: {name}\n  roles: [all]\n  kafka: {{bootstrap_servers: \"{kafka}\"}}\n  topics: {{telemetry: {TOPIC}, telemetry_partitions: {PARTITIONS}, replication_factor: 3, evaluator_group: foresight-test-evaluators}}\n  postgres: {{url: \"{pg}\", pool_size: 4}}\n",
+            data.display(),
+            rules.display(),
+            common::SECRET,
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    let child = common::ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_foresight"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("foresight starts"),
+    );
+    NodeProc {
+        name: name.into(),
+        config,
+        data,
+        port,
+        child,
+    }
+}
+
+fn foresight(args: &[&str], config: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_foresight"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+/// The node that owns `partition` once every partition has an owner among `up`.
+async fn owner(pg: &Arc<PgStore>, partition: i32, up: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let pg = pg.clone();
+        let nodes = tokio::task::spawn_blocking(move || pg.nodes().unwrap())
+            .await
+            .unwrap();
+        let now = common::now_ms();
+        let live: Vec<_> = nodes
+            .iter()
+            .filter(|n| {
+                up.contains(&n.node_id.as_str())
+                    && foresight_ingest::cluster::nodes::is_up(n.seen_at_ms, now)
+            })
+            .collect();
+        let owned: BTreeSet<i32> = live.iter().flat_map(|n| n.partitions.clone()).collect();
+        if live.len() == up.len() && owned.len() == PARTITIONS as usize {
+            if let Some(n) = live.iter().find(|n| n.partitions.contains(&partition)) {
+                return n.node_id.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no owner for every partition among {up:?}: {nodes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn client_for(node: &NodeProc) -> reqwest::Client {
+    let cert = node.data.join("tls/cert.pem");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cert.exists() {
+        assert!(Instant::now() < deadline, "{}: no certificate", node.name);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    common::client(&foresight_ingest::tls::fingerprint_of(&cert).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evaluator_killed_while_an_alert_is_pending_hands_over_without_loss_or_repeat() {
+    let (kafka, pg_server) = tokio::join!(
+        tokio::task::spawn_blocking(|| {
+            Cluster::start(ClusterSpec::new(Version::Kafka4).nodes(1, 3))
+                .expect("a real Kafka cluster starts")
+        }),
+        tokio::task::spawn_blocking(|| Postgres::start().expect("PostgreSQL starts")),
+    );
+    let (kafka, pg_server) = (kafka.unwrap(), pg_server.unwrap());
+    let bootstrap = kafka.bootstrap();
+    let url = pg_server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = common::start_receiver().await;
+
+    let mut nodes: Vec<NodeProc> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|n| write_config(dir.path(), n, &bootstrap, &url, &receiver.url))
+        .collect();
+
+    // The checked config says it is cluster mode; keys go to PostgreSQL, for every node.
+    let check = foresight(&["check-config"], &nodes[0].config);
+    let said = String::from_utf8_lossy(&check.stdout).to_string();
+    assert!(check.status.success(), "{said}");
+    assert!(
+        said.contains("cluster mode: node node-a, roles ingest,evaluator,notifier,api"),
+        "{said}"
+    );
+    let out = foresight(
+        &["keys", "create", "--tenant", "acme", "--scope", "ingest"],
+        &nodes[1].config,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+
+    let pg = Arc::new(
+        tokio::task::spawn_blocking(move || PgStore::connect(&url, 2).unwrap())
+            .await
+            .unwrap(),
+    );
+    let part = partition_of("acme", "prod", PARTITIONS);
+    let victim = owner(&pg, part, &["node-a", "node-b", "node-c"]).await;
+    let target = nodes.iter().position(|n| n.name != victim).unwrap();
+    let client = client_for(&nodes[target]).await;
+    let telemetry = format!("https://127.0.0.1:{}/v1/telemetry", nodes[target].port);
+
+    // Three agents send a batch every 100 ms through a node that survives; each
+    // retries its sequence until it is acknowledged, as the real agent does.
+    let acked: Arc<Mutex<BTreeSet<(String, u64)>>> = Arc::default();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut agents = Vec::new();
+    for a in 0..3 {
+        let (client, url, key, acked, stop) = (
+            client.clone(),
+            telemetry.clone(),
+            key.clone(),
+            acked.clone(),
+            stop.clone(),
+        );
+        agents.push(tokio::spawn(async move {
+            let agent = format!("agent-{a}");
+            let mut seq = 1;
+            while !stop.is_cancelled() {
+                let sent = client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .header("content-encoding", "zstd")
+                    .timeout(Duration::from_secs(25))
+                    .body(batch(&agent, seq))
+                    .send()
+                    .await;
+                if matches!(&sent, Ok(r) if r.status() == 202) {
+                    acked.lock().unwrap().insert((agent.clone(), seq));
+                    seq += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }));
+    }
+
+    let first = common::wait_for(
+        &mut receiver.rx,
+        "AlreadyFiring",
+        "firing",
+        Duration::from_secs(60),
+    )
+    .await;
+    // Stuck has been pending since about then; kill its evaluator in the middle of
+    // its `for`.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let victim_at = nodes.iter().position(|n| n.name == victim).unwrap();
+    nodes[victim_at].child.kill();
+    let killed_at = std::time::SystemTime::now();
+    let killed = Instant::now();
+    let survivors: Vec<&str> = nodes
+        .iter()
+        .map(|n| n.name.as_str())
+        .filter(|n| *n != victim)
+        .collect();
+    let heir = owner(&pg, part, &survivors).await;
+    assert_ne!(heir, victim);
+
+    let stuck =
+        common::wait_for(&mut receiver.rx, "Stuck", "firing", Duration::from_secs(60)).await;
+    let starts_at: jiff::Timestamp = stuck["alerts"][0]["startsAt"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        starts_at < jiff::Timestamp::try_from(killed_at).unwrap(),
+        "Stuck's startsAt {starts_at} is after the kill: its pending time started over on {heir}"
+    );
+    eprintln!(
+        "{victim} killed; {heir} took partition {part}; Stuck fired {:?} after the kill",
+        killed.elapsed()
+    );
+
+    // Keep sending a while, then stop and count what arrived.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.cancel();
+    for a in agents {
+        a.await.unwrap();
+    }
+    let mut counts: HashMap<(String, String), usize> = HashMap::from([
+        (("AlreadyFiring".into(), "firing".into()), 1),
+        (("Stuck".into(), "firing".into()), 1),
+    ]);
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(3), receiver.rx.recv()).await
+    {
+        *counts
+            .entry((
+                msg["commonLabels"]["alertname"]
+                    .as_str()
+                    .unwrap_or("")
+                    .into(),
+                msg["status"].as_str().unwrap_or("").into(),
+            ))
+            .or_default() += 1;
+    }
+    assert_eq!(
+        counts,
+        HashMap::from([
+            (("AlreadyFiring".into(), "firing".into()), 1),
+            (("Stuck".into(), "firing".into()), 1)
+        ]),
+        "each alert is notified once across the hand-over (first: {first})"
+    );
+
+    // `foresight cluster status`: the killed node is down, every partition owned.
+    let status = foresight(&["cluster", "status"], &nodes[target].config);
+    let said = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(status.status.success(), "{said}");
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with(&format!("{victim}\tdown"))),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "{PARTITIONS} of {PARTITIONS} telemetry partitions owned"
+        )),
+        "{said}"
+    );
+
+    // Every acknowledged batch is in the telemetry topic.
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 50,
+        "only {} batches acknowledged",
+        acked.len()
+    );
+    let in_topic = tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "cluster-mode-oracle")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[TOPIC]).unwrap();
+        let mut seen = BTreeSet::new();
+        let mut quiet = 0;
+        while quiet < 10 {
+            match consumer.poll(Duration::from_millis(500)) {
+                Some(Ok(m)) => {
+                    quiet = 0;
+                    let h = m.headers().unwrap();
+                    let get = |name: &str| {
+                        h.iter()
+                            .find(|x| x.key == name)
+                            .and_then(|x| x.value)
+                            .map(|v| String::from_utf8_lossy(v).to_string())
+                            .unwrap()
+                    };
+                    seen.insert((get("instance"), get("sequence").parse::<u64>().unwrap()));
+                }
+                _ => quiet += 1,
+            }
+        }
+        seen
+    })
+    .await
+    .unwrap();
+    let missing: Vec<_> = acked.difference(&in_topic).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not in Kafka: {missing:?}"
+    );
+    for n in &mut nodes {
+        n.child.kill();
+    }
+    drop(kafka);
+}
