@@ -255,6 +255,7 @@ impl Server {
                     None => store.clone(),
                 },
                 bus: cluster.as_ref().and_then(|n| n.bus.clone()),
+                clustered: cluster.is_some(),
                 tx,
                 queries,
                 limits: config.limits.clone(),

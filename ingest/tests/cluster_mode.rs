@@ -151,6 +151,39 @@ async fn owner(pg: &Arc<PgStore>, partition: i32, up: &[&str]) -> String {
     }
 }
 
+type Counts = HashMap<(String, String), usize>;
+
+/// The next notification whose `alertname` and `status` match, counting every
+/// notification on the way (a repeat must not pass unseen).
+async fn wait_counting(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    alertname: &str,
+    status: &str,
+    within: Duration,
+    counts: &mut Counts,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("no {status} {alertname} notification within {within:?}; seen {counts:?}")
+            })
+            .expect("receiver open");
+        let key = (
+            msg["commonLabels"]["alertname"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            msg["status"].as_str().unwrap_or("").to_string(),
+        );
+        *counts.entry(key.clone()).or_default() += 1;
+        if key.0 == alertname && key.1 == status {
+            return msg;
+        }
+    }
+}
+
 async fn client_for(node: &NodeProc) -> reqwest::Client {
     let cert = node.data.join("tls/cert.pem");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -242,11 +275,13 @@ async fn an_evaluator_killed_while_an_alert_is_pending_hands_over_without_loss_o
         }));
     }
 
-    let first = common::wait_for(
+    let mut counts = Counts::new();
+    let first = wait_counting(
         &mut receiver.rx,
         "AlreadyFiring",
         "firing",
-        Duration::from_secs(60),
+        Duration::from_secs(90),
+        &mut counts,
     )
     .await;
     // Stuck has been pending since about then; kill its evaluator in the middle of
@@ -264,8 +299,14 @@ async fn an_evaluator_killed_while_an_alert_is_pending_hands_over_without_loss_o
     let heir = owner(&pg, part, &survivors).await;
     assert_ne!(heir, victim);
 
-    let stuck =
-        common::wait_for(&mut receiver.rx, "Stuck", "firing", Duration::from_secs(60)).await;
+    let stuck = wait_counting(
+        &mut receiver.rx,
+        "Stuck",
+        "firing",
+        Duration::from_secs(60),
+        &mut counts,
+    )
+    .await;
     let starts_at: jiff::Timestamp = stuck["alerts"][0]["startsAt"]
         .as_str()
         .unwrap()
@@ -286,10 +327,6 @@ async fn an_evaluator_killed_while_an_alert_is_pending_hands_over_without_loss_o
     for a in agents {
         a.await.unwrap();
     }
-    let mut counts: HashMap<(String, String), usize> = HashMap::from([
-        (("AlreadyFiring".into(), "firing".into()), 1),
-        (("Stuck".into(), "firing".into()), 1),
-    ]);
     while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(3), receiver.rx.recv()).await
     {
         *counts

@@ -5,7 +5,10 @@
 use std::time::{Duration, Instant};
 
 use foresight_ingest::store::pg::{self, PgStore};
-use foresight_ingest::store::{Error, Principal, Scope, SilenceStore, Store, TenantStore, key_id};
+use foresight_ingest::store::{
+    AlertStateStore, Error, HistoryEntry, Principal, Scope, SilenceStore, Store, TenantStore,
+    key_id,
+};
 use foresight_testkit::postgres::Postgres;
 
 /// Tenants and scoped keys: what `keys_carry_their_scope_and_revoke_per_tenant` checks
@@ -394,4 +397,67 @@ async fn two_notifier_nodes_send_each_notification_once() {
     assert_eq!(worker_b.deliver_due_at(later).await.unwrap(), 1);
     assert_eq!(seen.lock().unwrap().get("acme/orphan"), Some(&1));
     drop(worker_a);
+}
+
+/// Alert states: what is saved for a partition comes back for it and for no other; a
+/// later save replaces it; transitions do not disturb the states.
+fn alert_states(store: &dyn AlertStateStore, partitioned: bool) {
+    let at = foresight_proto::now_ms();
+    store
+        .store_alert_states(
+            &[
+                ("acme".into(), 1, r#"[{"a":1}]"#.into()),
+                ("acme".into(), 2, r#"[{"a":2}]"#.into()),
+                ("globex".into(), 1, r#"[{"g":1}]"#.into()),
+            ],
+            &[HistoryEntry {
+                tenant: "acme".into(),
+                fingerprint: "f".into(),
+                alertname: "Stuck".into(),
+                labels: Default::default(),
+                state: "pending".into(),
+                at_ms: at,
+            }],
+            at,
+        )
+        .unwrap();
+    let mut all = store.load_alert_states(None).unwrap();
+    all.sort();
+    if partitioned {
+        assert_eq!(all.len(), 3, "{all:?}");
+        let mut one = store.load_alert_states(Some(&[1])).unwrap();
+        one.sort();
+        assert_eq!(
+            one,
+            vec![
+                ("acme".to_string(), r#"[{"a":1}]"#.to_string()),
+                ("globex".to_string(), r#"[{"g":1}]"#.to_string())
+            ]
+        );
+        assert!(store.load_alert_states(Some(&[3])).unwrap().is_empty());
+        store
+            .store_alert_states(&[("acme".into(), 2, "[]".into())], &[], at)
+            .unwrap();
+        assert_eq!(
+            store.load_alert_states(Some(&[2])).unwrap(),
+            vec![("acme".to_string(), "[]".to_string())]
+        );
+    } else {
+        // One node keeps one row per tenant: the last written.
+        assert_eq!(
+            all,
+            vec![
+                ("acme".to_string(), r#"[{"a":2}]"#.to_string()),
+                ("globex".to_string(), r#"[{"g":1}]"#.to_string())
+            ]
+        );
+    }
+}
+
+#[test]
+fn alert_states_on_sqlite_and_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    alert_states(&Store::open(dir.path()).unwrap(), false);
+    let server = Postgres::start().expect("PostgreSQL starts");
+    alert_states(&PgStore::connect(&server.url(), 2).unwrap(), true);
 }

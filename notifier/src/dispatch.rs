@@ -58,6 +58,15 @@ impl<S: OutboxStore> Dispatcher<S> {
         }
     }
 
+    /// Forgets every aggregation group, as when the alerts move to another evaluator:
+    /// groups come back from the next alerts and the stored notification log, so what
+    /// the log holds is not sent again, and groups whose alerts now reach another node
+    /// are not resolved here for lack of updates.
+    pub fn forget_groups(&mut self) {
+        self.tenants.clear();
+        self.sent.clear();
+    }
+
     fn grouper(&mut self, tenant: &str) -> Result<&mut Grouper, StoreError> {
         if !self.tenants.contains_key(tenant) {
             let log = self

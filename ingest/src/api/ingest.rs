@@ -184,6 +184,14 @@ async fn store_batch(
         let _ = tenant_id;
         return Ok((batch.series.len(), false));
     }
+    if state.clustered {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ingest",
+            "this node does not run the ingest role; send telemetry to one that does",
+        )
+        .retry_after(5));
+    }
     // Reserve room towards the evaluator before storing, so that an acknowledged batch
     // always reaches it.
     let permit = state.tx.try_reserve().map_err(|_| {

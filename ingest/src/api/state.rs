@@ -23,6 +23,8 @@ pub struct AppState {
     pub silences: Arc<dyn crate::store::SilenceStore>,
     /// Cluster mode: accepted batches go to the telemetry topic rather than the store.
     pub bus: Option<Arc<crate::cluster::bus::TelemetryBus>>,
+    /// Cluster mode: ingest endpoints of a node without the ingest role refuse.
+    pub clustered: bool,
     /// Towards the evaluator: batches and posted alerts.
     pub tx: mpsc::Sender<Input>,
     /// Towards the evaluator: reads of the series, on their own queue (see

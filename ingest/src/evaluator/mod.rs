@@ -59,6 +59,9 @@ struct Share {
     count: i32,
     /// The partitions owned.
     owned: Vec<i32>,
+    /// Per tenant, the partitions its batches came from: an alert without a `cluster`
+    /// label is saved with the first of them.
+    tenant_parts: HashMap<String, std::collections::BTreeSet<i32>>,
     /// Whether the replay of the owned partitions is still under way.
     catching_up: bool,
 }
@@ -269,6 +272,7 @@ impl<S: AlertStateStore> Pipeline<S> {
         self.share = Some(Share {
             count,
             owned: partitions,
+            tenant_parts: HashMap::new(),
             catching_up: true,
         });
         match tokio::task::block_in_place(|| self.restore_states()) {
@@ -295,12 +299,13 @@ impl<S: AlertStateStore> Pipeline<S> {
                 serde_json::to_string(now).unwrap_or_default(),
             )];
         };
-        let part = |a: &SavedAlert| {
-            crate::cluster::config::partition_of(
-                tenant,
-                a.labels.get("cluster").map_or("", String::as_str),
-                share.count,
-            )
+        let part = |a: &SavedAlert| match a.labels.get("cluster") {
+            Some(c) => crate::cluster::config::partition_of(tenant, c, share.count),
+            None => share
+                .tenant_parts
+                .get(tenant)
+                .and_then(|p| p.first().copied())
+                .unwrap_or_else(|| crate::cluster::config::partition_of(tenant, "", share.count)),
         };
         let mut rows: BTreeMap<i32, Vec<&SavedAlert>> = BTreeMap::new();
         for a in before {
@@ -472,6 +477,17 @@ impl<S: AlertStateStore> Pipeline<S> {
     pub fn ingest(&mut self, accepted: Accepted) {
         let batch = accepted.batch;
         let cluster = cluster_of(&batch);
+        if let Some(share) = &mut self.share {
+            share
+                .tenant_parts
+                .entry(accepted.tenant.clone())
+                .or_default()
+                .insert(crate::cluster::config::partition_of(
+                    &accepted.tenant,
+                    cluster.as_deref().unwrap_or(""),
+                    share.count,
+                ));
+        }
         if let Some(name) = &cluster {
             let facts = self.note_cluster(&accepted.tenant, name, &batch);
             if batch.snapshot.is_some()
