@@ -2,8 +2,9 @@
 //! KRaft cluster (one controller, three brokers) and a real PostgreSQL server, agents
 //! sending through one node. The evaluator that owns the agents' cluster is killed
 //! (SIGKILL) while an alert is pending: another node takes its partitions, the alert
-//! fires once with its original `startsAt`, nothing already notified is notified again,
-//! and every acknowledged batch is in the telemetry topic.
+//! fires once with its original `startsAt`, nothing already notified is notified again.
+//! Then a Kafka broker is killed: ingest keeps acknowledging. Every acknowledged batch
+//! is in the telemetry topic.
 
 mod common;
 
@@ -138,10 +139,11 @@ async fn owner(pg: &Arc<PgStore>, partition: i32, up: &[&str]) -> String {
             })
             .collect();
         let owned: BTreeSet<i32> = live.iter().flat_map(|n| n.partitions.clone()).collect();
-        if live.len() == up.len() && owned.len() == PARTITIONS as usize {
-            if let Some(n) = live.iter().find(|n| n.partitions.contains(&partition)) {
-                return n.node_id.clone();
-            }
+        if live.len() == up.len()
+            && owned.len() == PARTITIONS as usize
+            && let Some(n) = live.iter().find(|n| n.partitions.contains(&partition))
+        {
+            return n.node_id.clone();
         }
         assert!(
             Instant::now() < deadline,
@@ -319,6 +321,28 @@ async fn an_evaluator_killed_while_an_alert_is_pending_hands_over_without_loss_o
     eprintln!(
         "{victim} killed; {heir} took partition {part}; Stuck fired {:?} after the kill",
         killed.elapsed()
+    );
+
+    // One Kafka broker under Foresight killed: ingest keeps acknowledging (the topic
+    // has three replicas and min.insync.replicas 2).
+    let before = acked.lock().unwrap().len();
+    kafka.node(1).kill();
+    let broker_killed = Instant::now();
+    loop {
+        let now = acked.lock().unwrap().len();
+        if now >= before + 60 {
+            break;
+        }
+        assert!(
+            broker_killed.elapsed() < Duration::from_secs(60),
+            "only {} batches acknowledged in the minute after a broker was killed",
+            now - before
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "broker 1 killed: 60 more batches acknowledged within {:?}",
+        broker_killed.elapsed()
     );
 
     // Keep sending a while, then stop and count what arrived.

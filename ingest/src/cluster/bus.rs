@@ -64,12 +64,20 @@ pub async fn ensure_topics(cfg: &ClusterConfig) -> Result<i32, BusError> {
         .create()
         .map_err(|e| BusError::Kafka(e.to_string()))?;
     let retention = cfg.telemetry_retention_ms().to_string();
+    // An acknowledged batch is on two replicas before the 202 when there are three:
+    // one broker lost loses nothing, and ingest goes on with the other two.
+    let min_insync = if cfg.topics.replication_factor >= 3 {
+        "2"
+    } else {
+        "1"
+    };
     let topic = NewTopic::new(
         &cfg.topics.telemetry,
         cfg.topics.telemetry_partitions,
         TopicReplication::Fixed(cfg.topics.replication_factor),
     )
     .set("retention.ms", &retention)
+    .set("min.insync.replicas", min_insync)
     .set("cleanup.policy", "delete");
     let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
     let results = admin
