@@ -3,8 +3,9 @@
 //! sending through one node. The evaluator that owns the agents' cluster is killed
 //! (SIGKILL) while an alert is pending: another node takes its partitions, the alert
 //! fires once with its original `startsAt`, nothing already notified is notified again.
-//! Then a Kafka broker is killed: ingest keeps acknowledging. Every acknowledged batch
-//! is in the telemetry topic.
+//! Then a Kafka broker is killed: ingest keeps acknowledging. Then PostgreSQL is
+//! stopped: ingest goes on, the API answers 503 with `Retry-After`, and recovers by
+//! itself after the restart. Every acknowledged batch is in the telemetry topic.
 
 mod common;
 
@@ -231,6 +232,12 @@ async fn an_evaluator_killed_while_an_alert_is_pending_hands_over_without_loss_o
     );
     assert!(out.status.success(), "{out:?}");
     let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let out = foresight(
+        &["keys", "create", "--tenant", "acme", "--scope", "read"],
+        &nodes[2].config,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let read_key = String::from_utf8(out.stdout).unwrap().trim().to_string();
 
     let pg = Arc::new(
         tokio::task::spawn_blocking(move || PgStore::connect(&url, 2).unwrap())
@@ -343,6 +350,72 @@ async fn an_evaluator_killed_while_an_alert_is_pending_hands_over_without_loss_o
     eprintln!(
         "broker 1 killed: 60 more batches acknowledged within {:?}",
         broker_killed.elapsed()
+    );
+
+    // PostgreSQL stopped: agents' keys, seen valid, keep working and batches keep
+    // being acknowledged; what needs the shared state answers 503 with Retry-After;
+    // all of it recovers by itself once PostgreSQL is back.
+    let silences = format!("https://127.0.0.1:{}/api/v2/silences", nodes[target].port);
+    let listed = client
+        .get(&silences)
+        .bearer_auth(&read_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    tokio::task::block_in_place(|| pg_server.stop());
+    let before = acked.lock().unwrap().len();
+    let pg_stopped = Instant::now();
+    let refused = loop {
+        let r = client
+            .get(&silences)
+            .bearer_auth(&read_key)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 503 {
+            break r;
+        }
+        assert!(
+            pg_stopped.elapsed() < Duration::from_secs(30),
+            "silences still answer {} with PostgreSQL stopped",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "store", "{body}");
+    while acked.lock().unwrap().len() < before + 30 {
+        assert!(
+            pg_stopped.elapsed() < Duration::from_secs(60),
+            "ingest stopped acknowledging with PostgreSQL down"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::task::block_in_place(|| pg_server.restart()).expect("PostgreSQL starts again");
+    let restarted = Instant::now();
+    loop {
+        let r = client
+            .get(&silences)
+            .bearer_auth(&read_key)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(30),
+            "silences answer {} 30 s after PostgreSQL is back",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "PostgreSQL stopped for {:?}; the API answered again {:?} after its restart",
+        restarted - pg_stopped,
+        restarted.elapsed()
     );
 
     // Keep sending a while, then stop and count what arrived.

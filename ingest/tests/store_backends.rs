@@ -234,6 +234,42 @@ fn a_key_revoked_on_one_node_stops_on_the_others_within_the_cache_ttl() {
     );
 }
 
+#[test]
+fn with_postgres_down_a_key_seen_valid_stays_valid_and_others_fail_cleanly() {
+    use foresight_ingest::store::KeyCache;
+    let server = Postgres::start().expect("PostgreSQL starts");
+    let cache = KeyCache::new(
+        PgStore::connect(&server.url(), 2).unwrap(),
+        Duration::from_millis(100),
+    );
+    let seen = cache.create_scoped_key("acme", Scope::Ingest, "").unwrap();
+    let unseen = cache.create_scoped_key("acme", Scope::Ingest, "").unwrap();
+    assert!(cache.authenticate_key(&seen).unwrap().is_some());
+    server.stop();
+    std::thread::sleep(Duration::from_millis(200));
+    // Past its TTL, the seen key still authenticates while the store is down.
+    assert!(matches!(
+        cache.authenticate_key(&seen),
+        Ok(Some(Principal::Tenant {
+            scope: Scope::Ingest,
+            ..
+        }))
+    ));
+    // A key never seen is not trusted: the store's error, not a refusal.
+    assert!(matches!(
+        cache.authenticate_key(&unseen),
+        Err(Error::Postgres(_))
+    ));
+    server.restart().expect("PostgreSQL starts again");
+    let back = foresight_testkit::wait_until(Duration::from_secs(30), || {
+        cache.authenticate_key(&unseen).ok().flatten()
+    });
+    assert!(
+        back.is_some(),
+        "the unseen key does not authenticate after the restart"
+    );
+}
+
 /// A webhook receiver that counts each idempotency key it is sent.
 async fn counting_receiver() -> (
     String,

@@ -96,7 +96,8 @@ pub(crate) fn store_error(e: crate::store::Error) -> ApiError {
             "not_found",
             format!("{what} not found"),
         ),
-        other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store", other.to_string()),
+        other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store", other.to_string())
+            .retry_after(5),
     }
 }
 

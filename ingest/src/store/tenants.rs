@@ -153,7 +153,8 @@ pub trait TenantStore: Send + Sync {
 
 /// Answers of [`TenantStore::authenticate_key`] kept for `ttl`, so that the nodes of a
 /// cluster do not ask PostgreSQL on every request: a key revoked through this node stops
-/// at once, one revoked through another node within `ttl`. Only valid keys are kept (a
+/// at once, one revoked through another node within `ttl`. While the store does not
+/// answer, a key seen valid stays valid. Only valid keys are kept (a
 /// key created on another node works at once), by their hash, at most
 /// [`KeyCache::CAPACITY`] of them.
 pub struct KeyCache<T> {
@@ -204,7 +205,21 @@ impl<T: TenantStore> TenantStore for KeyCache<T> {
         {
             return Ok(Some(p.clone()));
         }
-        let found = self.inner.authenticate_key(key)?;
+        let found = match self.inner.authenticate_key(key) {
+            Ok(found) => found,
+            // The shared store is down: a key seen valid goes on working until it
+            // answers again (nothing can be revoked meanwhile), so that agents keep
+            // shipping through an outage of PostgreSQL; any other key waits for it.
+            Err(e) => {
+                return match self.cache().get(&hash) {
+                    Some((p, _, _)) => {
+                        tracing::debug!(error = %e, "Key store unreachable; a key seen valid is trusted.");
+                        Ok(Some(p.clone()))
+                    }
+                    None => Err(e),
+                };
+            }
+        };
         let mut cache = self.cache();
         match &found {
             Some(p) => {
