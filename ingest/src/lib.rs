@@ -186,6 +186,20 @@ impl Server {
         let mut stages = Vec::new();
         let pipeline = match &cluster {
             Some(node) => {
+                if node.config.runs(cluster::config::Role::Notifier) {
+                    let cancel = CancellationToken::new();
+                    let grouping = cluster::alerts::spawn_notifier(
+                        &node.config,
+                        Dispatcher::new(
+                            node.pg.clone(),
+                            notify.clone(),
+                            config.external_url.clone(),
+                        ),
+                        wake.clone(),
+                        cancel.clone(),
+                    )?;
+                    stages.push((cancel, grouping));
+                }
                 let pipeline = evaluator::Pipeline::new(
                     groups,
                     config.external_labels.clone(),
@@ -197,6 +211,7 @@ impl Server {
                 .with_view(alerts_view.clone())
                 .with_clusters(clusters.clone())
                 .with_retention(config.retentions())
+                .with_alert_bus(node.alert_bus.clone())
                 .partitioned();
                 if node.config.runs(cluster::config::Role::Evaluator) {
                     let cancel = CancellationToken::new();

@@ -78,6 +78,21 @@ struct NodeProc {
 }
 
 fn write_config(dir: &Path, name: &str, kafka: &str, pg: &str, receiver: &str) -> NodeProc {
+    let notify = format!(
+        "webhooks:\n- {{name: hook, url: \"{receiver}\", secret: {}}}\n",
+        common::SECRET
+    );
+    start_node(dir, name, kafka, pg, &notify, TOPIC)
+}
+
+fn start_node(
+    dir: &Path,
+    name: &str,
+    kafka: &str,
+    pg: &str,
+    notify: &str,
+    topic: &str,
+) -> NodeProc {
     let port = common::free_port();
     let data = dir.join(name);
     std::fs::create_dir_all(&data).unwrap();
@@ -87,10 +102,9 @@ fn write_config(dir: &Path, name: &str, kafka: &str, pg: &str, receiver: &str) -
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:{port}\ndata_dir: {}\nevaluation_interval: 500ms\nbuiltin_rules: false\nrule_files: [{}]\nwebhooks:\n- {{name: hook, url: \"{receiver}\", secret: {}}}\ncluster:\n  node_id: {name}\n  roles: [all]\n  kafka: {{bootstrap_servers: \"{kafka}\"}}\n  topics: {{telemetry: {TOPIC}, telemetry_partitions: {PARTITIONS}, replication_factor: 3, evaluator_group: foresight-test-evaluators}}\n  postgres: {{url: \"{pg}\", pool_size: 4}}\n",
+            "listen: 127.0.0.1:{port}\ndata_dir: {}\nevaluation_interval: 500ms\nbuiltin_rules: false\nrule_files: [{}]\n{notify}cluster:\n  node_id: {name}\n  roles: [all]\n  kafka: {{bootstrap_servers: \"{kafka}\"}}\n  topics: {{telemetry: {topic}, telemetry_partitions: {PARTITIONS}, replication_factor: 3, alerts: {topic}.alerts}}\n  postgres: {{url: \"{pg}\", pool_size: 4}}\n",
             data.display(),
             rules.display(),
-            common::SECRET,
         ),
     )
     .unwrap();
@@ -124,7 +138,24 @@ fn foresight(args: &[&str], config: &Path) -> std::process::Output {
 }
 
 /// The node that owns `partition` once every partition has an owner among `up`.
-async fn owner(pg: &Arc<PgStore>, partition: i32, up: &[&str]) -> String {
+/// The last lines each node logged, for a failure's message.
+fn logs(dir: &Path) -> String {
+    let mut out = String::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.path().extension().is_some_and(|x| x == "log") {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            out += &format!("--- {}\n", e.path().display());
+            for l in tail.into_iter().rev() {
+                out += l;
+                out += "\n";
+            }
+        }
+    }
+    out
+}
+
+async fn owner(pg: &Arc<PgStore>, partition: i32, up: &[&str], dir: &Path) -> String {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let pg = pg.clone();
@@ -148,7 +179,8 @@ async fn owner(pg: &Arc<PgStore>, partition: i32, up: &[&str]) -> String {
         }
         assert!(
             Instant::now() < deadline,
-            "no owner for every partition among {up:?}: {nodes:?}"
+            "no owner for every partition among {up:?}: {nodes:?}\n{}",
+            logs(dir)
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -245,7 +277,7 @@ async fn an_evaluator_killed_while_an_alert_is_pending_hands_over_without_loss_o
             .unwrap(),
     );
     let part = partition_of("acme", "prod", PARTITIONS);
-    let victim = owner(&pg, part, &["node-a", "node-b", "node-c"]).await;
+    let victim = owner(&pg, part, &["node-a", "node-b", "node-c"], dir.path()).await;
     let target = nodes.iter().position(|n| n.name != victim).unwrap();
     let client = client_for(&nodes[target]).await;
     let telemetry = format!("https://127.0.0.1:{}/v1/telemetry", nodes[target].port);
@@ -305,7 +337,7 @@ async fn an_evaluator_killed_while_an_alert_is_pending_hands_over_without_loss_o
         .map(|n| n.name.as_str())
         .filter(|n| *n != victim)
         .collect();
-    let heir = owner(&pg, part, &survivors).await;
+    let heir = owner(&pg, part, &survivors, dir.path()).await;
     assert_ne!(heir, victim);
 
     let stuck = wait_counting(
@@ -508,5 +540,140 @@ async fn an_evaluator_killed_while_an_alert_is_pending_hands_over_without_loss_o
     for n in &mut nodes {
         n.child.kill();
     }
+    drop(kafka);
+}
+
+/// Alerts of two clusters whose telemetry partitions belong to different evaluators
+/// reach one notifier, which groups them as one Alertmanager group: one notification
+/// with both, not one per evaluator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_from_different_evaluators_are_grouped_by_one_notifier() {
+    let (kafka, pg_server) = tokio::join!(
+        tokio::task::spawn_blocking(|| {
+            Cluster::start(ClusterSpec::new(Version::Kafka4).nodes(1, 3))
+                .expect("a real Kafka cluster starts")
+        }),
+        tokio::task::spawn_blocking(|| Postgres::start().expect("PostgreSQL starts")),
+    );
+    let (kafka, pg_server) = (kafka.unwrap(), pg_server.unwrap());
+    let url = pg_server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = common::start_receiver().await;
+    let notify = format!(
+        "alertmanager_config: {}\n",
+        dir.path().join("alertmanager.yml").display()
+    );
+    std::fs::write(
+        dir.path().join("alertmanager.yml"),
+        format!(
+            "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 3s\n  group_interval: 1m\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: {}\n        secret: {}\n",
+            receiver.url,
+            common::SECRET
+        ),
+    )
+    .unwrap();
+    let topic = "foresight.telemetry.grouping";
+    let nodes: Vec<NodeProc> = ["node-x", "node-y"]
+        .iter()
+        .map(|n| start_node(dir.path(), n, &kafka.bootstrap(), &url, &notify, topic))
+        .collect();
+    let out = foresight(
+        &["keys", "create", "--tenant", "acme", "--scope", "ingest"],
+        &nodes[0].config,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let pg = Arc::new(
+        tokio::task::spawn_blocking(move || PgStore::connect(&url, 2).unwrap())
+            .await
+            .unwrap(),
+    );
+    // Two clusters whose partitions belong to different evaluators.
+    let owner_x = owner(&pg, 0, &["node-x", "node-y"], dir.path()).await;
+    let mut picked: HashMap<String, String> = HashMap::new();
+    for i in 0..100 {
+        let name = format!("kafka-{i}");
+        let o = owner(
+            &pg,
+            partition_of("acme", &name, PARTITIONS),
+            &["node-x", "node-y"],
+            dir.path(),
+        )
+        .await;
+        picked.entry(o).or_insert(name);
+        if picked.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        picked.len(),
+        2,
+        "no two clusters on different evaluators ({owner_x})"
+    );
+    let clusters: Vec<String> = picked.values().cloned().collect();
+
+    let client = client_for(&nodes[0]).await;
+    let telemetry = format!("https://127.0.0.1:{}/v1/telemetry", nodes[0].port);
+    for round in 1..=20u64 {
+        for c in &clusters {
+            let now = common::now_ms();
+            let b = TelemetryBatch {
+                resource: Some(Resource {
+                    agent_instance_id: format!("agent-{c}"),
+                    cluster_name: c.clone(),
+                    ..Default::default()
+                }),
+                sequence: round,
+                created_at_ms: now,
+                series: vec![Series {
+                    name: "test_other".into(),
+                    labels: vec![Label {
+                        name: "cluster".into(),
+                        value: c.clone(),
+                    }],
+                    samples: vec![Sample {
+                        timestamp_ms: now,
+                        value: 1.0,
+                    }],
+                }],
+                ..Default::default()
+            };
+            let r = client
+                .post(&telemetry)
+                .bearer_auth(&key)
+                .header("content-encoding", "zstd")
+                .body(zstd::bulk::compress(&b.encode_to_vec(), 3).unwrap())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut counts = Counts::new();
+    let first = wait_counting(
+        &mut receiver.rx,
+        "AlreadyFiring",
+        "firing",
+        Duration::from_secs(60),
+        &mut counts,
+    )
+    .await;
+    let grouped: BTreeSet<String> = first["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["labels"]["cluster"].as_str().unwrap().to_string())
+        .collect();
+    // A second notification within group_wait would be the other evaluator's group.
+    if let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(5), receiver.rx.recv()).await {
+        panic!("a second notification: {msg}\nafter: {first}");
+    }
+    assert_eq!(
+        grouped,
+        clusters.iter().cloned().collect::<BTreeSet<_>>(),
+        "one notification with both clusters' alerts: {first}"
+    );
+    drop(nodes);
     drop(kafka);
 }

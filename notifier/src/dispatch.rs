@@ -117,6 +117,23 @@ impl<S: OutboxStore> Dispatcher<S> {
     /// # Errors
     /// [`StoreError`]; what was not stored is planned again at the next flush.
     pub fn dispatch(&mut self, alerts: &[Alert], now_ms: i64) -> Result<usize, StoreError> {
+        let mut new = 0;
+        for (tenant, list) in self.group_alerts(alerts, now_ms) {
+            new += self.notify_subscriptions(tenant, &list, now_ms)?;
+            self.grouper(tenant)?.insert(list, now_ms);
+        }
+        Ok(new + self.flush(now_ms)?)
+    }
+
+    /// The rule engine's firing and resolved alerts as the groups take them, by tenant
+    /// (pending ones left out; a firing alert ends `resolve_timeout` from now unless
+    /// sent again): what [`Dispatcher::dispatch`] groups here, or what an evaluator in
+    /// cluster mode sends to the notifier nodes.
+    pub fn group_alerts<'a>(
+        &self,
+        alerts: &'a [Alert],
+        now_ms: i64,
+    ) -> HashMap<&'a str, Vec<GroupAlert>> {
         let mut by_tenant: HashMap<&str, Vec<GroupAlert>> = HashMap::new();
         for a in alerts {
             let ends_at_ms = match a.state() {
@@ -133,12 +150,7 @@ impl<S: OutboxStore> Dispatcher<S> {
                 fingerprint: a.fingerprint.clone(),
             });
         }
-        let mut new = 0;
-        for (tenant, list) in by_tenant {
-            new += self.notify_subscriptions(tenant, &list, now_ms)?;
-            self.grouper(tenant)?.insert(list, now_ms);
-        }
-        Ok(new + self.flush(now_ms)?)
+        by_tenant
     }
 
     /// One notification per alert state change to each subscription that wants it.

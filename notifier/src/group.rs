@@ -15,7 +15,8 @@ use crate::config::{NotifyConfig, Route};
 use crate::matchers::{Matcher, all_match};
 
 /// An alert as the notifier sees it, from the rule engine or the Alertmanager API.
-#[derive(Debug, Clone, PartialEq)]
+/// Serialized as JSON on cluster mode's alerts topic.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GroupAlert {
     /// Identity labels.
     pub labels: BTreeMap<String, String>,

@@ -45,7 +45,7 @@ pub enum BusError {
 
 /// The client settings every Foresight client shares: the user's properties, then the
 /// bootstrap servers.
-fn client_config(cfg: &ClusterConfig) -> ClientConfig {
+pub(super) fn client_config(cfg: &ClusterConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     for (k, v) in &cfg.kafka.properties {
         c.set(k, v);
@@ -54,12 +54,22 @@ fn client_config(cfg: &ClusterConfig) -> ClientConfig {
     c
 }
 
-/// Creates the telemetry topic when it is missing and returns its partition count
-/// (that of the topic as it is, which may differ from the configured one).
+/// The partition counts of the topics as they are (which may differ from the
+/// configured ones, for topics that existed before).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Topics {
+    /// The telemetry topic's.
+    pub telemetry: i32,
+    /// The alerts topic's.
+    pub alerts: i32,
+}
+
+/// Creates the telemetry and alerts topics when they are missing and returns their
+/// partition counts.
 ///
 /// # Errors
-/// [`BusError::Kafka`] when Kafka does not answer or refuses the topic.
-pub async fn ensure_topics(cfg: &ClusterConfig) -> Result<i32, BusError> {
+/// [`BusError::Kafka`] when Kafka does not answer or refuses a topic.
+pub async fn ensure_topics(cfg: &ClusterConfig) -> Result<Topics, BusError> {
     let admin: AdminClient<DefaultClientContext> = client_config(cfg)
         .create()
         .map_err(|e| BusError::Kafka(e.to_string()))?;
@@ -71,22 +81,28 @@ pub async fn ensure_topics(cfg: &ClusterConfig) -> Result<i32, BusError> {
     } else {
         "1"
     };
-    let topic = NewTopic::new(
-        &cfg.topics.telemetry,
-        cfg.topics.telemetry_partitions,
+    let rf = TopicReplication::Fixed(cfg.topics.replication_factor);
+    let telemetry = NewTopic::new(&cfg.topics.telemetry, cfg.topics.telemetry_partitions, rf)
+        .set("retention.ms", &retention)
+        .set("min.insync.replicas", min_insync)
+        .set("cleanup.policy", "delete");
+    // Alerts are sent again every evaluation: an hour of them is plenty.
+    let alerts = NewTopic::new(
+        &cfg.topics.alerts,
+        cfg.topics.alerts_partitions,
         TopicReplication::Fixed(cfg.topics.replication_factor),
     )
-    .set("retention.ms", &retention)
+    .set("retention.ms", "3600000")
     .set("min.insync.replicas", min_insync)
     .set("cleanup.policy", "delete");
     let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
     let results = admin
-        .create_topics([&topic], &opts)
+        .create_topics([&telemetry, &alerts], &opts)
         .await
-        .map_err(|e| BusError::Kafka(format!("create {}: {e}", cfg.topics.telemetry)))?;
+        .map_err(|e| BusError::Kafka(format!("create topics: {e}")))?;
     for r in results {
         match r {
-            Ok(_) => tracing::info!(topic = %cfg.topics.telemetry, "Created the telemetry topic."),
+            Ok(t) => tracing::info!(topic = %t, "Created a topic."),
             Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((t, e)) => return Err(BusError::Kafka(format!("create {t}: {e}"))),
         }
@@ -94,29 +110,44 @@ pub async fn ensure_topics(cfg: &ClusterConfig) -> Result<i32, BusError> {
     let consumer: BaseConsumer = client_config(cfg)
         .create()
         .map_err(|e| BusError::Kafka(e.to_string()))?;
-    let name = cfg.topics.telemetry.clone();
-    let count = tokio::task::spawn_blocking(move || {
-        // A new topic's metadata may take a moment to reach every broker.
-        for _ in 0..50 {
-            if let Ok(md) = consumer.fetch_metadata(Some(&name), Duration::from_secs(5))
-                && let Some(t) = md.topics().iter().find(|t| t.name() == name)
-                && !t.partitions().is_empty()
-            {
-                return Ok(t.partitions().len() as i32);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err(BusError::Kafka(format!("topic {name} has no partitions")))
+    let names = [
+        (
+            cfg.topics.telemetry.clone(),
+            cfg.topics.telemetry_partitions,
+        ),
+        (cfg.topics.alerts.clone(), cfg.topics.alerts_partitions),
+    ];
+    let counts = tokio::task::spawn_blocking(move || {
+        names
+            .iter()
+            .map(|(name, configured)| {
+                // A new topic's metadata may take a moment to reach every broker.
+                for _ in 0..50 {
+                    if let Ok(md) = consumer.fetch_metadata(Some(name), Duration::from_secs(5))
+                        && let Some(t) = md.topics().iter().find(|t| t.name() == name)
+                        && !t.partitions().is_empty()
+                    {
+                        let count = t.partitions().len() as i32;
+                        if count != *configured {
+                            tracing::warn!(
+                                topic = %name, partitions = count, configured,
+                                "The topic exists with another partition count; it is used as it is."
+                            );
+                        }
+                        return Ok(count);
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(BusError::Kafka(format!("topic {name} has no partitions")))
+            })
+            .collect::<Result<Vec<i32>, BusError>>()
     })
     .await
     .map_err(|e| BusError::Kafka(e.to_string()))??;
-    if count != cfg.topics.telemetry_partitions {
-        tracing::warn!(
-            topic = %cfg.topics.telemetry, partitions = count, configured = cfg.topics.telemetry_partitions,
-            "The telemetry topic exists with another partition count; it is used as it is."
-        );
-    }
-    Ok(count)
+    Ok(Topics {
+        telemetry: counts[0],
+        alerts: counts[1],
+    })
 }
 
 /// Produces accepted batches to the telemetry topic.

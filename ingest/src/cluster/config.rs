@@ -105,6 +105,13 @@ pub struct TopicsConfig {
     pub telemetry_retention: String,
     /// The consumer group of the evaluators (default `foresight-evaluators`).
     pub evaluator_group: String,
+    /// Alerts from the evaluators to the notifiers, keyed by tenant (default
+    /// `foresight.alerts.v1`).
+    pub alerts: String,
+    /// Its partitions: the most notifier nodes that share the grouping (default 6).
+    pub alerts_partitions: i32,
+    /// The consumer group of the notifier nodes (default `foresight-notifiers`).
+    pub notifier_group: String,
 }
 
 impl Default for TopicsConfig {
@@ -115,6 +122,9 @@ impl Default for TopicsConfig {
             replication_factor: 3,
             telemetry_retention: "1d".into(),
             evaluator_group: "foresight-evaluators".into(),
+            alerts: "foresight.alerts.v1".into(),
+            alerts_partitions: 6,
+            notifier_group: "foresight-notifiers".into(),
         }
     }
 }
@@ -197,6 +207,8 @@ impl ClusterConfig {
                 "cluster.topics.evaluator_group",
                 &self.topics.evaluator_group,
             ),
+            ("cluster.topics.alerts", &self.topics.alerts),
+            ("cluster.topics.notifier_group", &self.topics.notifier_group),
         ] {
             if v.is_empty()
                 || v.len() > 249
@@ -211,6 +223,18 @@ impl ClusterConfig {
         }
         if self.topics.telemetry_partitions < 1 {
             p.push("cluster.topics.telemetry_partitions: must be at least 1".into());
+        }
+        if self.topics.alerts_partitions < 1 {
+            p.push("cluster.topics.alerts_partitions: must be at least 1".into());
+        }
+        if self.topics.alerts == self.topics.telemetry {
+            p.push("cluster.topics.alerts: must differ from cluster.topics.telemetry".into());
+        }
+        if self.topics.notifier_group == self.topics.evaluator_group {
+            p.push(
+                "cluster.topics.notifier_group: must differ from cluster.topics.evaluator_group"
+                    .into(),
+            );
         }
         if self.topics.replication_factor < 1 {
             p.push("cluster.topics.replication_factor: must be at least 1".into());

@@ -5,9 +5,12 @@
 //! - [`bus`]: the telemetry topic: created at start, produced to by ingest nodes
 //!   (idempotent, `acks=all`; the 202 waits for Kafka), consumed by the evaluators'
 //!   group, which replays each partition from the oldest sample the rules need.
+//! - [`alerts`]: the alerts topic: evaluators send their alerts keyed by tenant, the
+//!   notifier nodes' group takes each tenant's grouping into the PostgreSQL outbox.
 //! - [`nodes`]: each node's heartbeat, roles and partitions in PostgreSQL, for
 //!   `foresight cluster status`.
 
+pub mod alerts;
 pub mod bus;
 pub mod config;
 pub mod nodes;
@@ -35,6 +38,8 @@ pub struct Node {
     pub bus: Option<Arc<bus::TelemetryBus>>,
     /// The telemetry topic's partition count.
     pub partitions: i32,
+    /// The producer to the alerts topic (evaluated and posted alerts).
+    pub alert_bus: Arc<alerts::AlertBus>,
     /// The partitions this node's evaluator owns now.
     pub owned: Arc<Mutex<Vec<i32>>>,
     started_at_ms: i64,
@@ -52,9 +57,9 @@ impl Node {
         let pg = tokio::task::spawn_blocking(move || PgStore::connect(&url, size))
             .await
             .map_err(|e| Error::Io(e.to_string()))??;
-        let partitions = bus::ensure_topics(c)
-            .await
-            .map_err(|e| Error::Io(e.to_string()))?;
+        let topics = bus::ensure_topics(c).await?;
+        let partitions = topics.telemetry;
+        let alert_bus = Arc::new(alerts::AlertBus::new(c, topics.alerts)?);
         let bus = if c.runs(config::Role::Ingest) {
             Some(Arc::new(
                 bus::TelemetryBus::new(c, partitions).map_err(|e| Error::Io(e.to_string()))?,
@@ -70,6 +75,7 @@ impl Node {
             pg: Arc::new(pg),
             bus,
             partitions,
+            alert_bus,
             owned: Arc::default(),
             started_at_ms: foresight_proto::now_ms(),
         })

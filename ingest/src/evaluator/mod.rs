@@ -115,6 +115,11 @@ pub struct Pipeline<S: AlertStateStore = Store> {
     store: Arc<S>,
     /// Cluster mode: the partitions owned; `None` on one node, which owns everything.
     share: Option<Share>,
+    /// Cluster mode: alerts go to the notifier nodes over the alerts topic instead of
+    /// this pipeline's dispatcher.
+    alert_bus: Option<Arc<crate::cluster::alerts::AlertBus>>,
+    /// The facts last sent over the alerts topic, per tenant and cluster.
+    sent_contexts: HashMap<(String, String), BTreeMap<String, String>>,
     /// How long batches are kept in the store.
     batch_retention_ms: i64,
     /// How long alert history and finished notifications are kept.
@@ -158,6 +163,8 @@ impl<S: AlertStateStore> Pipeline<S> {
             transient: HashMap::new(),
             store,
             share: None,
+            alert_bus: None,
+            sent_contexts: HashMap::new(),
             rules_retention_ms,
             batch_retention_ms: 7 * 24 * 3_600_000,
             history_retention_ms: 90 * 24 * 3_600_000,
@@ -185,6 +192,13 @@ impl<S: AlertStateStore> Pipeline<S> {
     /// ([`Input::Assigned`]); alert states are saved per partition.
     pub fn partitioned(mut self) -> Self {
         self.share = Some(Share::default());
+        self
+    }
+
+    /// Cluster mode: sends alerts and cluster facts to `bus` for the notifier nodes,
+    /// which group and notify them.
+    pub fn with_alert_bus(mut self, bus: Arc<crate::cluster::alerts::AlertBus>) -> Self {
+        self.alert_bus = Some(bus);
         self
     }
 
@@ -265,6 +279,9 @@ impl<S: AlertStateStore> Pipeline<S> {
         self.tenants.clear();
         self.derived_at_ms.clear();
         self.transient.clear();
+        self.dispatcher.forget_groups();
+        // The heir sends the facts of its clusters again.
+        self.sent_contexts.clear();
         tracing::info!(
             ?partitions,
             "Evaluator takes over its telemetry partitions."
@@ -449,6 +466,14 @@ impl<S: AlertStateStore> Pipeline<S> {
     /// Adds alerts posted to the Alertmanager API; they are notified at the next flush.
     pub fn alerts(&mut self, tenant: &str, alerts: Vec<GroupAlert>) {
         let now = now_ms();
+        if let Some(bus) = &self.alert_bus {
+            bus.send(&crate::cluster::alerts::AlertRecord::Alerts {
+                tenant: tenant.to_string(),
+                at_ms: now,
+                alerts,
+            });
+            return;
+        }
         if let Err(e) = tokio::task::block_in_place(|| self.dispatcher.insert(tenant, alerts, now))
         {
             tracing::error!(error = %e, "Could not read the notification log; alerts dropped.");
@@ -493,8 +518,20 @@ impl<S: AlertStateStore> Pipeline<S> {
             if batch.snapshot.is_some()
                 && let Some(facts) = facts
             {
-                self.dispatcher
-                    .set_cluster_context(&accepted.tenant, name, facts);
+                if let Some(bus) = &self.alert_bus {
+                    let key = (accepted.tenant.clone(), name.clone());
+                    if self.sent_contexts.get(&key) != Some(&facts) {
+                        bus.send(&crate::cluster::alerts::AlertRecord::Context {
+                            tenant: accepted.tenant.clone(),
+                            cluster: name.clone(),
+                            facts: facts.clone(),
+                        });
+                        self.sent_contexts.insert(key, facts);
+                    }
+                } else {
+                    self.dispatcher
+                        .set_cluster_context(&accepted.tenant, name, facts);
+                }
             }
         }
         let resource_labels = batch
@@ -722,6 +759,17 @@ impl<S: AlertStateStore> Pipeline<S> {
             alerts.extend(result.alerts);
         }
         self.save_states(ts_ms);
+        if let Some(bus) = &self.alert_bus {
+            for (tenant, list) in self.dispatcher.group_alerts(&alerts, ts_ms) {
+                bus.send(&crate::cluster::alerts::AlertRecord::Alerts {
+                    tenant: tenant.to_string(),
+                    at_ms: ts_ms,
+                    alerts: list,
+                });
+            }
+            self.publish(ts_ms);
+            return;
+        }
         // The outbox write is blocking SQLite work.
         match tokio::task::block_in_place(|| self.dispatcher.dispatch(&alerts, ts_ms)) {
             Ok(0) => {}
