@@ -137,14 +137,15 @@ fn foresight(args: &[&str], config: &Path) -> std::process::Output {
         .unwrap()
 }
 
-/// The node that owns `partition` once every partition has an owner among `up`.
+/// The node that owns `partition` once every partition has an owner among `up` and
+/// each of them owns some.
 /// The last lines each node logged, for a failure's message.
 fn logs(dir: &Path) -> String {
     let mut out = String::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         if e.path().extension().is_some_and(|x| x == "log") {
             let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            let tail: Vec<&str> = text.lines().rev().take(60).collect();
             out += &format!("--- {}\n", e.path().display());
             for l in tail.into_iter().rev() {
                 out += l;
@@ -171,8 +172,12 @@ async fn owner(pg: &Arc<PgStore>, partition: i32, up: &[&str], dir: &Path) -> St
             })
             .collect();
         let owned: BTreeSet<i32> = live.iter().flat_map(|n| n.partitions.clone()).collect();
+        // Every evaluator has its share: the group has settled.
         if live.len() == up.len()
             && owned.len() == PARTITIONS as usize
+            && live.iter().all(|n| !n.partitions.is_empty())
+            // No heartbeat from before the last rebalance: each partition once.
+            && live.iter().map(|n| n.partitions.len()).sum::<usize>() == PARTITIONS as usize
             && let Some(n) = live.iter().find(|n| n.partitions.contains(&partition))
         {
             return n.node_id.clone();
@@ -474,7 +479,8 @@ async fn an_evaluator_killed_while_an_alert_is_pending_hands_over_without_loss_o
             (("AlreadyFiring".into(), "firing".into()), 1),
             (("Stuck".into(), "firing".into()), 1)
         ]),
-        "each alert is notified once across the hand-over (first: {first})"
+        "each alert is notified once across the hand-over (first: {first})\n{}",
+        logs(dir.path())
     );
 
     // `foresight cluster status`: the killed node is down, every partition owned.

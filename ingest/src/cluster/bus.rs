@@ -398,7 +398,16 @@ impl Evaluating {
             o.clone_from(&parts);
         }
         if parts.is_empty() {
-            // A revoke: the next assignment follows.
+            // A revoke: the pipeline stops evaluating (and saving) what may be another
+            // evaluator's already; the next assignment follows.
+            self.replaying = false;
+            let _ = self
+                .tx
+                .send(Input::Assigned {
+                    partitions: parts,
+                    count: self.count,
+                })
+                .await;
             return;
         }
         let consumer = self.consumer.clone();
