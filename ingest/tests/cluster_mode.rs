@@ -25,6 +25,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 
 const PARTITIONS: i32 = 4;
+
+/// One test at a time: each runs a Kafka cluster, PostgreSQL and several nodes, which
+/// together fill this machine's two cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const TOPIC: &str = "foresight.telemetry.test";
 
 const RULES: &str = r#"
@@ -82,22 +86,24 @@ fn write_config(dir: &Path, name: &str, kafka: &str, pg: &str, receiver: &str) -
         "webhooks:\n- {{name: hook, url: \"{receiver}\", secret: {}}}\n",
         common::SECRET
     );
-    start_node(dir, name, kafka, pg, &notify, TOPIC)
+    start_node(dir, name, common::free_port(), kafka, pg, &notify, TOPIC)
 }
 
 fn start_node(
     dir: &Path,
     name: &str,
+    port: u16,
     kafka: &str,
     pg: &str,
     notify: &str,
     topic: &str,
 ) -> NodeProc {
-    let port = common::free_port();
     let data = dir.join(name);
     std::fs::create_dir_all(&data).unwrap();
     let rules = dir.join("rules.yml");
-    std::fs::write(&rules, RULES).unwrap();
+    if !rules.exists() {
+        std::fs::write(&rules, RULES).unwrap();
+    }
     let config = dir.join(format!("{name}.yml"));
     std::fs::write(
         &config,
@@ -108,7 +114,11 @@ fn start_node(
         ),
     )
     .unwrap();
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .unwrap();
     let child = common::ChildGuard(
         Command::new(env!("CARGO_BIN_EXE_foresight"))
             .args(["serve", "--config"])
@@ -139,6 +149,45 @@ fn foresight(args: &[&str], config: &Path) -> std::process::Output {
 
 /// The node that owns `partition` once every partition has an owner among `up` and
 /// each of them owns some.
+/// Waits until `restarted` runs again (started after `since_ms`) and every node has
+/// reported its share of a settled group since then.
+async fn settled_after(
+    pg: &Arc<PgStore>,
+    names: &[&str],
+    restarted: &str,
+    since_ms: i64,
+    dir: &Path,
+) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let pg2 = pg.clone();
+        let nodes = tokio::task::spawn_blocking(move || pg2.nodes().unwrap())
+            .await
+            .unwrap();
+        let live: Vec<_> = nodes
+            .iter()
+            .filter(|n| names.contains(&n.node_id.as_str()) && n.seen_at_ms >= since_ms)
+            .collect();
+        let owned: BTreeSet<i32> = live.iter().flat_map(|n| n.partitions.clone()).collect();
+        if live.len() == names.len()
+            && live
+                .iter()
+                .any(|n| n.node_id == restarted && n.started_at_ms >= since_ms)
+            && owned.len() == PARTITIONS as usize
+            && live.iter().all(|n| !n.partitions.is_empty())
+            && live.iter().map(|n| n.partitions.len()).sum::<usize>() == PARTITIONS as usize
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{restarted} did not rejoin a settled group: {nodes:?}\n{}",
+            logs(dir)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The last lines each node logged, for a failure's message.
 fn logs(dir: &Path) -> String {
     let mut out = String::new();
@@ -191,6 +240,43 @@ async fn owner(pg: &Arc<PgStore>, partition: i32, up: &[&str], dir: &Path) -> St
     }
 }
 
+/// Every (agent instance, sequence) in `topic`, read by a group of its own.
+async fn read_topic(bootstrap: &str, topic: &str) -> BTreeSet<(String, u64)> {
+    let (bootstrap, topic) = (bootstrap.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "cluster-mode-oracle")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[&topic]).unwrap();
+        let mut seen = BTreeSet::new();
+        let mut quiet = 0;
+        while quiet < 10 {
+            match consumer.poll(Duration::from_millis(500)) {
+                Some(Ok(m)) => {
+                    quiet = 0;
+                    let h = m.headers().unwrap();
+                    let get = |name: &str| {
+                        h.iter()
+                            .find(|x| x.key == name)
+                            .and_then(|x| x.value)
+                            .map(|v| String::from_utf8_lossy(v).to_string())
+                            .unwrap()
+                    };
+                    seen.insert((get("instance"), get("sequence").parse::<u64>().unwrap()));
+                }
+                _ => quiet += 1,
+            }
+        }
+        seen
+    })
+    .await
+    .unwrap()
+}
+
 type Counts = HashMap<(String, String), usize>;
 
 /// The next notification whose `alertname` and `status` match, counting every
@@ -237,6 +323,7 @@ async fn client_for(node: &NodeProc) -> reqwest::Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evaluator_killed_while_an_alert_is_pending_hands_over_without_loss_or_repeat() {
+    let _serial = SERIAL.lock().await;
     let (kafka, pg_server) = tokio::join!(
         tokio::task::spawn_blocking(|| {
             Cluster::start(ClusterSpec::new(Version::Kafka4).nodes(1, 3))
@@ -506,38 +593,7 @@ async fn an_evaluator_killed_while_an_alert_is_pending_hands_over_without_loss_o
         "only {} batches acknowledged",
         acked.len()
     );
-    let in_topic = tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", "cluster-mode-oracle")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        consumer.subscribe(&[TOPIC]).unwrap();
-        let mut seen = BTreeSet::new();
-        let mut quiet = 0;
-        while quiet < 10 {
-            match consumer.poll(Duration::from_millis(500)) {
-                Some(Ok(m)) => {
-                    quiet = 0;
-                    let h = m.headers().unwrap();
-                    let get = |name: &str| {
-                        h.iter()
-                            .find(|x| x.key == name)
-                            .and_then(|x| x.value)
-                            .map(|v| String::from_utf8_lossy(v).to_string())
-                            .unwrap()
-                    };
-                    seen.insert((get("instance"), get("sequence").parse::<u64>().unwrap()));
-                }
-                _ => quiet += 1,
-            }
-        }
-        seen
-    })
-    .await
-    .unwrap();
+    let in_topic = read_topic(&bootstrap, TOPIC).await;
     let missing: Vec<_> = acked.difference(&in_topic).collect();
     assert!(
         missing.is_empty(),
@@ -554,6 +610,7 @@ async fn an_evaluator_killed_while_an_alert_is_pending_hands_over_without_loss_o
 /// with both, not one per evaluator.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_from_different_evaluators_are_grouped_by_one_notifier() {
+    let _serial = SERIAL.lock().await;
     let (kafka, pg_server) = tokio::join!(
         tokio::task::spawn_blocking(|| {
             Cluster::start(ClusterSpec::new(Version::Kafka4).nodes(1, 3))
@@ -581,7 +638,17 @@ async fn alerts_from_different_evaluators_are_grouped_by_one_notifier() {
     let topic = "foresight.telemetry.grouping";
     let nodes: Vec<NodeProc> = ["node-x", "node-y"]
         .iter()
-        .map(|n| start_node(dir.path(), n, &kafka.bootstrap(), &url, &notify, topic))
+        .map(|n| {
+            start_node(
+                dir.path(),
+                n,
+                common::free_port(),
+                &kafka.bootstrap(),
+                &url,
+                &notify,
+                topic,
+            )
+        })
         .collect();
     let out = foresight(
         &["keys", "create", "--tenant", "acme", "--scope", "ingest"],
@@ -679,6 +746,263 @@ async fn alerts_from_different_evaluators_are_grouped_by_one_notifier() {
         grouped,
         clusters.iter().cloned().collect::<BTreeSet<_>>(),
         "one notification with both clusters' alerts: {first}"
+    );
+    drop(nodes);
+    drop(kafka);
+}
+
+const ROLLING_RULES: &str = r#"
+groups:
+- name: rolling
+  rules:
+  - alert: AlreadyFiring
+    expr: test_other > 0
+  - alert: Stuck
+    expr: test_value > 0
+    for: 15s
+  - alert: Gone
+    expr: test_gone > 0
+"#;
+
+fn rolling_batch(agent: &str, seq: u64, gone: f64) -> Vec<u8> {
+    let now = common::now_ms();
+    let series = |name: &str, value: f64| Series {
+        name: name.into(),
+        labels: vec![Label {
+            name: "agent".into(),
+            value: agent.into(),
+        }],
+        samples: vec![Sample {
+            timestamp_ms: now,
+            value,
+        }],
+    };
+    let b = TelemetryBatch {
+        resource: Some(Resource {
+            agent_instance_id: agent.into(),
+            cluster_name: "prod".into(),
+            ..Default::default()
+        }),
+        sequence: seq,
+        created_at_ms: now,
+        series: if agent == "agent-0" {
+            vec![
+                series("test_value", 1.0),
+                series("test_other", 1.0),
+                series("test_gone", gone),
+            ]
+        } else {
+            vec![series("unrelated", 1.0)]
+        },
+        ..Default::default()
+    };
+    zstd::bulk::compress(&b.encode_to_vec(), 3).unwrap()
+}
+
+/// Every node restarted in turn (SIGTERM, start again) while agents send through
+/// whichever node answers: no acknowledged batch is lost, and each alert change is
+/// notified exactly once: one firing before the restarts, one whose `for` ends and one
+/// that resolves during them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_load_loses_and_repeats_nothing() {
+    let _serial = SERIAL.lock().await;
+    let (kafka, pg_server) = tokio::join!(
+        tokio::task::spawn_blocking(|| {
+            Cluster::start(ClusterSpec::new(Version::Kafka4).nodes(1, 3))
+                .expect("a real Kafka cluster starts")
+        }),
+        tokio::task::spawn_blocking(|| Postgres::start().expect("PostgreSQL starts")),
+    );
+    let (kafka, pg_server) = (kafka.unwrap(), pg_server.unwrap());
+    let bootstrap = kafka.bootstrap();
+    let url = pg_server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = common::start_receiver().await;
+    // One certificate for every node, so that agents pin one fingerprint.
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let names = ["node-r1", "node-r2", "node-r3"];
+    for n in names {
+        let tls = dir.path().join(n).join("tls");
+        std::fs::create_dir_all(&tls).unwrap();
+        std::fs::write(tls.join("cert.pem"), ck.cert.pem()).unwrap();
+        std::fs::write(tls.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+    }
+    std::fs::write(dir.path().join("rules.yml"), ROLLING_RULES).unwrap();
+    let notify = format!(
+        "webhooks:\n- {{name: hook, url: \"{}\", secret: {}}}\n",
+        receiver.url,
+        common::SECRET
+    );
+    let topic = "foresight.telemetry.rolling";
+    let mut nodes: Vec<NodeProc> = names
+        .iter()
+        .map(|n| {
+            start_node(
+                dir.path(),
+                n,
+                common::free_port(),
+                &bootstrap,
+                &url,
+                &notify,
+                topic,
+            )
+        })
+        .collect();
+    // start_node wrote the cluster test's rules; these nodes read the rolling ones.
+    let out = foresight(
+        &["keys", "create", "--tenant", "acme", "--scope", "ingest"],
+        &nodes[0].config,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let pg = Arc::new(
+        tokio::task::spawn_blocking(move || PgStore::connect(&url, 2).unwrap())
+            .await
+            .unwrap(),
+    );
+    owner(&pg, 0, &names, dir.path()).await;
+    let client = common::client(
+        &foresight_ingest::tls::fingerprint_of(&dir.path().join("node-r1/tls/cert.pem")).unwrap(),
+    );
+    let urls: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("https://127.0.0.1:{}/v1/telemetry", n.port))
+        .collect();
+
+    // Agents send every 100 ms, each batch to the next node that acknowledges it.
+    let acked: Arc<Mutex<BTreeSet<(String, u64)>>> = Arc::default();
+    let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut agents = Vec::new();
+    for a in 0..3 {
+        let (client, urls, key, acked, stop, gone) = (
+            client.clone(),
+            urls.clone(),
+            key.clone(),
+            acked.clone(),
+            stop.clone(),
+            gone.clone(),
+        );
+        agents.push(tokio::spawn(async move {
+            let agent = format!("agent-{a}");
+            let (mut seq, mut at) = (1, a);
+            while !stop.is_cancelled() {
+                let value = if gone.load(std::sync::atomic::Ordering::SeqCst) {
+                    0.0
+                } else {
+                    1.0
+                };
+                let sent = client
+                    .post(&urls[at % urls.len()])
+                    .bearer_auth(&key)
+                    .header("content-encoding", "zstd")
+                    .timeout(Duration::from_secs(25))
+                    .body(rolling_batch(&agent, seq, value))
+                    .send()
+                    .await;
+                if matches!(&sent, Ok(r) if r.status() == 202) {
+                    acked.lock().unwrap().insert((agent.clone(), seq));
+                    seq += 1;
+                } else {
+                    at += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }));
+    }
+
+    let mut counts = Counts::new();
+    wait_counting(
+        &mut receiver.rx,
+        "Gone",
+        "firing",
+        Duration::from_secs(90),
+        &mut counts,
+    )
+    .await;
+    // Gone resolves and Stuck's `for` ends while the nodes restart.
+    gone.store(true, std::sync::atomic::Ordering::SeqCst);
+    let started = Instant::now();
+    for i in 0..nodes.len() {
+        let pid = nodes[i].child.0.id();
+        let term = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        let exited = tokio::task::block_in_place(|| nodes[i].child.0.wait()).unwrap();
+        assert!(exited.success(), "{} exited with {exited}", nodes[i].name);
+        // The restarted node listens where it did, so agents find it again.
+        let since = common::now_ms();
+        nodes[i] = start_node(
+            dir.path(),
+            names[i],
+            nodes[i].port,
+            &bootstrap,
+            &pg_server.url(),
+            &notify,
+            topic,
+        );
+        settled_after(&pg, &names, names[i], since, dir.path()).await;
+        // As an operator would: the next node once this one has served a while.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    eprintln!("rolling restart of 3 nodes took {:?}", started.elapsed());
+    for (name, status) in [("Stuck", "firing"), ("Gone", "resolved")] {
+        if !counts.contains_key(&(name.to_string(), status.to_string())) {
+            wait_counting(
+                &mut receiver.rx,
+                name,
+                status,
+                Duration::from_secs(60),
+                &mut counts,
+            )
+            .await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.cancel();
+    for a in agents {
+        a.await.unwrap();
+    }
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(3), receiver.rx.recv()).await
+    {
+        *counts
+            .entry((
+                msg["commonLabels"]["alertname"]
+                    .as_str()
+                    .unwrap_or("")
+                    .into(),
+                msg["status"].as_str().unwrap_or("").into(),
+            ))
+            .or_default() += 1;
+    }
+    let expected: Counts = [
+        ("AlreadyFiring", "firing"),
+        ("Stuck", "firing"),
+        ("Gone", "firing"),
+        ("Gone", "resolved"),
+    ]
+    .into_iter()
+    .map(|(a, s)| ((a.to_string(), s.to_string()), 1))
+    .collect();
+    assert_eq!(
+        counts,
+        expected,
+        "each change notified once through the rolling restart\n{}",
+        logs(dir.path())
+    );
+    let acked = acked.lock().unwrap().clone();
+    let in_topic = read_topic(&bootstrap, topic).await;
+    let missing: Vec<_> = acked.difference(&in_topic).collect();
+    assert!(
+        acked.len() > 100,
+        "only {} batches acknowledged",
+        acked.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not in Kafka: {missing:?}"
     );
     drop(nodes);
     drop(kafka);
