@@ -98,6 +98,22 @@ fn start_node(
     notify: &str,
     topic: &str,
 ) -> NodeProc {
+    start_node_with(dir, name, port, kafka, pg, notify, topic, "[all]", "")
+}
+
+/// A node with `roles` (YAML list) and `extra` lines under `cluster:`.
+#[allow(clippy::too_many_arguments)]
+fn start_node_with(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    kafka: &str,
+    pg: &str,
+    notify: &str,
+    topic: &str,
+    roles: &str,
+    extra: &str,
+) -> NodeProc {
     let data = dir.join(name);
     std::fs::create_dir_all(&data).unwrap();
     let rules = dir.join("rules.yml");
@@ -108,7 +124,7 @@ fn start_node(
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:{port}\ndata_dir: {}\nevaluation_interval: 500ms\nbuiltin_rules: false\nrule_files: [{}]\n{notify}cluster:\n  node_id: {name}\n  roles: [all]\n  kafka: {{bootstrap_servers: \"{kafka}\"}}\n  topics: {{telemetry: {topic}, telemetry_partitions: {PARTITIONS}, replication_factor: 3, alerts: {topic}.alerts}}\n  postgres: {{url: \"{pg}\", pool_size: 4}}\n",
+            "listen: 127.0.0.1:{port}\ndata_dir: {}\nevaluation_interval: 500ms\nbuiltin_rules: false\nrule_files: [{}]\n{notify}cluster:\n  node_id: {name}\n  roles: {roles}\n{extra}  kafka: {{bootstrap_servers: \"{kafka}\"}}\n  topics: {{telemetry: {topic}, telemetry_partitions: {PARTITIONS}, replication_factor: 3, alerts: {topic}.alerts}}\n  postgres: {{url: \"{pg}\", pool_size: 4}}\n",
             data.display(),
             rules.display(),
         ),
@@ -1005,5 +1021,201 @@ async fn a_rolling_restart_under_load_loses_and_repeats_nothing() {
         "acknowledged but not in Kafka: {missing:?}"
     );
     drop(nodes);
+    drop(kafka);
+}
+
+/// The process among `pids` that owns the loopback TCP socket bound to `port`
+/// (`/proc/net/tcp`, then each process's file descriptors).
+fn pid_with_port(pids: &[u32], port: u16) -> Option<u32> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let inode = table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let local_port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+        (local_port == port).then(|| f.get(9).map(|s| s.to_string()))?
+    })?;
+    let target = format!("socket:[{inode}]");
+    pids.iter().copied().find(|pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == target))
+    })
+}
+
+/// A notifier node killed (SIGKILL) in the middle of sending a notification: the other
+/// notifier node sends it once the killed node's lease on the outbox entry ends, with
+/// the same idempotency key. The test counts the deliveries the receiver saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notifier_killed_while_sending_leaves_the_notification_to_another() {
+    let _serial = SERIAL.lock().await;
+    let (kafka, pg_server) = tokio::join!(
+        tokio::task::spawn_blocking(|| {
+            Cluster::start(ClusterSpec::new(Version::Kafka4).nodes(1, 3))
+                .expect("a real Kafka cluster starts")
+        }),
+        tokio::task::spawn_blocking(|| Postgres::start().expect("PostgreSQL starts")),
+    );
+    let (kafka, pg_server) = (kafka.unwrap(), pg_server.unwrap());
+    let url = pg_server.url();
+    let dir = tempfile::tempdir().unwrap();
+
+    // The receiver holds the first request without answering; later ones it accepts.
+    #[derive(Debug, Clone)]
+    struct Seen {
+        peer_port: u16,
+        key: String,
+        at: Instant,
+    }
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let (first_tx, mut first_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let s = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<
+                std::net::SocketAddr,
+            >,
+                  headers: axum::http::HeaderMap| {
+                let (s, first_tx) = (s.clone(), first_tx.clone());
+                async move {
+                    let key = headers
+                        .get(foresight_notifier::webhook::IDEMPOTENCY_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    let n = {
+                        let mut s = s.lock().unwrap();
+                        s.push(Seen {
+                            peer_port: peer.port(),
+                            key,
+                            at: Instant::now(),
+                        });
+                        s.len()
+                    };
+                    if n == 1 {
+                        let _ = first_tx.send(());
+                        tokio::time::sleep(Duration::from_secs(120)).await;
+                    }
+                    axum::http::StatusCode::OK
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap()
+    });
+
+    // Receiver timeouts of 30 s, a 5 s lease: only a node that died leaves an entry
+    // early (production keeps the lease above the timeout).
+    let notify = format!("webhooks:\n- {{name: hook, url: \"{hook}\", timeout_secs: 30}}\n");
+    let topic = "foresight.telemetry.notifier";
+    let lease = "  delivery_lease: 5s\n";
+    let bootstrap = kafka.bootstrap();
+    let node = |name: &str, roles: &str| {
+        start_node_with(
+            dir.path(),
+            name,
+            common::free_port(),
+            &bootstrap,
+            &url,
+            &notify,
+            topic,
+            roles,
+            lease,
+        )
+    };
+    let evaluator = node("node-e", "[ingest, evaluator, api]");
+    let mut notifiers = [node("node-n1", "[notifier]"), node("node-n2", "[notifier]")];
+    let out = foresight(
+        &["keys", "create", "--tenant", "acme", "--scope", "ingest"],
+        &evaluator.config,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let client = client_for(&evaluator).await;
+    let telemetry = format!("https://127.0.0.1:{}/v1/telemetry", evaluator.port);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let agent = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut seq = 1;
+            while !stop.is_cancelled() {
+                let r = client
+                    .post(&telemetry)
+                    .bearer_auth(&key)
+                    .header("content-encoding", "zstd")
+                    .body(batch("agent-0", seq))
+                    .send()
+                    .await;
+                if matches!(&r, Ok(r) if r.status() == 202) {
+                    seq += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+
+    tokio::time::timeout(Duration::from_secs(120), first_rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no delivery started\n{}", logs(dir.path())))
+        .unwrap();
+    let first = seen.lock().unwrap()[0].clone();
+    let pids: Vec<u32> = notifiers.iter().map(|n| n.child.0.id()).collect();
+    let sender = pid_with_port(&pids, first.peer_port)
+        .unwrap_or_else(|| panic!("no notifier owns port {}", first.peer_port));
+    let killed = notifiers
+        .iter()
+        .position(|n| n.child.0.id() == sender)
+        .unwrap();
+    notifiers[killed].child.kill();
+    let killed_at = Instant::now();
+
+    let delivered = loop {
+        let s = seen.lock().unwrap().clone();
+        if s.len() >= 2 {
+            break s;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(60),
+            "the notification was not sent again after {} was killed\n{}",
+            notifiers[killed].name,
+            logs(dir.path())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Looked up at once, while its connection is open.
+    let second_sender = pid_with_port(&pids, delivered[1].peer_port);
+    // Nothing else arrives: one notification, two attempts.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    stop.cancel();
+    agent.await.unwrap();
+    let all = seen.lock().unwrap().clone();
+    let keys: Vec<&str> = all.iter().map(|s| s.key.as_str()).collect();
+    eprintln!(
+        "{} killed mid-send; {} deliveries of one notification, the second {:?} after the kill (lease 5 s)",
+        notifiers[killed].name,
+        all.len(),
+        delivered[1].at - killed_at
+    );
+    assert_eq!(all.len(), 2, "deliveries: {keys:?}");
+    assert!(!first.key.is_empty());
+    assert_eq!(
+        delivered[1].key, first.key,
+        "the second delivery carries the first one's idempotency key"
+    );
+    assert_eq!(
+        second_sender,
+        Some(notifiers[1 - killed].child.0.id()),
+        "the other notifier node sent it"
+    );
+    drop(evaluator);
     drop(kafka);
 }

@@ -50,6 +50,10 @@ pub struct ClusterConfig {
     pub topics: TopicsConfig,
     /// The PostgreSQL database of the shared state.
     pub postgres: PostgresConfig,
+    /// How long a notifier node holds an outbox entry it is sending (default `60s`):
+    /// longer than the longest receiver timeout, since a node that dies mid-send leaves
+    /// the entry to another only after it.
+    pub delivery_lease: String,
 }
 
 impl Default for ClusterConfig {
@@ -60,6 +64,7 @@ impl Default for ClusterConfig {
             kafka: KafkaConfig::default(),
             topics: TopicsConfig::default(),
             postgres: PostgresConfig::default(),
+            delivery_lease: "60s".into(),
         }
     }
 }
@@ -175,6 +180,12 @@ impl ClusterConfig {
         format!("{host}:{port}")
     }
 
+    /// `delivery_lease` in ms.
+    pub fn delivery_lease_ms(&self) -> i64 {
+        foresight_rules::rulefile::parse_duration(&self.delivery_lease)
+            .map_or(60_000, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+
     /// `telemetry_retention` in ms.
     pub fn telemetry_retention_ms(&self) -> i64 {
         foresight_rules::rulefile::parse_duration(&self.topics.telemetry_retention)
@@ -242,6 +253,11 @@ impl ClusterConfig {
         if let Err(e) = foresight_rules::rulefile::parse_duration(&self.topics.telemetry_retention)
         {
             p.push(format!("cluster.topics.telemetry_retention: {e}"));
+        }
+        match foresight_rules::rulefile::parse_duration(&self.delivery_lease) {
+            Ok(d) if d.is_zero() => p.push("cluster.delivery_lease: must be above zero".into()),
+            Ok(_) => {}
+            Err(e) => p.push(format!("cluster.delivery_lease: {e}")),
         }
         if self.postgres.url.is_empty() {
             p.push("cluster.postgres.url: required".into());

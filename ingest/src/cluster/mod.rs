@@ -53,10 +53,16 @@ impl Node {
     /// [`Error::Store`] when PostgreSQL does not answer; [`Error::Io`] when Kafka does
     /// not.
     pub async fn connect(c: &config::ClusterConfig, listen: &str) -> Result<Node, Error> {
-        let (url, size) = (c.postgres.url.clone(), c.postgres.pool_size);
-        let pg = tokio::task::spawn_blocking(move || PgStore::connect(&url, size))
-            .await
-            .map_err(|e| Error::Io(e.to_string()))??;
+        let (url, size, lease) = (
+            c.postgres.url.clone(),
+            c.postgres.pool_size,
+            c.delivery_lease_ms(),
+        );
+        let pg = tokio::task::spawn_blocking(move || {
+            PgStore::connect(&url, size).map(|s| s.with_delivery_lease(lease))
+        })
+        .await
+        .map_err(|e| Error::Io(e.to_string()))??;
         let topics = bus::ensure_topics(c).await?;
         let partitions = topics.telemetry;
         let alert_bus = Arc::new(alerts::AlertBus::new(c, topics.alerts)?);

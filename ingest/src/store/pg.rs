@@ -145,7 +145,8 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ),
 ];
 
-/// How long a node holds an outbox entry it took: longer than any send may take.
+/// How long a node holds an outbox entry it took, by default: longer than any send may
+/// take (see [`PgStore::with_delivery_lease`]).
 pub const DELIVERY_LEASE_MS: i64 = 60_000;
 
 /// Any number, the same on every node: the key of the migration lock.
@@ -162,6 +163,8 @@ fn pg(e: postgres::Error) -> Error {
 pub struct PgStore {
     /// Always `Some` but in `drop`, which hands it to a thread of its own.
     pool: Option<Pool>,
+    /// How long a claimed outbox entry is this node's.
+    lease_ms: i64,
 }
 
 impl Drop for PgStore {
@@ -193,9 +196,19 @@ impl PgStore {
             .connection_timeout(std::time::Duration::from_secs(3))
             .build(manager)
             .map_err(|e| Error::Postgres(e.to_string()))?;
-        let store = PgStore { pool: Some(pool) };
+        let store = PgStore {
+            pool: Some(pool),
+            lease_ms: DELIVERY_LEASE_MS,
+        };
         store.migrate()?;
         Ok(store)
+    }
+
+    /// Holds each claimed outbox entry for `lease_ms` (longer than the longest
+    /// receiver timeout, or a slow send is sent again by another node).
+    pub fn with_delivery_lease(mut self, lease_ms: i64) -> Self {
+        self.lease_ms = lease_ms.max(1);
+        self
     }
 
     fn conn(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, Error> {
@@ -520,7 +533,7 @@ impl OutboxStore for PgStore {
                      WHERE status = 'pending' AND next_attempt_at_ms <= $1 AND claimed_until_ms <= $1
                      ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
                  RETURNING id, tenant, receiver, idempotency_key, body, created_at_ms, attempts",
-                &[&now_ms, &(limit as i64), &DELIVERY_LEASE_MS],
+                &[&now_ms, &(limit as i64), &self.lease_ms],
             )
             .map_err(store_err)?;
         let mut out: Vec<PendingNotification> = rows
