@@ -289,12 +289,26 @@ impl Server {
             },
             console_routes,
         );
+        // Reads of the series see every evaluator's, wherever they arrive.
+        let app = match &cluster {
+            Some(node) => app.layer(axum::middleware::from_fn_with_state(
+                Arc::new(cluster::fanout::Fanout::new(
+                    node.pg.clone(),
+                    node.node_id.clone(),
+                )),
+                cluster::fanout::layer,
+            )),
+            None => app,
+        };
         let acceptor = tokio_rustls::TlsAcceptor::from(identity.config.clone());
         let http = tokio::spawn(serve_tls(listener, acceptor, app, http_cancel.clone()));
         let mut heartbeat = Vec::new();
         if let Some(node) = &cluster {
             let cancel = CancellationToken::new();
-            heartbeat.push((cancel.clone(), node.heartbeat(addr, cancel)));
+            heartbeat.push((
+                cancel.clone(),
+                node.heartbeat(addr, identity.fingerprint.clone(), cancel),
+            ));
         }
         // The listener stops first; then the evaluator's consumer leaves its group, so
         // its partitions move on while the pipeline saves its states.

@@ -763,6 +763,62 @@ async fn alerts_from_different_evaluators_are_grouped_by_one_notifier() {
         clusters.iter().cloned().collect::<BTreeSet<_>>(),
         "one notification with both clusters' alerts: {first}"
     );
+
+    // Queries on either node see both evaluators' series; the clusters API both
+    // clusters, and each cluster's page wherever it is asked.
+    let out = foresight(
+        &["keys", "create", "--tenant", "acme", "--scope", "read"],
+        &nodes[1].config,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let read_key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let all: BTreeSet<String> = clusters.iter().cloned().collect();
+    for n in &nodes {
+        let client = client_for(n).await;
+        let base = format!("https://127.0.0.1:{}", n.port);
+        let v: serde_json::Value = client
+            .get(format!("{base}/api/v1/query?query=test_other"))
+            .bearer_auth(&read_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let seen: BTreeSet<String> = v["data"]["result"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{v}"))
+            .iter()
+            .map(|r| r["metric"]["cluster"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(seen, all, "{}: {v}", n.name);
+        assert!(v.get("warnings").is_none(), "{v}");
+        let v: serde_json::Value = client
+            .get(format!("{base}/api/v1/clusters"))
+            .bearer_auth(&read_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let listed: BTreeSet<String> = v
+            .as_array()
+            .unwrap_or_else(|| panic!("{v}"))
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(listed, all, "{}: {v}", n.name);
+        for c in &clusters {
+            let r = client
+                .get(format!("{base}/api/v1/clusters/{c}"))
+                .bearer_auth(&read_key)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{}: cluster {c}", n.name);
+        }
+    }
     drop(nodes);
     drop(kafka);
 }

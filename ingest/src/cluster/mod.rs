@@ -7,12 +7,14 @@
 //!   group, which replays each partition from the oldest sample the rules need.
 //! - [`alerts`]: the alerts topic: evaluators send their alerts keyed by tenant, the
 //!   notifier nodes' group takes each tenant's grouping into the PostgreSQL outbox.
+//! - [`fanout`]: the query and clusters APIs ask every evaluator node and merge.
 //! - [`nodes`]: each node's heartbeat, roles and partitions in PostgreSQL, for
 //!   `foresight cluster status`.
 
 pub mod alerts;
 pub mod bus;
 pub mod config;
+pub mod fanout;
 pub mod nodes;
 
 use std::sync::{Arc, Mutex};
@@ -87,12 +89,22 @@ impl Node {
         })
     }
 
-    /// Starts this node's heartbeat, naming `addr` as where its API listens.
+    /// Starts this node's heartbeat, naming `addr` as where its API listens (the host
+    /// name when it listens on every address) and `fingerprint` as its certificate's.
     pub fn heartbeat(
         &self,
         addr: std::net::SocketAddr,
+        fingerprint: String,
         cancel: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
+        let address = if addr.ip().is_unspecified() {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "localhost".into());
+            format!("{host}:{}", addr.port())
+        } else {
+            addr.to_string()
+        };
         nodes::spawn_heartbeat(
             self.pg.clone(),
             NodeInfo {
@@ -103,10 +115,11 @@ impl Node {
                     .into_iter()
                     .map(String::from)
                     .collect(),
-                address: addr.to_string(),
+                address,
                 partitions: Vec::new(),
                 started_at_ms: self.started_at_ms,
                 seen_at_ms: 0,
+                fingerprint,
             },
             self.owned.clone(),
             cancel,

@@ -143,6 +143,11 @@ const MIGRATIONS: &[(i32, &str)] = &[
         seen_at_ms BIGINT NOT NULL
     );",
     ),
+    (
+        4,
+        // Where the other nodes reach this one's API, pinned by its certificate.
+        "ALTER TABLE nodes ADD COLUMN fingerprint TEXT NOT NULL DEFAULT '';",
+    ),
 ];
 
 /// How long a node holds an outbox entry it took, by default: longer than any send may
@@ -934,6 +939,8 @@ pub struct NodeInfo {
     pub started_at_ms: i64,
     /// Its last heartbeat, Unix ms.
     pub seen_at_ms: i64,
+    /// The SHA-256 fingerprint of its API's certificate, which the other nodes pin.
+    pub fingerprint: String,
 }
 
 impl PgStore {
@@ -944,11 +951,11 @@ impl PgStore {
     pub fn heartbeat(&self, node: &NodeInfo) -> Result<(), Error> {
         self.conn()?
             .execute(
-                "INSERT INTO nodes (node_id, roles, address, partitions, started_at_ms, seen_at_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6)
+                "INSERT INTO nodes (node_id, roles, address, partitions, started_at_ms, seen_at_ms, fingerprint)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (node_id) DO UPDATE SET roles = excluded.roles, address = excluded.address,
                      partitions = excluded.partitions, started_at_ms = excluded.started_at_ms,
-                     seen_at_ms = excluded.seen_at_ms",
+                     seen_at_ms = excluded.seen_at_ms, fingerprint = excluded.fingerprint",
                 &[
                     &node.node_id,
                     &node.roles.join(","),
@@ -956,6 +963,7 @@ impl PgStore {
                     &serde_json::to_string(&node.partitions).unwrap_or_default(),
                     &node.started_at_ms,
                     &node.seen_at_ms,
+                    &node.fingerprint,
                 ],
             )
             .map_err(pg)?;
@@ -970,7 +978,7 @@ impl PgStore {
         Ok(self
             .conn()?
             .query(
-                "SELECT node_id, roles, address, partitions, started_at_ms, seen_at_ms FROM nodes ORDER BY node_id",
+                "SELECT node_id, roles, address, partitions, started_at_ms, seen_at_ms, fingerprint FROM nodes ORDER BY node_id",
                 &[],
             )
             .map_err(pg)?
@@ -987,6 +995,7 @@ impl PgStore {
                 partitions: serde_json::from_str(&r.get::<_, String>(3)).unwrap_or_default(),
                 started_at_ms: r.get(4),
                 seen_at_ms: r.get(5),
+                fingerprint: r.get(6),
             })
             .collect())
     }
