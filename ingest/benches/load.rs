@@ -5,7 +5,14 @@
 //!
 //! `cargo bench -p foresight-ingest --bench load` (env: `LOAD_SECS` (default 20),
 //! `LOAD_AGENTS` (default 500), `LOAD_SERIES` (series per batch, default 300),
-//! `LOAD_CONCURRENCY` (requests in flight, default 32), `LOAD_TENANTS` (default 10)).
+//! `LOAD_CONCURRENCY` (requests in flight, default 32), `LOAD_TENANTS` (default 10),
+//! `LOAD_MODE`: `single` (default), `cluster` or `both`).
+//!
+//! `cluster` runs the same load against one `foresight serve` node in cluster mode on a
+//! real Kafka (one controller, three brokers, `foresight-testkit`) and a real
+//! PostgreSQL, all on this machine, and checks the acknowledged batches against the
+//! telemetry topic instead of SQLite: what the Kafka and PostgreSQL path costs per batch
+//! beside the single process. `both` runs one then the other and prints the ratios.
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
@@ -79,7 +86,39 @@ fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// What one run measured.
+struct Run {
+    batches_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    end_rss_mib: f64,
+}
+
 fn main() {
+    let mode = std::env::var("LOAD_MODE").unwrap_or_else(|_| "single".into());
+    let single = matches!(mode.as_str(), "single" | "both").then(|| run(None));
+    let cluster = matches!(mode.as_str(), "cluster" | "both").then(|| {
+        let kafka = foresight_testkit::Cluster::start(
+            foresight_testkit::ClusterSpec::new(foresight_testkit::Version::Kafka4).nodes(1, 3),
+        )
+        .expect("a real Kafka cluster starts");
+        let pg = foresight_testkit::postgres::Postgres::start().expect("PostgreSQL starts");
+        run(Some((kafka.bootstrap(), pg.url())))
+    });
+    if let (Some(s), Some(c)) = (single, cluster) {
+        println!(
+            "cluster / single: throughput {:.2}x, p50 {:.2}x, p99 {:.2}x, service RSS {:.2}x",
+            c.batches_per_s / s.batches_per_s,
+            c.p50_ms / s.p50_ms,
+            c.p99_ms / s.p99_ms,
+            c.end_rss_mib / s.end_rss_mib,
+        );
+    }
+}
+
+/// One load run against a fresh service: one process on SQLite, or one cluster-mode
+/// node on `(Kafka bootstrap, PostgreSQL URL)`.
+fn run(cluster: Option<(String, String)>) -> Run {
     let secs = env("LOAD_SECS", 20);
     let agents = env("LOAD_AGENTS", 500);
     let series = env("LOAD_SERIES", 300);
@@ -92,6 +131,19 @@ fn main() {
         .local_addr()
         .unwrap()
         .port();
+    let config = dir.path().join("foresight.yml");
+    let topic = "foresight.telemetry.load";
+    std::fs::write(
+        &config,
+        match &cluster {
+            Some((kafka, pg)) => format!(
+                "data_dir: {}\ncluster:\n  node_id: load\n  kafka: {{bootstrap_servers: \"{kafka}\"}}\n  topics: {{telemetry: {topic}, telemetry_partitions: 6, replication_factor: 3}}\n  postgres: {{url: \"{pg}\"}}\n",
+                dir.path().display()
+            ),
+            None => format!("data_dir: {}\n", dir.path().display()),
+        },
+    )
+    .unwrap();
     let keys: Vec<String> = (0..tenants)
         .map(|t| {
             let out = Command::new(bin)
@@ -102,9 +154,9 @@ fn main() {
                     &format!("tenant-{t}"),
                     "--scope",
                     "ingest",
-                    "--data-dir",
+                    "--config",
                 ])
-                .arg(dir.path())
+                .arg(&config)
                 .output()
                 .unwrap();
             assert!(out.status.success());
@@ -118,9 +170,9 @@ fn main() {
             "serve",
             "--listen",
             &format!("127.0.0.1:{port}"),
-            "--data-dir",
+            "--config",
         ])
-        .arg(dir.path())
+        .arg(&config)
         .env("FORESIGHT_LIMITS__TENANT_REQUESTS_PER_SECOND", "0")
         .env("RUST_LOG", "warn")
         .stderr(Stdio::null())
@@ -208,20 +260,31 @@ fn main() {
             .unwrap_or_default()
     };
     let acked = acked.lock().unwrap().clone();
-    let store = foresight_ingest::Store::open(dir.path()).unwrap();
-    let mut stored = BTreeSet::new();
-    for t in 0..tenants {
-        let id = store.ensure_tenant(&format!("tenant-{t}")).unwrap();
-        for (agent, seq) in store.batch_sequences(id).unwrap() {
-            let n: u64 = agent.trim_start_matches("agent-").parse().unwrap();
-            stored.insert((n, seq));
+    let stored = match &cluster {
+        Some((kafka, _)) => in_topic(kafka, topic),
+        None => {
+            let store = foresight_ingest::Store::open(dir.path()).unwrap();
+            let mut stored = BTreeSet::new();
+            for t in 0..tenants {
+                let id = store.ensure_tenant(&format!("tenant-{t}")).unwrap();
+                for (agent, seq) in store.batch_sequences(id).unwrap() {
+                    let n: u64 = agent.trim_start_matches("agent-").parse().unwrap();
+                    stored.insert((n, seq));
+                }
+            }
+            stored
         }
-    }
+    };
     let lost = acked.difference(&stored).count();
     let errors = errors.lock().unwrap().clone();
     let secs_f = elapsed.as_secs_f64();
     println!(
-        "load: {secs_f:.1} s, {agents} agents over {tenants} tenants, {series} series per batch, {concurrency} in flight"
+        "load ({}): {secs_f:.1} s, {agents} agents over {tenants} tenants, {series} series per batch, {concurrency} in flight",
+        if cluster.is_some() {
+            "cluster mode: Kafka and PostgreSQL"
+        } else {
+            "one process, SQLite"
+        }
     );
     println!(
         "  accepted: {} batches ({:.0}/s), {} samples ({:.0}/s)",
@@ -248,4 +311,49 @@ fn main() {
         errors.iter().take(3).collect::<Vec<_>>()
     );
     assert_eq!(lost, 0, "acknowledged batches were lost");
+    Run {
+        batches_per_s: acked.len() as f64 / secs_f,
+        p50_ms: pct(0.50).as_secs_f64() * 1e3,
+        p99_ms: pct(0.99).as_secs_f64() * 1e3,
+        end_rss_mib: rss as f64 / 1024.0,
+    }
+}
+
+/// Every (agent number, sequence) in the telemetry topic.
+fn in_topic(bootstrap: &str, topic: &str) -> BTreeSet<(u64, u64)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "load-oracle")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut seen = BTreeSet::new();
+    let mut quiet = 0;
+    while quiet < 10 {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                quiet = 0;
+                let Some(h) = m.headers() else { continue };
+                let get = |name: &str| {
+                    h.iter()
+                        .find(|x| x.key == name)
+                        .and_then(|x| x.value)
+                        .map(|v| String::from_utf8_lossy(v).to_string())
+                        .unwrap_or_default()
+                };
+                if let (Ok(agent), Ok(seq)) = (
+                    get("instance").trim_start_matches("agent-").parse::<u64>(),
+                    get("sequence").parse::<u64>(),
+                ) {
+                    seen.insert((agent, seq));
+                }
+            }
+            _ => quiet += 1,
+        }
+    }
+    seen
 }
