@@ -221,6 +221,7 @@ impl Server {
                         pipeline.series_retention_ms(),
                         tx.clone(),
                         node.owned.clone(),
+                        node.pg.clone(),
                         cancel.clone(),
                     )
                     .map_err(|e| Error::Io(e.to_string()))?;
@@ -255,7 +256,11 @@ impl Server {
         } else {
             Vec::new()
         };
-        let app = api::router(
+        // A cluster node without the api role answers only the agents and its health.
+        let serves_api = cluster
+            .as_ref()
+            .is_none_or(|n| n.config.runs(cluster::config::Role::Api));
+        let app = api::router_of(
             api::state::AppState {
                 store: store.clone(),
                 tenants: match &cluster {
@@ -266,6 +271,14 @@ impl Server {
                     None => store.clone(),
                 },
                 silences: match &cluster {
+                    Some(node) => node.pg.clone(),
+                    None => store.clone(),
+                },
+                subscriptions: match &cluster {
+                    Some(node) => node.pg.clone(),
+                    None => store.clone(),
+                },
+                history: match &cluster {
                     Some(node) => node.pg.clone(),
                     None => store.clone(),
                 },
@@ -288,6 +301,7 @@ impl Server {
                 console: Arc::new(console),
             },
             console_routes,
+            |r| serves_api || api::ingest_and_ops(r.path),
         );
         // Reads of the series see every evaluator's, wherever they arrive.
         let app = match &cluster {

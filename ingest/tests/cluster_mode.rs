@@ -1196,6 +1196,21 @@ async fn a_notifier_killed_while_sending_leaves_the_notification_to_another() {
     );
     assert!(out.status.success(), "{out:?}");
     let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    // A node without the api role answers its health, not the API.
+    let n1 = client_for(&notifiers[0]).await;
+    let base = format!("https://127.0.0.1:{}", notifiers[0].port);
+    let health = n1.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let api = n1
+        .get(format!("{base}/api/v1/query?query=up"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        api.status(),
+        404,
+        "a notifier-only node serves the query API"
+    );
     let client = client_for(&evaluator).await;
     let telemetry = format!("https://127.0.0.1:{}/v1/telemetry", evaluator.port);
     let stop = tokio_util::sync::CancellationToken::new();

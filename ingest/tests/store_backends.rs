@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use foresight_ingest::store::pg::{self, PgStore};
 use foresight_ingest::store::{
-    AlertStateStore, Error, HistoryEntry, Principal, Scope, SilenceStore, Store, TenantStore,
-    key_id,
+    AlertStateStore, Error, HistoryEntry, HistoryStore, Principal, Scope, SilenceStore, Store,
+    SubscriptionStore, TenantStore, key_id,
 };
 use foresight_testkit::postgres::Postgres;
 
@@ -496,4 +496,134 @@ fn alert_states_on_sqlite_and_postgres() {
     alert_states(&Store::open(dir.path()).unwrap(), false);
     let server = Postgres::start().expect("PostgreSQL starts");
     alert_states(&PgStore::connect(&server.url(), 2).unwrap(), true);
+}
+
+/// Subscriptions: created, listed and found per tenant, deleted; another tenant's id is
+/// not found; no deliveries yet.
+fn subscriptions(store: &dyn SubscriptionStore) {
+    use foresight_notifier::subscription::Subscription;
+    let sub = |id: &str, tenant: &str| Subscription {
+        id: id.into(),
+        tenant: tenant.into(),
+        url: "https://hooks.example/x".into(),
+        secret: "s".into(),
+        categories: vec!["durability".into()],
+        severities: vec![],
+        clusters: vec!["prod".into()],
+        failing_since_ms: None,
+        disabled_reason: None,
+        created_at_ms: 1,
+    };
+    store.create_subscription(&sub("a1", "acme")).unwrap();
+    store.create_subscription(&sub("g1", "globex")).unwrap();
+    let listed = store.list_subscriptions("acme").unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].categories, vec!["durability".to_string()]);
+    assert_eq!(listed[0].clusters, vec!["prod".to_string()]);
+    assert!(store.get_subscription("acme", "a1").unwrap().is_some());
+    assert!(store.get_subscription("acme", "g1").unwrap().is_none());
+    assert!(matches!(
+        store.delete_subscription("acme", "g1"),
+        Err(Error::NotFound(_))
+    ));
+    assert!(
+        store
+            .receiver_deliveries("acme", "sub/a1", 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .status_deliveries("acme", "dead", 10)
+            .unwrap()
+            .is_empty()
+    );
+    store.delete_subscription("acme", "a1").unwrap();
+    assert!(store.list_subscriptions("acme").unwrap().is_empty());
+    assert_eq!(store.list_subscriptions("globex").unwrap().len(), 1);
+}
+
+#[test]
+fn subscriptions_on_sqlite_and_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    subscriptions(&Store::open(dir.path()).unwrap());
+    let server = Postgres::start().expect("PostgreSQL starts");
+    subscriptions(&PgStore::connect(&server.url(), 2).unwrap());
+}
+
+/// Alert history as the evaluator writes it, and the durability ledger: one finding
+/// reported by several agents is kept once.
+fn history_and_ledger<S: AlertStateStore + HistoryStore>(store: &S) {
+    let at = foresight_proto::now_ms();
+    let entry = |state: &str, at_ms: i64| HistoryEntry {
+        tenant: "acme".into(),
+        fingerprint: "f1".into(),
+        alertname: "KafkaBrokerDown".into(),
+        labels: [("cluster".to_string(), "prod".to_string())].into(),
+        state: state.into(),
+        at_ms,
+    };
+    store
+        .store_alert_states(
+            &[],
+            &[entry("pending", at - 2), entry("firing", at - 1)],
+            at,
+        )
+        .unwrap();
+    let h = store
+        .history("acme", Some("KafkaBrokerDown"), 0, 10)
+        .unwrap();
+    let states: Vec<&str> = h.iter().map(|e| e.state.as_str()).collect();
+    assert_eq!(states, ["firing", "pending"]);
+    assert_eq!(h[0].labels["cluster"], "prod");
+    assert!(store.history("globex", None, 0, 10).unwrap().is_empty());
+    let event = foresight_proto::v1::Event {
+        kind: foresight_proto::v1::EventKind::Durability as i32,
+        timestamp_ms: at,
+        message: "20 acknowledged offsets lost".into(),
+        labels: [
+            ("topic", "orders"),
+            ("partition", "3"),
+            ("previous_epoch", "4"),
+            ("epoch", "5"),
+            ("check", "epoch_end"),
+            ("offsets_lost", "20"),
+            ("clean", "false"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    };
+    assert_eq!(
+        store
+            .record_durability("acme", "prod", std::slice::from_ref(&event))
+            .unwrap(),
+        1
+    );
+    // The same finding from a second agent.
+    assert_eq!(
+        store.record_durability("acme", "prod", &[event]).unwrap(),
+        0
+    );
+    let l = store.ledger("acme", "prod", at, 10).unwrap();
+    assert_eq!(l.windows[0].offsets_lost, 20);
+    assert_eq!(l.windows[0].partitions_affected, 1);
+    assert_eq!(l.windows[0].unclean_elections, 1);
+    assert_eq!(l.events.len(), 1);
+    assert_eq!(l.events[0].check, "epoch_end");
+    assert!(
+        store
+            .ledger("acme", "dev", at, 10)
+            .unwrap()
+            .events
+            .is_empty()
+    );
+}
+
+#[test]
+fn history_and_ledger_on_sqlite_and_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    history_and_ledger(&Store::open(dir.path()).unwrap());
+    let server = Postgres::start().expect("PostgreSQL starts");
+    history_and_ledger(&PgStore::connect(&server.url(), 2).unwrap());
 }

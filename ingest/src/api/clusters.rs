@@ -91,14 +91,14 @@ async fn ledgers(
     names: Vec<String>,
     events: usize,
 ) -> Result<HashMap<String, DurabilityLedger>, ApiError> {
-    let store = state.store.clone();
+    let store = state.history.clone();
     let tenant = tenant.to_string();
     let now = now_ms();
     blocking(move || {
         names
             .into_iter()
             .map(|n| {
-                let l = store.durability_ledger(&tenant, &n, now, events)?;
+                let l = store.ledger(&tenant, &n, now, events)?;
                 Ok((n, l))
             })
             .collect::<Result<HashMap<_, _>, crate::store::Error>>()
@@ -300,9 +300,9 @@ async fn history(
         None => 0,
     };
     let limit = q.limit.unwrap_or(500).min(10_000);
-    let store = state.store.clone();
-    let rows = blocking(move || store.alert_history(&tenant, q.alertname.as_deref(), since, limit))
-        .await?;
+    let store = state.history.clone();
+    let rows =
+        blocking(move || store.history(&tenant, q.alertname.as_deref(), since, limit)).await?;
     Ok(Json(Value::Array(
         rows.iter()
             .map(|h| {

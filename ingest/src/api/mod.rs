@@ -51,9 +51,23 @@ pub fn routes() -> Vec<Route> {
 
 /// The router over [`routes`] and `more` (the console's, from the wiring).
 pub fn router(state: AppState, more: Vec<Route>) -> Router {
+    router_of(state, more, |_| true)
+}
+
+/// What a cluster node without the `api` role serves: the ingest endpoints and its
+/// health and metrics.
+pub fn ingest_and_ops(path: &str) -> bool {
+    ingest::routes()
+        .iter()
+        .chain(ops::routes().iter())
+        .any(|r| r.path == path)
+}
+
+/// The router over the routes of [`routes`] and `more` that `keep` keeps.
+pub fn router_of(state: AppState, more: Vec<Route>, keep: impl Fn(&Route) -> bool) -> Router {
     let body_limit = state.limits.max_body_bytes;
     let mut router = Router::new();
-    for r in routes().into_iter().chain(more) {
+    for r in routes().into_iter().chain(more).filter(|r| keep(r)) {
         router = router.route(r.path, r.handler);
     }
     router

@@ -21,6 +21,12 @@ pub struct AppState {
     pub tenants: Arc<dyn crate::store::TenantStore>,
     /// Silences: the store itself on one node, PostgreSQL in cluster mode.
     pub silences: Arc<dyn crate::store::SilenceStore>,
+    /// Subscriptions and their deliveries: the store itself on one node, PostgreSQL
+    /// (where the notifier nodes read them) in cluster mode.
+    pub subscriptions: Arc<dyn crate::store::SubscriptionStore>,
+    /// Alert history and durability ledgers: the store itself on one node, PostgreSQL
+    /// (which the evaluators write) in cluster mode.
+    pub history: Arc<dyn crate::store::HistoryStore>,
     /// Cluster mode: accepted batches go to the telemetry topic rather than the store.
     pub bus: Option<Arc<crate::cluster::bus::TelemetryBus>>,
     /// Cluster mode: ingest endpoints of a node without the ingest role refuse.

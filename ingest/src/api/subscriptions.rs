@@ -133,10 +133,14 @@ pub(crate) async fn find(
     tenant: &str,
     id: &str,
 ) -> Result<Subscription, ApiError> {
-    let (store, t, i) = (state.store.clone(), tenant.to_string(), id.to_string());
+    let (store, t, i) = (
+        state.subscriptions.clone(),
+        tenant.to_string(),
+        id.to_string(),
+    );
     blocking(move || {
-        foresight_notifier::OutboxStore::subscription(&*store, &t, &i)
-            .map_err(|e| store::Error::Outbox(e.0))?
+        store
+            .get_subscription(&t, &i)?
             .ok_or_else(|| store::Error::NotFound(format!("subscription {i}")))
     })
     .await
@@ -165,7 +169,7 @@ async fn create(
         disabled_reason: None,
         created_at_ms: now_ms(),
     };
-    let store = state.store.clone();
+    let store = state.subscriptions.clone();
     let stored = sub.clone();
     blocking(move || store.create_subscription(&stored)).await?;
     let mut body = view(&sub);
@@ -178,12 +182,8 @@ async fn list(
     Tenant { name: tenant, .. }: Tenant<Read>,
     State(state): State<AppState>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    let store = state.store.clone();
-    let subs = blocking(move || {
-        foresight_notifier::OutboxStore::subscriptions(&*store, &tenant)
-            .map_err(|e| store::Error::Outbox(e.0))
-    })
-    .await?;
+    let store = state.subscriptions.clone();
+    let subs = blocking(move || store.list_subscriptions(&tenant)).await?;
     Ok(Json(subs.iter().map(view).collect()))
 }
 
@@ -193,7 +193,7 @@ async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let store = state.store.clone();
+    let store = state.subscriptions.clone();
     blocking(move || store.delete_subscription(&tenant, &id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -239,8 +239,8 @@ async fn deliveries(
     Path(id): Path<String>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
     let sub = find(&state, &tenant, &id).await?;
-    let store = state.store.clone();
-    let list = blocking(move || store.deliveries(&tenant, &sub.receiver(), 50)).await?;
+    let store = state.subscriptions.clone();
+    let list = blocking(move || store.receiver_deliveries(&tenant, &sub.receiver(), 50)).await?;
     Ok(Json(list.iter().map(delivery).collect()))
 }
 
@@ -264,8 +264,8 @@ async fn all_deliveries(
     if !matches!(status.as_str(), "dead" | "pending" | "delivered") {
         return Err(bad("status: one of dead, pending, delivered"));
     }
-    let store = state.store.clone();
-    let list = blocking(move || store.deliveries_by_status(&tenant, &status, 100)).await?;
+    let store = state.subscriptions.clone();
+    let list = blocking(move || store.status_deliveries(&tenant, &status, 100)).await?;
     Ok(Json(
         list.iter()
             .map(|d| {

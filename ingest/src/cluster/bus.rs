@@ -299,6 +299,7 @@ pub fn spawn_evaluator(
     window_ms: i64,
     tx: mpsc::Sender<Input>,
     owned: Arc<std::sync::Mutex<Vec<i32>>>,
+    ledger: Arc<dyn crate::store::HistoryStore>,
     cancel: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, BusError> {
     let (rebalances, assignments) = mpsc::unbounded_channel();
@@ -326,6 +327,7 @@ pub fn spawn_evaluator(
         window_ms,
         tx,
         owned,
+        ledger,
         parts: HashMap::new(),
         seen: HashSet::new(),
         seen_order: VecDeque::new(),
@@ -341,6 +343,8 @@ struct Evaluating {
     window_ms: i64,
     tx: mpsc::Sender<Input>,
     owned: Arc<std::sync::Mutex<Vec<i32>>>,
+    /// Where the owner of a cluster records its agents' durability events.
+    ledger: Arc<dyn crate::store::HistoryStore>,
     parts: HashMap<i32, Partition>,
     /// `(tenant, instance, sequence)` of the batches read within the window.
     seen: HashSet<(String, String, u64)>,
@@ -516,6 +520,25 @@ impl Evaluating {
         });
         match batch {
             Some(batch) if !duplicate => {
+                let durability: Vec<_> = batch
+                    .events
+                    .iter()
+                    .filter(|e| e.kind() == foresight_proto::v1::EventKind::Durability)
+                    .cloned()
+                    .collect();
+                if !durability.is_empty() {
+                    // Each finding is kept once, so a replay records nothing twice.
+                    let (ledger, tenant, cluster) = (
+                        self.ledger.clone(),
+                        tenant.to_string(),
+                        crate::evaluator::views::cluster_of(&batch).unwrap_or_default(),
+                    );
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = ledger.record_durability(&tenant, &cluster, &durability) {
+                            tracing::warn!(error = %e, tenant, cluster, "Could not record durability events.");
+                        }
+                    });
+                }
                 let _ = self
                     .tx
                     .send(Input::Batch(Box::new(Accepted {

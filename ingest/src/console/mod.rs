@@ -220,11 +220,11 @@ async fn cluster(
         .ok_or_else(|| ConsoleError::NotFound(format!("There is no cluster {name} here.")))?;
     let alerts = tenant_alerts(&state, &s.tenant);
     let silences = tenant_silences(&state, &s.tenant).await?;
-    let (store, t, n) = (state.store.clone(), s.tenant.clone(), name.clone());
+    let (store, t, n) = (state.history.clone(), s.tenant.clone(), name.clone());
     let now = now_ms();
     let history = blocking(move || {
         // The newest changes of the tenant, this cluster's kept.
-        let all = store.alert_history(&t, None, now - 7 * 86_400_000, 5_000)?;
+        let all = store.history(&t, None, now - 7 * 86_400_000, 5_000)?;
         Ok(all
             .into_iter()
             .filter(|h| h.labels.get("cluster") == Some(&n))

@@ -146,3 +146,70 @@ impl Store {
         Ok(DurabilityLedger { windows, events })
     }
 }
+
+/// What the API reads of a tenant's past: alert history and each cluster's durability
+/// ledger. The SQLite [`Store`] on one node; in cluster mode
+/// [`super::pg::PgStore`], which the evaluators write.
+pub trait HistoryStore: Send + Sync {
+    /// A tenant's alert transitions, newest first, optionally of one alert name.
+    ///
+    /// # Errors
+    /// The backend's [`Error`].
+    fn history(
+        &self,
+        tenant: &str,
+        alertname: Option<&str>,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<super::HistoryEntry>, Error>;
+    /// Records a batch's durability events, each finding once; returns how many were new.
+    ///
+    /// # Errors
+    /// The backend's [`Error`].
+    fn record_durability(
+        &self,
+        tenant: &str,
+        cluster: &str,
+        events: &[foresight_proto::v1::Event],
+    ) -> Result<usize, Error>;
+    /// The cluster's durability ledger at `now_ms` with its newest `limit` events.
+    ///
+    /// # Errors
+    /// The backend's [`Error`].
+    fn ledger(
+        &self,
+        tenant: &str,
+        cluster: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<DurabilityLedger, Error>;
+}
+
+impl HistoryStore for Store {
+    fn history(
+        &self,
+        tenant: &str,
+        alertname: Option<&str>,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<super::HistoryEntry>, Error> {
+        self.alert_history(tenant, alertname, since_ms, limit)
+    }
+    fn record_durability(
+        &self,
+        tenant: &str,
+        cluster: &str,
+        events: &[foresight_proto::v1::Event],
+    ) -> Result<usize, Error> {
+        self.insert_durability_events(tenant, cluster, events)
+    }
+    fn ledger(
+        &self,
+        tenant: &str,
+        cluster: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<DurabilityLedger, Error> {
+        self.durability_ledger(tenant, cluster, now_ms, limit)
+    }
+}

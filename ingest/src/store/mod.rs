@@ -30,10 +30,11 @@ mod tenants;
 
 pub use alerts::{AlertStateStore, HistoryEntry};
 pub use batches::BatchOutcome;
-pub use durability::{DurabilityEvent, DurabilityLedger, LedgerWindow};
+pub use durability::{DurabilityEvent, DurabilityLedger, HistoryStore, LedgerWindow};
 pub use outbox::Delivery;
 pub use sessions::Session;
 pub use silences::SilenceStore;
+pub use subscriptions::SubscriptionStore;
 
 pub use tenants::key_id;
 pub use tenants::{

@@ -148,6 +148,25 @@ const MIGRATIONS: &[(i32, &str)] = &[
         // Where the other nodes reach this one's API, pinned by its certificate.
         "ALTER TABLE nodes ADD COLUMN fingerprint TEXT NOT NULL DEFAULT '';",
     ),
+    (
+        5,
+        // The durability ledger, written by the evaluator that owns the cluster.
+        "CREATE TABLE durability_events (
+        tenant TEXT NOT NULL,
+        cluster TEXT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        topic TEXT NOT NULL,
+        partition BIGINT NOT NULL,
+        previous_epoch BIGINT NOT NULL,
+        epoch BIGINT NOT NULL,
+        check_name TEXT NOT NULL,
+        offsets_lost BIGINT NOT NULL,
+        clean BOOLEAN NOT NULL,
+        message TEXT NOT NULL,
+        UNIQUE (tenant, cluster, topic, partition, previous_epoch, epoch, check_name)
+    );
+    CREATE INDEX durability_events_cluster ON durability_events (tenant, cluster, at_ms);",
+    ),
 ];
 
 /// How long a node holds an outbox entry it took, by default: longer than any send may
@@ -496,6 +515,55 @@ impl PgStore {
             )
             .map_err(pg)?;
         Ok(())
+    }
+
+    /// Deletes a subscription of `tenant`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an id of another tenant or none; [`Error::Postgres`].
+    pub fn delete_subscription(&self, tenant: &str, id: &str) -> Result<(), Error> {
+        let n = self
+            .conn()?
+            .execute(
+                "DELETE FROM subscriptions WHERE id = $1 AND tenant = $2",
+                &[&id, &tenant],
+            )
+            .map_err(pg)?;
+        if n == 0 {
+            return Err(Error::NotFound(format!("subscription {id}")));
+        }
+        Ok(())
+    }
+
+    /// Outbox rows of `tenant` whose `column` (`receiver` or `status`) is `value`,
+    /// newest first.
+    fn outbox_rows(
+        &self,
+        column: &'static str,
+        tenant: &str,
+        value: &str,
+        limit: usize,
+    ) -> Result<Vec<super::Delivery>, Error> {
+        Ok(self
+            .conn()?
+            .query(
+                &format!(
+                    "SELECT id, receiver, status, attempts, COALESCE(last_error, ''), created_at_ms FROM outbox
+                     WHERE tenant = $1 AND {column} = $2 ORDER BY id DESC LIMIT $3"
+                ),
+                &[&tenant, &value, &(limit as i64)],
+            )
+            .map_err(pg)?
+            .iter()
+            .map(|r| super::Delivery {
+                id: r.get(0),
+                receiver: r.get(1),
+                status: r.get(2),
+                attempts: r.get::<_, i32>(3).max(0) as u32,
+                last_error: r.get(4),
+                created_at_ms: r.get(5),
+            })
+            .collect())
     }
 
     /// Outbox entries by status, all tenants.
@@ -998,5 +1066,154 @@ impl PgStore {
                 fingerprint: r.get(6),
             })
             .collect())
+    }
+}
+
+impl super::subscriptions::SubscriptionStore for PgStore {
+    fn create_subscription(&self, s: &Subscription) -> Result<(), Error> {
+        PgStore::create_subscription(self, s)
+    }
+    fn delete_subscription(&self, tenant: &str, id: &str) -> Result<(), Error> {
+        PgStore::delete_subscription(self, tenant, id)
+    }
+    fn list_subscriptions(&self, tenant: &str) -> Result<Vec<Subscription>, Error> {
+        OutboxStore::subscriptions(self, tenant).map_err(|e| Error::Outbox(e.0))
+    }
+    fn get_subscription(&self, tenant: &str, id: &str) -> Result<Option<Subscription>, Error> {
+        OutboxStore::subscription(self, tenant, id).map_err(|e| Error::Outbox(e.0))
+    }
+    fn receiver_deliveries(
+        &self,
+        tenant: &str,
+        receiver: &str,
+        limit: usize,
+    ) -> Result<Vec<super::Delivery>, Error> {
+        self.outbox_rows("receiver", tenant, receiver, limit)
+    }
+    fn status_deliveries(
+        &self,
+        tenant: &str,
+        status: &str,
+        limit: usize,
+    ) -> Result<Vec<super::Delivery>, Error> {
+        self.outbox_rows("status", tenant, status, limit)
+    }
+}
+
+impl super::durability::HistoryStore for PgStore {
+    fn history(
+        &self,
+        tenant: &str,
+        alertname: Option<&str>,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, Error> {
+        Ok(self
+            .conn()?
+            .query(
+                "SELECT tenant, fingerprint, alertname, labels, state, at_ms FROM alert_history
+                 WHERE tenant = $1 AND at_ms >= $2 AND ($3::TEXT IS NULL OR alertname = $3)
+                 ORDER BY at_ms DESC, id DESC LIMIT $4",
+                &[&tenant, &since_ms, &alertname, &(limit as i64)],
+            )
+            .map_err(pg)?
+            .iter()
+            .map(|r| HistoryEntry {
+                tenant: r.get(0),
+                fingerprint: r.get(1),
+                alertname: r.get(2),
+                labels: serde_json::from_str(&r.get::<_, String>(3)).unwrap_or_default(),
+                state: r.get(4),
+                at_ms: r.get(5),
+            })
+            .collect())
+    }
+
+    fn record_durability(
+        &self,
+        tenant: &str,
+        cluster: &str,
+        events: &[foresight_proto::v1::Event],
+    ) -> Result<usize, Error> {
+        let mut c = self.conn()?;
+        let mut tx = c.transaction().map_err(pg)?;
+        let mut n = 0;
+        for e in events {
+            if e.kind() != foresight_proto::v1::EventKind::Durability {
+                continue;
+            }
+            let label = |k: &str| e.labels.get(k).map(String::as_str).unwrap_or("");
+            let int = |k: &str| label(k).parse::<i64>().unwrap_or(-1);
+            n += tx
+                .execute(
+                    "INSERT INTO durability_events (tenant, cluster, at_ms, topic, partition, previous_epoch, epoch, check_name, offsets_lost, clean, message)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
+                    &[
+                        &tenant,
+                        &cluster,
+                        &e.timestamp_ms,
+                        &label("topic"),
+                        &int("partition"),
+                        &int("previous_epoch"),
+                        &int("epoch"),
+                        &label("check"),
+                        &int("offsets_lost").max(0),
+                        &(label("clean") != "false"),
+                        &e.message,
+                    ],
+                )
+                .map_err(pg)? as usize;
+        }
+        tx.commit().map_err(pg)?;
+        Ok(n)
+    }
+
+    fn ledger(
+        &self,
+        tenant: &str,
+        cluster: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<super::DurabilityLedger, Error> {
+        let mut c = self.conn()?;
+        let mut windows = Vec::new();
+        for days in [1i64, 7, 30] {
+            let since = now_ms - days * 86_400_000;
+            let r = c
+                .query_one(
+                    "SELECT COALESCE(SUM(offsets_lost), 0)::BIGINT, COUNT(DISTINCT (topic, partition)),
+                            COALESCE(SUM(CASE WHEN clean THEN 0 ELSE 1 END), 0)::BIGINT
+                     FROM durability_events WHERE tenant = $1 AND cluster = $2 AND at_ms >= $3",
+                    &[&tenant, &cluster, &since],
+                )
+                .map_err(pg)?;
+            windows.push(super::LedgerWindow {
+                days,
+                offsets_lost: r.get(0),
+                partitions_affected: r.get(1),
+                unclean_elections: r.get(2),
+            });
+        }
+        let events = c
+            .query(
+                "SELECT at_ms, topic, partition, previous_epoch, epoch, check_name, offsets_lost, clean, message
+                 FROM durability_events WHERE tenant = $1 AND cluster = $2 ORDER BY at_ms DESC LIMIT $3",
+                &[&tenant, &cluster, &(limit as i64)],
+            )
+            .map_err(pg)?
+            .iter()
+            .map(|r| super::DurabilityEvent {
+                at_ms: r.get(0),
+                topic: r.get(1),
+                partition: r.get(2),
+                previous_epoch: r.get(3),
+                epoch: r.get(4),
+                check: r.get(5),
+                offsets_lost: r.get(6),
+                clean: r.get(7),
+                message: r.get(8),
+            })
+            .collect();
+        Ok(super::DurabilityLedger { windows, events })
     }
 }

@@ -65,3 +65,84 @@ impl Store {
         Ok(())
     }
 }
+
+/// Tenants' subscriptions and what was delivered, wherever they live: SQLite on one
+/// node ([`Store`]), PostgreSQL in cluster mode ([`super::pg::PgStore`]), where the
+/// notifier nodes read them.
+pub trait SubscriptionStore: Send + Sync {
+    /// Stores a new subscription (its id and secret already generated).
+    ///
+    /// # Errors
+    /// The backend's [`Error`].
+    fn create_subscription(&self, s: &Subscription) -> Result<(), Error>;
+    /// Deletes a subscription of `tenant`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an id of another tenant or none.
+    fn delete_subscription(&self, tenant: &str, id: &str) -> Result<(), Error>;
+    /// The tenant's subscriptions.
+    ///
+    /// # Errors
+    /// The backend's [`Error`].
+    fn list_subscriptions(&self, tenant: &str) -> Result<Vec<Subscription>, Error>;
+    /// One subscription of the tenant.
+    ///
+    /// # Errors
+    /// The backend's [`Error`].
+    fn get_subscription(&self, tenant: &str, id: &str) -> Result<Option<Subscription>, Error>;
+    /// The tenant's latest `limit` notifications to `receiver`.
+    ///
+    /// # Errors
+    /// The backend's [`Error`].
+    fn receiver_deliveries(
+        &self,
+        tenant: &str,
+        receiver: &str,
+        limit: usize,
+    ) -> Result<Vec<super::Delivery>, Error>;
+    /// The tenant's latest `limit` notifications in `status`.
+    ///
+    /// # Errors
+    /// The backend's [`Error`].
+    fn status_deliveries(
+        &self,
+        tenant: &str,
+        status: &str,
+        limit: usize,
+    ) -> Result<Vec<super::Delivery>, Error>;
+}
+
+fn outbox(e: foresight_notifier::StoreError) -> Error {
+    Error::Outbox(e.0)
+}
+
+impl SubscriptionStore for Store {
+    fn create_subscription(&self, s: &Subscription) -> Result<(), Error> {
+        Store::create_subscription(self, s)
+    }
+    fn delete_subscription(&self, tenant: &str, id: &str) -> Result<(), Error> {
+        Store::delete_subscription(self, tenant, id)
+    }
+    fn list_subscriptions(&self, tenant: &str) -> Result<Vec<Subscription>, Error> {
+        foresight_notifier::OutboxStore::subscriptions(self, tenant).map_err(outbox)
+    }
+    fn get_subscription(&self, tenant: &str, id: &str) -> Result<Option<Subscription>, Error> {
+        foresight_notifier::OutboxStore::subscription(self, tenant, id).map_err(outbox)
+    }
+    fn receiver_deliveries(
+        &self,
+        tenant: &str,
+        receiver: &str,
+        limit: usize,
+    ) -> Result<Vec<super::Delivery>, Error> {
+        self.deliveries(tenant, receiver, limit)
+    }
+    fn status_deliveries(
+        &self,
+        tenant: &str,
+        status: &str,
+        limit: usize,
+    ) -> Result<Vec<super::Delivery>, Error> {
+        self.deliveries_by_status(tenant, status, limit)
+    }
+}
