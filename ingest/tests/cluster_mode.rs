@@ -154,6 +154,37 @@ fn start_node_with(
     }
 }
 
+/// A real Kafka cluster (one controller, three brokers) and PostgreSQL, started together.
+async fn kafka_and_postgres() -> (Cluster, Postgres) {
+    let (kafka, pg) = tokio::join!(
+        tokio::task::spawn_blocking(|| {
+            Cluster::start(ClusterSpec::new(Version::Kafka4).nodes(1, 3))
+                .expect("a real Kafka cluster starts")
+        }),
+        tokio::task::spawn_blocking(|| Postgres::start().expect("PostgreSQL starts")),
+    );
+    (kafka.unwrap(), pg.unwrap())
+}
+
+/// A key of `scope` for the tenant `acme`, made by the CLI in `config`'s PostgreSQL.
+fn create_key(scope: &str, config: &Path) -> String {
+    let out = foresight(
+        &["keys", "create", "--tenant", "acme", "--scope", scope],
+        config,
+    );
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The test's own connection to the shared state (for the nodes' heartbeats).
+async fn connect(url: String) -> Arc<PgStore> {
+    Arc::new(
+        tokio::task::spawn_blocking(move || PgStore::connect(&url, 2).unwrap())
+            .await
+            .unwrap(),
+    )
+}
+
 fn foresight(args: &[&str], config: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_foresight"))
         .args(args)
@@ -340,14 +371,7 @@ async fn client_for(node: &NodeProc) -> reqwest::Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evaluator_killed_while_an_alert_is_pending_hands_over_without_loss_or_repeat() {
     let _serial = SERIAL.lock().await;
-    let (kafka, pg_server) = tokio::join!(
-        tokio::task::spawn_blocking(|| {
-            Cluster::start(ClusterSpec::new(Version::Kafka4).nodes(1, 3))
-                .expect("a real Kafka cluster starts")
-        }),
-        tokio::task::spawn_blocking(|| Postgres::start().expect("PostgreSQL starts")),
-    );
-    let (kafka, pg_server) = (kafka.unwrap(), pg_server.unwrap());
+    let (kafka, pg_server) = kafka_and_postgres().await;
     let bootstrap = kafka.bootstrap();
     let url = pg_server.url();
     let dir = tempfile::tempdir().unwrap();
@@ -366,24 +390,10 @@ async fn an_evaluator_killed_while_an_alert_is_pending_hands_over_without_loss_o
         said.contains("cluster mode: node node-a, roles ingest,evaluator,notifier,api"),
         "{said}"
     );
-    let out = foresight(
-        &["keys", "create", "--tenant", "acme", "--scope", "ingest"],
-        &nodes[1].config,
-    );
-    assert!(out.status.success(), "{out:?}");
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let out = foresight(
-        &["keys", "create", "--tenant", "acme", "--scope", "read"],
-        &nodes[2].config,
-    );
-    assert!(out.status.success(), "{out:?}");
-    let read_key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let key = create_key("ingest", &nodes[1].config);
+    let read_key = create_key("read", &nodes[2].config);
 
-    let pg = Arc::new(
-        tokio::task::spawn_blocking(move || PgStore::connect(&url, 2).unwrap())
-            .await
-            .unwrap(),
-    );
+    let pg = connect(url).await;
     let part = partition_of("acme", "prod", PARTITIONS);
     let victim = owner(&pg, part, &["node-a", "node-b", "node-c"], dir.path()).await;
     let target = nodes.iter().position(|n| n.name != victim).unwrap();
@@ -586,10 +596,26 @@ async fn an_evaluator_killed_while_an_alert_is_pending_hands_over_without_loss_o
         logs(dir.path())
     );
 
-    // `foresight cluster status`: the killed node is down, every partition owned.
-    let status = foresight(&["cluster", "status"], &nodes[target].config);
-    let said = String::from_utf8_lossy(&status.stdout).to_string();
-    assert!(status.status.success(), "{said}");
+    // `foresight cluster status`: the killed node is down, every partition owned (once
+    // the group has settled: the outages above may leave a rebalance under way, during
+    // which it rightly exits 1).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let said = loop {
+        let status = foresight(&["cluster", "status"], &nodes[target].config);
+        let said = String::from_utf8_lossy(&status.stdout).to_string();
+        if status.status.success() {
+            break said;
+        }
+        assert!(
+            said.contains("partitions without an evaluator"),
+            "status failed otherwise: {said}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no settled group in a minute: {said}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     assert!(
         said.lines()
             .any(|l| l.starts_with(&format!("{victim}\tdown"))),
@@ -627,14 +653,7 @@ async fn an_evaluator_killed_while_an_alert_is_pending_hands_over_without_loss_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_from_different_evaluators_are_grouped_by_one_notifier() {
     let _serial = SERIAL.lock().await;
-    let (kafka, pg_server) = tokio::join!(
-        tokio::task::spawn_blocking(|| {
-            Cluster::start(ClusterSpec::new(Version::Kafka4).nodes(1, 3))
-                .expect("a real Kafka cluster starts")
-        }),
-        tokio::task::spawn_blocking(|| Postgres::start().expect("PostgreSQL starts")),
-    );
-    let (kafka, pg_server) = (kafka.unwrap(), pg_server.unwrap());
+    let (kafka, pg_server) = kafka_and_postgres().await;
     let url = pg_server.url();
     let dir = tempfile::tempdir().unwrap();
     let mut receiver = common::start_receiver().await;
@@ -666,17 +685,8 @@ async fn alerts_from_different_evaluators_are_grouped_by_one_notifier() {
             )
         })
         .collect();
-    let out = foresight(
-        &["keys", "create", "--tenant", "acme", "--scope", "ingest"],
-        &nodes[0].config,
-    );
-    assert!(out.status.success(), "{out:?}");
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let pg = Arc::new(
-        tokio::task::spawn_blocking(move || PgStore::connect(&url, 2).unwrap())
-            .await
-            .unwrap(),
-    );
+    let key = create_key("ingest", &nodes[0].config);
+    let pg = connect(url).await;
     // Two clusters whose partitions belong to different evaluators.
     let owner_x = owner(&pg, 0, &["node-x", "node-y"], dir.path()).await;
     let mut picked: HashMap<String, String> = HashMap::new();
@@ -766,12 +776,7 @@ async fn alerts_from_different_evaluators_are_grouped_by_one_notifier() {
 
     // Queries on either node see both evaluators' series; the clusters API both
     // clusters, and each cluster's page wherever it is asked.
-    let out = foresight(
-        &["keys", "create", "--tenant", "acme", "--scope", "read"],
-        &nodes[1].config,
-    );
-    assert!(out.status.success(), "{out:?}");
-    let read_key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let read_key = create_key("read", &nodes[1].config);
     let all: BTreeSet<String> = clusters.iter().cloned().collect();
     for n in &nodes {
         let client = client_for(n).await;
@@ -878,14 +883,7 @@ fn rolling_batch(agent: &str, seq: u64, gone: f64) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_under_load_loses_and_repeats_nothing() {
     let _serial = SERIAL.lock().await;
-    let (kafka, pg_server) = tokio::join!(
-        tokio::task::spawn_blocking(|| {
-            Cluster::start(ClusterSpec::new(Version::Kafka4).nodes(1, 3))
-                .expect("a real Kafka cluster starts")
-        }),
-        tokio::task::spawn_blocking(|| Postgres::start().expect("PostgreSQL starts")),
-    );
-    let (kafka, pg_server) = (kafka.unwrap(), pg_server.unwrap());
+    let (kafka, pg_server) = kafka_and_postgres().await;
     let bootstrap = kafka.bootstrap();
     let url = pg_server.url();
     let dir = tempfile::tempdir().unwrap();
@@ -921,17 +919,8 @@ async fn a_rolling_restart_under_load_loses_and_repeats_nothing() {
         })
         .collect();
     // start_node wrote the cluster test's rules; these nodes read the rolling ones.
-    let out = foresight(
-        &["keys", "create", "--tenant", "acme", "--scope", "ingest"],
-        &nodes[0].config,
-    );
-    assert!(out.status.success(), "{out:?}");
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let pg = Arc::new(
-        tokio::task::spawn_blocking(move || PgStore::connect(&url, 2).unwrap())
-            .await
-            .unwrap(),
-    );
+    let key = create_key("ingest", &nodes[0].config);
+    let pg = connect(url).await;
     owner(&pg, 0, &names, dir.path()).await;
     let client = common::client(
         &foresight_ingest::tls::fingerprint_of(&dir.path().join("node-r1/tls/cert.pem")).unwrap(),
@@ -1105,14 +1094,7 @@ fn pid_with_port(pids: &[u32], port: u16) -> Option<u32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notifier_killed_while_sending_leaves_the_notification_to_another() {
     let _serial = SERIAL.lock().await;
-    let (kafka, pg_server) = tokio::join!(
-        tokio::task::spawn_blocking(|| {
-            Cluster::start(ClusterSpec::new(Version::Kafka4).nodes(1, 3))
-                .expect("a real Kafka cluster starts")
-        }),
-        tokio::task::spawn_blocking(|| Postgres::start().expect("PostgreSQL starts")),
-    );
-    let (kafka, pg_server) = (kafka.unwrap(), pg_server.unwrap());
+    let (kafka, pg_server) = kafka_and_postgres().await;
     let url = pg_server.url();
     let dir = tempfile::tempdir().unwrap();
 
@@ -1190,12 +1172,7 @@ async fn a_notifier_killed_while_sending_leaves_the_notification_to_another() {
     };
     let evaluator = node("node-e", "[ingest, evaluator, api]");
     let mut notifiers = [node("node-n1", "[notifier]"), node("node-n2", "[notifier]")];
-    let out = foresight(
-        &["keys", "create", "--tenant", "acme", "--scope", "ingest"],
-        &evaluator.config,
-    );
-    assert!(out.status.success(), "{out:?}");
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let key = create_key("ingest", &evaluator.config);
     // A node without the api role answers its health, not the API.
     let n1 = client_for(&notifiers[0]).await;
     let base = format!("https://127.0.0.1:{}", notifiers[0].port);
