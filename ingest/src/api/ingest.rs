@@ -205,12 +205,7 @@ async fn store_batch(
     let resource = batch.resource.clone().unwrap_or_default();
     let sequence = batch.sequence;
     let store = state.store.clone();
-    let durability: Vec<_> = batch
-        .events
-        .iter()
-        .filter(|e| e.kind() == foresight_proto::v1::EventKind::Durability)
-        .cloned()
-        .collect();
+    let durability = crate::evaluator::views::durability_events(&batch);
     let cluster = cluster_of(&batch).unwrap_or_default();
     let tenant_name = tenant.clone();
     let outcome = tokio::task::spawn_blocking(move || {

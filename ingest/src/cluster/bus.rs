@@ -520,12 +520,7 @@ impl Evaluating {
         });
         match batch {
             Some(batch) if !duplicate => {
-                let durability: Vec<_> = batch
-                    .events
-                    .iter()
-                    .filter(|e| e.kind() == foresight_proto::v1::EventKind::Durability)
-                    .cloned()
-                    .collect();
+                let durability = crate::evaluator::views::durability_events(&batch);
                 if !durability.is_empty() {
                     // Each finding is kept once, so a replay records nothing twice.
                     let (ledger, tenant, cluster) = (

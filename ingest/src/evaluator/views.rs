@@ -160,6 +160,16 @@ impl ClusterInfo {
     }
 }
 
+/// The batch's durability events (the agent's audit findings), for the ledger.
+pub(crate) fn durability_events(batch: &TelemetryBatch) -> Vec<foresight_proto::v1::Event> {
+    batch
+        .events
+        .iter()
+        .filter(|e| e.kind() == foresight_proto::v1::EventKind::Durability)
+        .cloned()
+        .collect()
+}
+
 /// The `cluster` label of a batch: its cluster name, else its cluster id, else its
 /// snapshot's.
 pub(crate) fn cluster_of(batch: &TelemetryBatch) -> Option<String> {
