@@ -178,7 +178,7 @@ impl Server {
         let notify_config_text: Arc<str> = if notify.original.is_empty() {
             "# webhooks shorthand of the service config\n".into()
         } else {
-            notify.original.as_str().into()
+            notify.redacted_yaml().into()
         };
         let alerts_view = evaluator::views::AlertsView::default();
         let clusters = evaluator::views::ClustersView::default();

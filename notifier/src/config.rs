@@ -73,6 +73,54 @@ pub struct Global {
     pub slack_app_url: Option<String>,
     /// Default Slack bot token.
     pub slack_app_token: Option<String>,
+    /// PagerDuty Events API v2 endpoint (default
+    /// `https://events.pagerduty.com/v2/enqueue`).
+    pub pagerduty_url: Option<String>,
+    /// Opsgenie API base URL (default `https://api.opsgenie.com/`).
+    pub opsgenie_api_url: Option<String>,
+    /// Default Opsgenie API key.
+    pub opsgenie_api_key: Option<Secret>,
+    /// Default Opsgenie API key, from a file.
+    pub opsgenie_api_key_file: Option<String>,
+}
+
+/// A credential or a URL that is one (a webhook URL with its token): kept out of
+/// `Debug` output, logs and the status API.
+#[derive(Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+impl Secret {
+    /// The value, for the request that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The value of `inline`, or the trimmed content of `file`: Alertmanager's `_file`
+/// variants, read when the receiver is built so that a missing file is a start-up error.
+///
+/// # Errors
+/// A message naming the receiver, the field and the file.
+pub fn secret_from(
+    receiver: &str,
+    field: &str,
+    inline: Option<&Secret>,
+    file: Option<&str>,
+) -> Result<Option<Secret>, String> {
+    match (inline, file) {
+        (Some(s), _) => Ok(Some(s.clone())),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .map(|s| Some(Secret(s.trim().to_string())))
+            .map_err(|e| format!("{receiver}: {field}_file {f}: {e}")),
+        (None, None) => Ok(None),
+    }
 }
 
 /// One node of the routing tree, as written.
@@ -156,6 +204,18 @@ pub struct Receiver {
     /// HTTP POSTs.
     #[serde(default)]
     pub webhook_configs: Vec<WebhookConfig>,
+    /// PagerDuty incidents (Events API v2, or v1 with `service_key`).
+    #[serde(default)]
+    pub pagerduty_configs: Vec<PagerdutyConfig>,
+    /// Opsgenie alerts.
+    #[serde(default)]
+    pub opsgenie_configs: Vec<OpsgenieConfig>,
+    /// Microsoft Teams through an Office 365 connector (MessageCard).
+    #[serde(default)]
+    pub msteams_configs: Vec<MsTeamsConfig>,
+    /// Microsoft Teams through a Workflows (Power Automate) webhook (Adaptive Card).
+    #[serde(default)]
+    pub msteamsv2_configs: Vec<MsTeamsV2Config>,
     /// Foresight: at most this many notifications a minute to this receiver (all its
     /// integrations together); the rest wait in the outbox, in order. Unlimited when
     /// absent.
@@ -274,6 +334,175 @@ fn yes() -> bool {
     true
 }
 
+/// `pagerduty_configs` entry, with Alertmanager's names and defaults; every text field
+/// is a template over Alertmanager's data.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PagerdutyConfig {
+    /// Send resolved notifications (default true, as in Alertmanager): they resolve the
+    /// incident the firing one opened.
+    #[serde(default = "yes")]
+    pub send_resolved: bool,
+    /// Events API v2 integration key.
+    pub routing_key: Option<Secret>,
+    /// Events API v2 integration key, from a file.
+    pub routing_key_file: Option<String>,
+    /// Events API v1 service key (the older "generic API" integration).
+    pub service_key: Option<Secret>,
+    /// Events API v1 service key, from a file.
+    pub service_key_file: Option<String>,
+    /// Endpoint; `global.pagerduty_url` when absent. (Alertmanager ignores it for v1;
+    /// Foresight uses it for both.)
+    pub url: Option<String>,
+    /// Sending client's name (default `Foresight`).
+    pub client: Option<String>,
+    /// Sending client's link (default the external URL).
+    pub client_url: Option<String>,
+    /// Incident summary (default the group's title).
+    pub description: Option<String>,
+    /// Custom details; values are templates, and may be nested.
+    pub details: Option<BTreeMap<String, serde_json::Value>>,
+    /// Images.
+    #[serde(default)]
+    pub images: Vec<PagerdutyImage>,
+    /// Links; Foresight's default is the runbook and the console.
+    pub links: Option<Vec<PagerdutyLink>>,
+    /// Source (default the client).
+    pub source: Option<String>,
+    /// `critical`, `error`, `warning` or `info`; Foresight's default maps the alerts'
+    /// `severity` label (Alertmanager's is always `error`).
+    pub severity: Option<String>,
+    /// Event class.
+    pub class: Option<String>,
+    /// Component.
+    pub component: Option<String>,
+    /// Group.
+    pub group: Option<String>,
+    /// Request timeout (default 10s).
+    #[serde(default, with = "opt_duration")]
+    pub timeout: Option<Duration>,
+}
+
+/// A PagerDuty link.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PagerdutyLink {
+    /// Target (template).
+    pub href: String,
+    /// Text (template).
+    #[serde(default)]
+    pub text: String,
+}
+
+/// A PagerDuty image.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PagerdutyImage {
+    /// Image URL (template).
+    pub src: String,
+    /// Alternative text (template).
+    #[serde(default)]
+    pub alt: String,
+    /// Link (template).
+    #[serde(default)]
+    pub href: String,
+}
+
+/// `opsgenie_configs` entry, with Alertmanager's names and defaults.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OpsgenieConfig {
+    /// Send resolved notifications (default true): they close the alert.
+    #[serde(default = "yes")]
+    pub send_resolved: bool,
+    /// API key; `global.opsgenie_api_key` when absent.
+    pub api_key: Option<Secret>,
+    /// API key, from a file.
+    pub api_key_file: Option<String>,
+    /// API base URL; `global.opsgenie_api_url` when absent.
+    pub api_url: Option<String>,
+    /// Alert message, at most 130 characters (default the group's title).
+    pub message: Option<String>,
+    /// Description (default the alerts, one by one).
+    pub description: Option<String>,
+    /// Source (default the external URL).
+    pub source: Option<String>,
+    /// Extra details (templates), over the common labels.
+    #[serde(default)]
+    pub details: BTreeMap<String, String>,
+    /// Entity.
+    pub entity: Option<String>,
+    /// Who is notified.
+    #[serde(default)]
+    pub responders: Vec<OpsgenieResponder>,
+    /// Comma-separated actions.
+    pub actions: Option<String>,
+    /// Comma-separated tags.
+    pub tags: Option<String>,
+    /// Note.
+    pub note: Option<String>,
+    /// `P1`…`P5`; Foresight's default maps the alerts' `severity` label (Alertmanager
+    /// sends none).
+    pub priority: Option<String>,
+    /// Also update the message and description of an open alert.
+    #[serde(default)]
+    pub update_alerts: bool,
+}
+
+/// An Opsgenie responder: one of `id`, `name`, `username`, and a `type`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OpsgenieResponder {
+    /// Responder id (template).
+    #[serde(default)]
+    pub id: String,
+    /// Name (template); with type `teams`, a comma-separated list of team names.
+    #[serde(default)]
+    pub name: String,
+    /// User name (template).
+    #[serde(default)]
+    pub username: String,
+    /// `team`, `teams`, `user`, `escalation` or `schedule` (template).
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// `msteams_configs` entry: an Office 365 connector's incoming webhook.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MsTeamsConfig {
+    /// Send resolved notifications (default true, as in Alertmanager).
+    #[serde(default = "yes")]
+    pub send_resolved: bool,
+    /// Incoming webhook URL.
+    pub webhook_url: Option<Secret>,
+    /// Incoming webhook URL, from a file.
+    pub webhook_url_file: Option<String>,
+    /// Title (template).
+    pub title: Option<String>,
+    /// Summary, shown in notifications (template).
+    pub summary: Option<String>,
+    /// Text, Markdown (template).
+    pub text: Option<String>,
+}
+
+/// `msteamsv2_configs` entry: a Workflows (Power Automate) webhook.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MsTeamsV2Config {
+    /// Send resolved notifications (default true, as in Alertmanager).
+    #[serde(default = "yes")]
+    pub send_resolved: bool,
+    /// Workflow URL.
+    pub webhook_url: Option<Secret>,
+    /// Workflow URL, from a file.
+    pub webhook_url_file: Option<String>,
+    /// Title (template).
+    pub title: Option<String>,
+    /// Text, Markdown (template).
+    pub text: Option<String>,
+}
+
 mod opt_duration {
     use std::time::Duration;
 
@@ -326,7 +555,7 @@ pub struct InhibitRule {
 }
 
 /// The loaded, checked configuration.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NotifyConfig {
     /// Receiver defaults.
     pub global: Global,
@@ -354,7 +583,31 @@ const DEFAULT_TEMPLATES: &str = r#"{{ define "__subject" }}[{{ .Status | toUpper
 {{ define "slack.default.text" }}{{ template "__alert_list" . }}{{ end }}
 {{ define "email.default.subject" }}{{ template "__subject" . }}{{ end }}
 {{ define "email.default.html" }}<pre>{{ template "__alert_list" . }}</pre>{{ end }}
-{{ define "webhook.default.message" }}{{ template "__subject" . }}{{ end }}"#;
+{{ define "webhook.default.message" }}{{ template "__subject" . }}{{ end }}
+{{ define "__text_alert_list" }}{{ range . }}[{{ .Status }}] {{ or .Annotations.summary .Labels.alertname }}{{ with .Annotations.description }}: {{ . }}{{ end }}{{ with .Annotations.runbook_url }} (runbook {{ . }}){{ end }}
+{{ end }}{{ end }}
+{{ define "__text_alert_list_markdown" }}{{ range . }}- **{{ or .Annotations.summary .Labels.alertname }}**{{ with .Annotations.description }}: {{ . }}{{ end }}{{ with .Annotations.runbook_url }} ([runbook]({{ . }})){{ end }}
+{{ end }}{{ end }}
+{{ define "__alerts_markdown" }}{{ if gt (len .Alerts.Firing) 0 }}**Firing**
+
+{{ template "__text_alert_list_markdown" .Alerts.Firing }}{{ end }}{{ if gt (len .Alerts.Resolved) 0 }}
+**Resolved**
+
+{{ template "__text_alert_list_markdown" .Alerts.Resolved }}{{ end }}{{ end }}
+{{ define "pagerduty.default.description" }}{{ template "__subject" . }}{{ end }}
+{{ define "pagerduty.default.client" }}Foresight{{ end }}
+{{ define "pagerduty.default.clientURL" }}{{ .ExternalURL }}{{ end }}
+{{ define "pagerduty.default.instances" }}{{ template "__text_alert_list" . }}{{ end }}
+{{ define "opsgenie.default.message" }}{{ template "__subject" . }}{{ end }}
+{{ define "opsgenie.default.description" }}{{ if gt (len .Alerts.Firing) 0 }}Alerts Firing:
+{{ template "__text_alert_list" .Alerts.Firing }}{{ end }}{{ if gt (len .Alerts.Resolved) 0 }}Alerts Resolved:
+{{ template "__text_alert_list" .Alerts.Resolved }}{{ end }}{{ end }}
+{{ define "opsgenie.default.source" }}{{ .ExternalURL }}{{ end }}
+{{ define "msteams.default.summary" }}{{ template "__subject" . }}{{ end }}
+{{ define "msteams.default.title" }}{{ template "__subject" . }}{{ end }}
+{{ define "msteams.default.text" }}{{ template "__alerts_markdown" . }}{{ end }}
+{{ define "msteamsv2.default.title" }}{{ template "__subject" . }}{{ end }}
+{{ define "msteamsv2.default.text" }}{{ template "__alerts_markdown" . }}{{ end }}"#;
 
 /// The files `pattern` names: a path whose file name may contain `*`.
 fn template_files(pattern: &str) -> Result<Vec<std::path::PathBuf>, String> {
@@ -384,6 +637,19 @@ fn template_files(pattern: &str) -> Result<Vec<std::path::PathBuf>, String> {
         .collect();
     out.sort();
     Ok(out)
+}
+
+impl std::fmt::Debug for NotifyConfig {
+    /// Without the original text, which holds the secrets in the clear.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifyConfig")
+            .field("global", &self.global)
+            .field("route", &self.route)
+            .field("receivers", &self.receivers)
+            .field("inhibit_rules", &self.inhibit_rules)
+            .field("time_intervals", &self.time_intervals)
+            .finish_non_exhaustive()
+    }
 }
 
 impl NotifyConfig {
@@ -490,6 +756,179 @@ impl NotifyConfig {
                     )));
                 }
             }
+            let one_of = |kind: &str, i: usize, fields: &[(&str, bool)]| {
+                let set: Vec<&str> = fields.iter().filter(|f| f.1).map(|f| f.0).collect();
+                match set.len() {
+                    0 => Err(ConfigError(format!(
+                        "receivers: {}: {kind}[{i}]: set one of {}",
+                        r.name,
+                        fields.iter().map(|f| f.0).collect::<Vec<_>>().join(", ")
+                    ))),
+                    1 => Ok(()),
+                    _ => Err(ConfigError(format!(
+                        "receivers: {}: {kind}[{i}]: set only one of {}",
+                        r.name,
+                        set.join(", ")
+                    ))),
+                }
+            };
+            for (i, p) in r.pagerduty_configs.iter().enumerate() {
+                let f = |n: &str| format!("pagerduty_configs[{i}].{n}");
+                for (name, v) in [
+                    ("client", &p.client),
+                    ("client_url", &p.client_url),
+                    ("description", &p.description),
+                    ("source", &p.source),
+                    ("severity", &p.severity),
+                    ("class", &p.class),
+                    ("component", &p.component),
+                    ("group", &p.group),
+                ] {
+                    templated(&f(name), v)?;
+                }
+                for (j, l) in p.links.iter().flatten().enumerate() {
+                    templated(&f(&format!("links[{j}].href")), &Some(l.href.clone()))?;
+                    templated(&f(&format!("links[{j}].text")), &Some(l.text.clone()))?;
+                }
+                for (k, v) in p.details.iter().flatten() {
+                    if let Some(s) = v.as_str() {
+                        templated(&f(&format!("details.{k}")), &Some(s.to_string()))?;
+                    }
+                }
+                let v2 = p.routing_key.is_some() || p.routing_key_file.is_some();
+                let v1 = p.service_key.is_some() || p.service_key_file.is_some();
+                if !v1 && !v2 {
+                    return Err(ConfigError(format!(
+                        "receivers: {}: pagerduty_configs[{i}]: missing service or routing key (routing_key, routing_key_file, service_key or service_key_file)",
+                        r.name
+                    )));
+                }
+                one_of(
+                    "pagerduty_configs",
+                    i,
+                    &[
+                        ("routing_key", p.routing_key.is_some()),
+                        ("routing_key_file", p.routing_key_file.is_some()),
+                    ],
+                )
+                .or_else(|e| if v2 { Err(e) } else { Ok(()) })?;
+                one_of(
+                    "pagerduty_configs",
+                    i,
+                    &[
+                        ("service_key", p.service_key.is_some()),
+                        ("service_key_file", p.service_key_file.is_some()),
+                    ],
+                )
+                .or_else(|e| if v1 { Err(e) } else { Ok(()) })?;
+                if let Some(s) = &p.severity
+                    && !s.contains("{{")
+                    && !["critical", "error", "warning", "info"].contains(&s.as_str())
+                {
+                    return Err(ConfigError(format!(
+                        "receivers: {}: pagerduty_configs[{i}].severity: {s:?} is not critical, error, warning or info",
+                        r.name
+                    )));
+                }
+            }
+            for (i, o) in r.opsgenie_configs.iter().enumerate() {
+                let f = |n: &str| format!("opsgenie_configs[{i}].{n}");
+                for (name, v) in [
+                    ("message", &o.message),
+                    ("description", &o.description),
+                    ("source", &o.source),
+                    ("entity", &o.entity),
+                    ("actions", &o.actions),
+                    ("tags", &o.tags),
+                    ("note", &o.note),
+                    ("priority", &o.priority),
+                ] {
+                    templated(&f(name), v)?;
+                }
+                for (k, v) in &o.details {
+                    templated(&f(&format!("details.{k}")), &Some(v.clone()))?;
+                }
+                if o.api_key.is_some() && o.api_key_file.is_some() {
+                    return Err(ConfigError(format!(
+                        "receivers: {}: opsgenie_configs[{i}]: set only one of api_key, api_key_file",
+                        r.name
+                    )));
+                }
+                if o.api_key.is_none()
+                    && o.api_key_file.is_none()
+                    && raw.global.opsgenie_api_key.is_none()
+                    && raw.global.opsgenie_api_key_file.is_none()
+                {
+                    return Err(ConfigError(format!(
+                        "receivers: {}: opsgenie_configs[{i}]: no api_key here nor in global.opsgenie_api_key",
+                        r.name
+                    )));
+                }
+                if let Some(p) = &o.priority
+                    && !p.contains("{{")
+                    && !["P1", "P2", "P3", "P4", "P5"].contains(&p.as_str())
+                {
+                    return Err(ConfigError(format!(
+                        "receivers: {}: opsgenie_configs[{i}].priority: {p:?} is not one of P1 to P5",
+                        r.name
+                    )));
+                }
+                for (j, resp) in o.responders.iter().enumerate() {
+                    if resp.id.is_empty() && resp.name.is_empty() && resp.username.is_empty() {
+                        return Err(ConfigError(format!(
+                            "receivers: {}: opsgenie_configs[{i}].responders[{j}]: set id, name or username",
+                            r.name
+                        )));
+                    }
+                    if !resp.kind.contains("{{")
+                        && !["team", "teams", "user", "escalation", "schedule"]
+                            .contains(&resp.kind.to_lowercase().as_str())
+                    {
+                        return Err(ConfigError(format!(
+                            "receivers: {}: opsgenie_configs[{i}].responders[{j}].type: {:?} is not team, teams, user, escalation or schedule",
+                            r.name, resp.kind
+                        )));
+                    }
+                    for (name, v) in [
+                        ("id", &resp.id),
+                        ("name", &resp.name),
+                        ("username", &resp.username),
+                        ("type", &resp.kind),
+                    ] {
+                        templated(&f(&format!("responders[{j}].{name}")), &Some(v.clone()))?;
+                    }
+                }
+            }
+            for (i, t) in r.msteams_configs.iter().enumerate() {
+                for (name, v) in [
+                    ("title", &t.title),
+                    ("summary", &t.summary),
+                    ("text", &t.text),
+                ] {
+                    templated(&format!("msteams_configs[{i}].{name}"), v)?;
+                }
+                one_of(
+                    "msteams_configs",
+                    i,
+                    &[
+                        ("webhook_url", t.webhook_url.is_some()),
+                        ("webhook_url_file", t.webhook_url_file.is_some()),
+                    ],
+                )?;
+            }
+            for (i, t) in r.msteamsv2_configs.iter().enumerate() {
+                for (name, v) in [("title", &t.title), ("text", &t.text)] {
+                    templated(&format!("msteamsv2_configs[{i}].{name}"), v)?;
+                }
+                one_of(
+                    "msteamsv2_configs",
+                    i,
+                    &[
+                        ("webhook_url", t.webhook_url.is_some()),
+                        ("webhook_url_file", t.webhook_url_file.is_some()),
+                    ],
+                )?;
+            }
             if receivers.insert(r.name.clone(), r.clone()).is_some() {
                 return Err(ConfigError(format!(
                     "receivers: {} is defined twice",
@@ -570,6 +1009,17 @@ impl NotifyConfig {
             .map_or(5 * 60 * 1000, |d| d.as_millis() as i64)
     }
 
+    /// The configuration as loaded, for `/api/v2/status`, with every secret (keys,
+    /// passwords, tokens, and the webhook URLs that carry one) written `<secret>`, as
+    /// Alertmanager shows it. Comments and layout are not kept.
+    pub fn redacted_yaml(&self) -> String {
+        let Ok(mut v) = serde_saphyr::from_str::<serde_json::Value>(&self.original) else {
+            return String::new();
+        };
+        redact(&mut v, "");
+        serde_saphyr::to_string(&v).unwrap_or_default()
+    }
+
     /// Parses a receiver field's template with the library (checked when loading).
     pub fn template(&self, text: &str) -> foresight_template::Template {
         foresight_template::Template::parse(text)
@@ -578,6 +1028,39 @@ impl NotifyConfig {
                     .unwrap_or_else(|_| self.library.clone())
             })
             .with_library(&self.library)
+    }
+}
+
+/// Replaces secrets in a parsed configuration; `list` is the key of the list `v` is in.
+fn redact(v: &mut serde_json::Value, list: &str) {
+    const SECRETS: [&str; 11] = [
+        "smtp_auth_password",
+        "slack_api_url",
+        "slack_app_token",
+        "opsgenie_api_key",
+        "auth_password",
+        "app_token",
+        "routing_key",
+        "service_key",
+        "api_key",
+        "webhook_url",
+        "secret",
+    ];
+    match v {
+        serde_json::Value::Object(o) => {
+            for (k, v) in o.iter_mut() {
+                let secret = SECRETS.contains(&k.as_str())
+                    || (list == "webhook_configs" && k == "url")
+                    || (list == "slack_configs" && k == "api_url");
+                if secret && !v.is_null() {
+                    *v = serde_json::Value::String("<secret>".into());
+                } else {
+                    redact(v, k);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|v| redact(v, list)),
+        _ => {}
     }
 }
 
@@ -739,11 +1222,11 @@ time_intervals:
     #[test]
     fn an_unsupported_field_is_named() {
         let e = NotifyConfig::from_yaml(
-            "route: {receiver: a}\nreceivers:\n  - name: a\n    pagerduty_configs: [{}]\n",
+            "route: {receiver: a}\nreceivers:\n  - name: a\n    victorops_configs: [{}]\n",
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("pagerduty_configs"), "{e}");
+        assert!(e.contains("victorops_configs"), "{e}");
         let slack = |title: &str| {
             NotifyConfig::from_yaml(&format!(
                 "route: {{receiver: a}}\nreceivers:\n  - name: a\n    slack_configs: [{{api_url: 'http://x', title: '{title}'}}]\n"

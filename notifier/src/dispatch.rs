@@ -34,6 +34,10 @@ fn integration_from(s: &str) -> Option<IntegrationId> {
         "slack" => "slack",
         "email" => "email",
         "webhook" => "webhook",
+        "pagerduty" => "pagerduty",
+        "opsgenie" => "opsgenie",
+        "msteams" => "msteams",
+        "msteamsv2" => "msteamsv2",
         _ => return None,
     };
     Some(IntegrationId {
@@ -183,6 +187,7 @@ impl<S: OutboxStore> Dispatcher<S> {
                         index: 0,
                     },
                     group_key: format!("sub/{}:{}", sub.id, a.fingerprint),
+                    alertmanager_key: format!("sub/{}:{}", sub.id, a.fingerprint),
                     group_labels: a.labels.clone(),
                     alerts: vec![a.clone()],
                     firing: state == "firing",

@@ -148,17 +148,16 @@ impl EmailReceiver {
         }
         let email = builder
             .multipart(MultiPart::alternative_plain_html(text, html))
-            .map_err(|e| DeliveryError::Status {
-                receiver: self.name.clone(),
-                status: 400,
-                body: e.to_string(),
-            })?;
+            .map_err(|e| DeliveryError::http(&self.name, 400, e.to_string(), None))?;
         match self.transport.send(email).await {
             Ok(_) => Ok(()),
+            // A permanent SMTP answer (5xx) will not change on a retry.
             Err(e) if e.is_permanent() => Err(DeliveryError::Status {
                 receiver: self.name.clone(),
                 status: 550,
                 body: e.to_string(),
+                retry_after: None,
+                retryable: false,
             }),
             Err(e) => Err(DeliveryError::Unreachable {
                 receiver: self.name.clone(),

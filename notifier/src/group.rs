@@ -74,6 +74,12 @@ pub struct GroupNotification {
     pub integration: IntegrationId,
     /// Route path and group labels, stable across restarts.
     pub group_key: String,
+    /// Alertmanager's key for the same group (`{}/{severity="critical"}:{alertname="X"}`):
+    /// the webhook's `groupKey`, and hashed, the PagerDuty `dedup_key` and Opsgenie
+    /// `alias`, so that incidents opened by an Alertmanager stay the same incidents
+    /// after a move to Foresight. Unlike `group_key` it can be shared by sibling routes
+    /// with the same matchers, as in Alertmanager.
+    pub alertmanager_key: String,
     /// The labels the group was formed by.
     pub group_labels: BTreeMap<String, String>,
     /// Firing alerts, then resolved ones when the integration sends resolved.
@@ -110,6 +116,8 @@ struct FlatRoute {
     route: Route,
     children: Vec<usize>,
     path: String,
+    /// Alertmanager's route key: the parents' keys and this route's sorted matchers.
+    alertmanager_key: String,
 }
 
 /// The grouping state of one tenant.
@@ -124,7 +132,7 @@ impl Grouper {
     /// A grouper for `config`, with the notification log `log` (from the store).
     pub fn new(config: NotifyConfig, log: HashMap<(String, IntegrationId), LogEntry>) -> Self {
         let mut routes = Vec::new();
-        flatten(&config.route, "0".into(), &mut routes);
+        flatten(&config.route, "0".into(), "", &mut routes);
         Grouper {
             config,
             routes,
@@ -278,6 +286,11 @@ impl Grouper {
                     out.push(GroupNotification {
                         integration,
                         group_key: key.clone(),
+                        alertmanager_key: format!(
+                            "{}:{}",
+                            self.routes[group.route].alertmanager_key,
+                            go_label_set(&group.labels)
+                        ),
                         group_labels: group.labels.clone(),
                         firing: !firing.is_empty(),
                         alerts,
@@ -347,18 +360,79 @@ impl Grouper {
     }
 }
 
-fn flatten(route: &Route, path: String, out: &mut Vec<FlatRoute>) -> usize {
+fn flatten(route: &Route, path: String, parent_key: &str, out: &mut Vec<FlatRoute>) -> usize {
     let at = out.len();
+    let mut matchers: Vec<&Matcher> = route.matchers.iter().collect();
+    // Alertmanager sorts a route's matchers by name, value, then type (in the order
+    // `=`, `!=`, `=~`, `!~`), and writes each value escaped as OpenMetrics does.
+    let op_order = |m: &Matcher| m.op as u8;
+    matchers
+        .sort_by(|a, b| (&a.name, &a.value, op_order(a)).cmp(&(&b.name, &b.value, op_order(b))));
+    let own: Vec<String> = matchers
+        .iter()
+        .map(|m| {
+            let value = m
+                .value
+                .replace('\\', "\\\\")
+                .replace('\n', "\\n")
+                .replace('"', "\\\"");
+            format!("{}{}\"{value}\"", m.name, m.op.as_str())
+        })
+        .collect();
+    let own = format!("{{{}}}", own.join(","));
+    let alertmanager_key = if parent_key.is_empty() {
+        own
+    } else {
+        format!("{parent_key}/{own}")
+    };
     out.push(FlatRoute {
         route: route.clone(),
         children: Vec::new(),
         path: path.clone(),
+        alertmanager_key: alertmanager_key.clone(),
     });
     for (i, child) in route.routes.iter().enumerate() {
-        let c = flatten(child, format!("{path}.{i}"), out);
+        let c = flatten(child, format!("{path}.{i}"), &alertmanager_key, out);
         out[at].children.push(c);
     }
     at
+}
+
+/// A label set as Go's `model.LabelSet.String()` writes it: `name="value"` pairs, each
+/// value quoted as Go's `%q` does, sorted and joined by `, `.
+fn go_label_set(labels: &BTreeMap<String, String>) -> String {
+    let mut pairs: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}={}", go_quote(v)))
+        .collect();
+    pairs.sort();
+    format!("{{{}}}", pairs.join(", "))
+}
+
+/// Go's `strconv.Quote`.
+fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\u{b}' => out.push_str("\\v"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 fn label_string(labels: &BTreeMap<String, String>) -> String {
@@ -425,6 +499,10 @@ fn integrations(config: &NotifyConfig, receiver: &str) -> Vec<IntegrationId> {
     make("slack", r.slack_configs.len())
         .chain(make("email", r.email_configs.len()))
         .chain(make("webhook", r.webhook_configs.len()))
+        .chain(make("pagerduty", r.pagerduty_configs.len()))
+        .chain(make("opsgenie", r.opsgenie_configs.len()))
+        .chain(make("msteams", r.msteams_configs.len()))
+        .chain(make("msteamsv2", r.msteamsv2_configs.len()))
         .collect()
 }
 
@@ -432,19 +510,15 @@ fn send_resolved(config: &NotifyConfig, id: &IntegrationId) -> bool {
     let Some(r) = config.receivers.get(&id.receiver) else {
         return false;
     };
+    let i = id.index;
     match id.kind {
-        "slack" => r
-            .slack_configs
-            .get(id.index)
-            .is_some_and(|c| c.send_resolved),
-        "email" => r
-            .email_configs
-            .get(id.index)
-            .is_some_and(|c| c.send_resolved),
-        _ => r
-            .webhook_configs
-            .get(id.index)
-            .is_some_and(|c| c.send_resolved),
+        "slack" => r.slack_configs.get(i).is_some_and(|c| c.send_resolved),
+        "email" => r.email_configs.get(i).is_some_and(|c| c.send_resolved),
+        "pagerduty" => r.pagerduty_configs.get(i).is_some_and(|c| c.send_resolved),
+        "opsgenie" => r.opsgenie_configs.get(i).is_some_and(|c| c.send_resolved),
+        "msteams" => r.msteams_configs.get(i).is_some_and(|c| c.send_resolved),
+        "msteamsv2" => r.msteamsv2_configs.get(i).is_some_and(|c| c.send_resolved),
+        _ => r.webhook_configs.get(i).is_some_and(|c| c.send_resolved),
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`silence`]: silences that mute matching alerts for a while.
 //! - [`dispatch`]: alerts in, one outbox entry per group change and integration out.
 //! - [`render`], [`slack`], [`email`]: what people read, and how it reaches them.
+//! - [`pagerduty`], [`opsgenie`], [`msteams`]: the on-call receivers, over [`post`].
 //!
 //! Storage is not this crate's: the outbox is a trait that `ingest` implements on its
 //! store, so that this crate is testable with an in-memory one.
@@ -20,8 +21,12 @@ pub mod dispatch;
 pub mod email;
 pub mod group;
 pub mod matchers;
+pub mod msteams;
+pub mod opsgenie;
 pub mod outbox;
+pub mod pagerduty;
 pub mod payload;
+pub mod post;
 pub mod render;
 pub mod silence;
 pub mod slack;
@@ -36,7 +41,7 @@ pub use webhook::{WebhookConfig, WebhookReceiver};
 
 use std::collections::HashMap;
 
-/// A configured way to deliver: one of a receiver's Slack, email or webhook configs.
+/// A configured way to deliver: one of a receiver's configs.
 pub enum Integration {
     /// A webhook, with Alertmanager's `max_alerts` (0: all).
     Webhook {
@@ -51,11 +56,17 @@ pub enum Integration {
     Slack(slack::SlackReceiver),
     /// Email.
     Email(email::EmailReceiver),
+    /// PagerDuty.
+    Pagerduty(Box<pagerduty::PagerdutyReceiver>),
+    /// Opsgenie.
+    Opsgenie(Box<opsgenie::OpsgenieReceiver>),
+    /// Microsoft Teams (either kind).
+    MsTeams(msteams::MsTeamsReceiver),
 }
 
 /// Every integration of `config`, keyed by [`group::IntegrationId`]'s text
-/// (`receiver/kind/index`), as the outbox names them. `client` carries the webhooks'
-/// TLS; `tls` is Slack's.
+/// (`receiver/kind/index`), as the outbox names them. `client` carries the TLS of the
+/// webhooks and the on-call receivers; `tls` is Slack's.
 ///
 /// # Errors
 /// Each receiver that cannot be built, named.
@@ -122,6 +133,36 @@ pub fn build_integrations(
                 Err(e) => problems.push(e),
             }
         }
+        let mut add = |key: String, built: Result<Integration, String>| match built {
+            Ok(i) => {
+                out.insert(key, i);
+            }
+            Err(e) => problems.push(e),
+        };
+        for (i, c) in r.pagerduty_configs.iter().enumerate() {
+            let key = id("pagerduty", i);
+            let built = pagerduty::PagerdutyReceiver::new(&key, c, config, client)
+                .map(|r| Integration::Pagerduty(Box::new(r)));
+            add(key, built);
+        }
+        for (i, c) in r.opsgenie_configs.iter().enumerate() {
+            let key = id("opsgenie", i);
+            let built = opsgenie::OpsgenieReceiver::new(&key, c, config, client)
+                .map(|r| Integration::Opsgenie(Box::new(r)));
+            add(key, built);
+        }
+        for (i, c) in r.msteams_configs.iter().enumerate() {
+            let key = id("msteams", i);
+            let built = msteams::MsTeamsReceiver::connector(&key, c, config, client)
+                .map(Integration::MsTeams);
+            add(key, built);
+        }
+        for (i, c) in r.msteamsv2_configs.iter().enumerate() {
+            let key = id("msteamsv2", i);
+            let built = msteams::MsTeamsReceiver::workflow(&key, c, config, client)
+                .map(Integration::MsTeams);
+            add(key, built);
+        }
     }
     if problems.is_empty() {
         Ok(out)
@@ -149,8 +190,12 @@ pub enum DeliveryError {
         receiver: String,
         /// HTTP status.
         status: u16,
-        /// Start of the response body.
+        /// The receiver's message, or the start of the response body.
         body: String,
+        /// How long the receiver asked to wait (`Retry-After`).
+        retry_after: Option<std::time::Duration>,
+        /// Whether trying again may succeed (by default 408, 429 and 5xx).
+        retryable: bool,
     },
     /// The notification names a receiver that is not configured.
     #[error("no receiver named {0}")]
@@ -158,14 +203,36 @@ pub enum DeliveryError {
 }
 
 impl DeliveryError {
+    /// An HTTP answer that is not success: retryable when 408, 429 or 5xx.
+    pub fn http(
+        receiver: &str,
+        status: u16,
+        body: impl Into<String>,
+        retry_after: Option<std::time::Duration>,
+    ) -> Self {
+        DeliveryError::Status {
+            receiver: receiver.to_string(),
+            status,
+            body: body.into(),
+            retry_after,
+            retryable: status == 429 || status == 408 || status >= 500,
+        }
+    }
+
     /// Whether trying again later may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
             DeliveryError::Unreachable { .. } => true,
-            DeliveryError::Status { status, .. } => {
-                *status == 429 || *status == 408 || *status >= 500
-            }
+            DeliveryError::Status { retryable, .. } => *retryable,
             DeliveryError::UnknownReceiver(_) => false,
+        }
+    }
+
+    /// How long the receiver asked to wait before the next attempt.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            DeliveryError::Status { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 }

@@ -96,15 +96,21 @@ impl Matcher {
     }
 }
 
-impl fmt::Display for Matcher {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let op = match self.op {
+impl MatchOp {
+    /// As written: `=`, `!=`, `=~`, `!~`.
+    pub fn as_str(self) -> &'static str {
+        match self {
             MatchOp::Equal => "=",
             MatchOp::NotEqual => "!=",
             MatchOp::Regex => "=~",
             MatchOp::NotRegex => "!~",
-        };
-        write!(f, "{}{op}{:?}", self.name, self.value)
+        }
+    }
+}
+
+impl fmt::Display for Matcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}{:?}", self.name, self.op.as_str(), self.value)
     }
 }
 

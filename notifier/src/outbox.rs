@@ -338,9 +338,14 @@ impl<S: OutboxStore> DeliveryWorker<S> {
                 Err(e) => {
                     let attempts = p.attempts + 1;
                     let next = if e.is_retryable() {
-                        self.policy
-                            .delay_after(attempts)
-                            .map(|d| now + d.as_millis() as i64)
+                        // A receiver's `Retry-After` (at most an hour) is a floor on
+                        // the backoff: retrying sooner would only be refused again.
+                        self.policy.delay_after(attempts).map(|d| {
+                            let asked = e
+                                .retry_after()
+                                .map_or(Duration::ZERO, |r| r.min(Duration::from_secs(3600)));
+                            now + d.max(asked).as_millis() as i64
+                        })
                     } else {
                         None
                     };
@@ -373,11 +378,12 @@ impl<S: OutboxStore> DeliveryWorker<S> {
             return Err(crate::DeliveryError::UnknownReceiver(n.receiver.clone()));
         };
         if let Some(reason) = &sub.disabled_reason {
-            return Err(crate::DeliveryError::Status {
-                receiver: n.receiver.clone(),
-                status: 410,
-                body: format!("subscription disabled: {reason}"),
-            });
+            return Err(crate::DeliveryError::http(
+                &n.receiver,
+                410,
+                format!("subscription disabled: {reason}"),
+                None,
+            ));
         }
         let Some(client) = &self.client else {
             return Err(crate::DeliveryError::UnknownReceiver(format!(
@@ -406,11 +412,12 @@ impl<S: OutboxStore> DeliveryWorker<S> {
         let n = &p.notification;
         let parse = || {
             serde_json::from_slice::<crate::payload::WebhookMessage>(&n.body).map_err(|e| {
-                crate::DeliveryError::Status {
-                    receiver: n.receiver.clone(),
-                    status: 422,
-                    body: format!("stored notification is not a webhook message: {e}"),
-                }
+                crate::DeliveryError::http(
+                    &n.receiver,
+                    422,
+                    format!("stored notification is not a webhook message: {e}"),
+                    None,
+                )
             })
         };
         match integration {
@@ -441,6 +448,9 @@ impl<S: OutboxStore> DeliveryWorker<S> {
                 }
             }
             Integration::Email(email) => email.send(&parse()?).await,
+            Integration::Pagerduty(pd) => pd.send(&parse()?).await,
+            Integration::Opsgenie(og) => og.send(&parse()?).await,
+            Integration::MsTeams(teams) => teams.send(&parse()?).await,
             Integration::Slack(slack) => {
                 let msg = parse()?;
                 let store = self.store.clone();

@@ -155,7 +155,7 @@ impl WebhookMessage {
         let annotations: Vec<_> = n.alerts.iter().map(|a| &a.annotations).collect();
         WebhookMessage {
             version: "4".into(),
-            group_key: n.group_key.clone(),
+            group_key: n.alertmanager_key.clone(),
             truncated_alerts: 0,
             status: if n.firing { "firing" } else { "resolved" }.into(),
             receiver: n.integration.receiver.clone(),

@@ -192,3 +192,81 @@ pub fn expand(text: &str, msg: &WebhookMessage, library: &foresight_template::Te
         Err(e) => format!("<error expanding template: {e}>"),
     }
 }
+
+/// Renders a receiver field's parsed template over `data` (from [`data`]).
+pub fn render(t: &foresight_template::Template, data: &serde_json::Value) -> String {
+    let empty = std::collections::BTreeMap::new();
+    t.render(&foresight_template::Context::with_data(data, &empty))
+}
+
+/// The group's runbook: the common annotation, else the first alert's.
+pub fn runbook(msg: &WebhookMessage) -> Option<&str> {
+    msg.common_annotations
+        .get("runbook_url")
+        .or_else(|| {
+            msg.alerts
+                .iter()
+                .find_map(|a| a.annotations.get("runbook_url"))
+        })
+        .map(String::as_str)
+}
+
+/// The group's `severity` label, lower-cased: the common one, else the first firing
+/// alert's.
+pub fn severity(msg: &WebhookMessage) -> Option<String> {
+    msg.common_labels
+        .get("severity")
+        .or_else(|| {
+            msg.alerts
+                .iter()
+                .filter(|a| a.status == "firing")
+                .find_map(|a| a.labels.get("severity"))
+        })
+        .map(|s| s.to_lowercase())
+}
+
+/// A message for the receivers' tests: two alerts of one group, firing or resolved.
+#[cfg(test)]
+pub(crate) fn sample(status: &str) -> WebhookMessage {
+    serde_json::from_value(serde_json::json!({
+        "version": "4",
+        "groupKey": "{}/{severity=\"critical\"}:{alertname=\"KafkaOfflinePartitions\"}",
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "pager",
+        "groupLabels": {"alertname": "KafkaOfflinePartitions"},
+        "commonLabels": {"alertname": "KafkaOfflinePartitions", "severity": "critical",
+                          "category": "availability", "cluster": "prod-eu"},
+        "commonAnnotations": {"runbook_url": "https://runbooks.example/offline"},
+        "externalURL": "https://foresight.example",
+        "alerts": (["3", "4"]).iter().map(|t| serde_json::json!({
+            "status": status,
+            "labels": {"alertname": "KafkaOfflinePartitions", "severity": "critical",
+                       "category": "availability", "cluster": "prod-eu", "topic": t},
+            "annotations": {"summary": format!("Topic {t} has offline partitions"),
+                            "runbook_url": "https://runbooks.example/offline"},
+            "startsAt": "2026-12-07T10:00:00.000Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "",
+            "fingerprint": format!("f{t}"),
+        })).collect::<Vec<_>>(),
+        "foresightClusterContext": {"brokers": "3", "controller": "1"},
+    }))
+    .expect("a webhook message")
+}
+
+/// A client for the receivers' tests (the crate does not pick a TLS provider itself).
+#[cfg(test)]
+pub(crate) fn test_client() -> reqwest::Client {
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default versions")
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .expect("a client")
+}

@@ -167,22 +167,14 @@ impl SlackReceiver {
     ) -> Result<ThreadTs, DeliveryError> {
         let content = self.content(msg);
         let fail = |e: SlackClientError| match &e {
-            SlackClientError::RateLimitError(_) => DeliveryError::Status {
-                receiver: self.name.clone(),
-                status: 429,
-                body: e.to_string(),
-            },
-            SlackClientError::ApiError(_) => DeliveryError::Status {
-                receiver: self.name.clone(),
-                status: 400,
-                body: e.to_string(),
-            },
+            SlackClientError::RateLimitError(r) => {
+                DeliveryError::http(&self.name, 429, e.to_string(), r.retry_after)
+            }
+            SlackClientError::ApiError(_) => {
+                DeliveryError::http(&self.name, 400, e.to_string(), None)
+            }
             SlackClientError::HttpError(h) if h.status_code.as_u16() < 500 => {
-                DeliveryError::Status {
-                    receiver: self.name.clone(),
-                    status: h.status_code.as_u16(),
-                    body: e.to_string(),
-                }
+                DeliveryError::http(&self.name, h.status_code.as_u16(), e.to_string(), None)
             }
             _ => DeliveryError::Unreachable {
                 receiver: self.name.clone(),

@@ -116,38 +116,28 @@ impl WebhookReceiver {
         idempotency_key: &str,
         now_secs: i64,
     ) -> Result<(), DeliveryError> {
-        let mut req = self
-            .client
-            .post(&self.config.url)
-            .timeout(Duration::from_secs(self.config.timeout_secs))
-            .header("Content-Type", "application/json")
-            .header(
-                "User-Agent",
-                concat!("foresight/", env!("CARGO_PKG_VERSION")),
-            )
-            .header(IDEMPOTENCY_HEADER, idempotency_key)
-            .body(body.to_vec());
+        let mut headers = vec![(IDEMPOTENCY_HEADER, idempotency_key.to_string())];
         if let Some(secret) = &self.config.secret {
-            req = req.header(SIGNATURE_HEADER, sign(secret, now_secs, body));
+            headers.push((SIGNATURE_HEADER, sign(secret, now_secs, body)));
         }
-        let resp = req.send().await.map_err(|e| DeliveryError::Unreachable {
-            receiver: self.config.name.clone(),
-            message: error_chain(&e),
-        })?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let text = resp.text().await.unwrap_or_default();
-        Err(DeliveryError::Status {
-            receiver: self.config.name.clone(),
-            status: status.as_u16(),
-            body: text.chars().take(200).collect(),
-        })
+        crate::post::send(
+            &self.client,
+            crate::post::Request {
+                receiver: &self.config.name,
+                method: reqwest::Method::POST,
+                url: &self.config.url,
+                headers,
+                body: body.to_vec(),
+                timeout: Duration::from_secs(self.config.timeout_secs),
+                // A webhook URL often carries its token (Alertmanager keeps it secret).
+                secret_url: true,
+            },
+            |_| None,
+        )
+        .await
+        .map(|_| ())
     }
 }
-
-use foresight_proto::error_chain;
 
 #[cfg(test)]
 mod tests {
