@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need and is not a Cargo dependency: the C toolchain pieces
 # librdkafka builds with, promtool (Debian's prometheus package) for the rule pack,
-# amtool (prometheus-alertmanager) for the Alertmanager API, the
+# amtool (prometheus-alertmanager) for the Alertmanager API, Alertmanager 0.28.1 (built
+# with Go) for the Teams receivers, the
 # aiosmtpd SMTP server for the email tests, Debian's Chromium and playwright-core for
 # the console's browser test, and real Apache Kafka (Java and Maven from
 # Debian where the machine lacks them; the Kafka jars and the jmx_exporter agent from
@@ -55,6 +56,20 @@ have="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["version
 if [ "$want" != "$have" ]; then
   echo "test-deps: installing playwright-core $want (scripts/browser)"
   (cd "$browser_dir" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# Alertmanager 0.28.1, built from the Go module proxy (Debian's 0.25 has no Teams
+# receiver), for the side-by-side test's Teams cards; cached in ~/.cache/foresight.
+am_version=v0.28.1
+am_dir="$HOME/.cache/foresight/alertmanager-$am_version"
+if [ ! -x "$am_dir/alertmanager" ]; then
+  if command -v go >/dev/null; then
+    echo "test-deps: building Alertmanager $am_version from the Go module proxy"
+    GOBIN="$am_dir" go install "github.com/prometheus/alertmanager/cmd/alertmanager@$am_version" \
+      || echo "test-deps: WARNING: could not build Alertmanager $am_version; the side-by-side Teams test will fail"
+  else
+    echo "test-deps: WARNING: no Go toolchain to build Alertmanager $am_version; the side-by-side Teams test will fail"
+  fi
 fi
 
 # Apache Kafka 4.x and 3.9 with kafka-tools and the jmx_exporter agent, pinned in

@@ -22,6 +22,17 @@ fn the_sample_alertmanager_config_loads_and_routes() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let text = std::fs::read_to_string(root.join("alertmanager.yml")).unwrap();
     let config = foresight_notifier::NotifyConfig::from_yaml(&text).unwrap();
+    let pager = &config.receivers["pager"];
+    assert_eq!(
+        (
+            pager.pagerduty_configs.len(),
+            pager.opsgenie_configs.len(),
+            config.receivers["kafka-team"].msteamsv2_configs.len(),
+            config.receivers["kafka-team-email"].msteams_configs.len(),
+        ),
+        (1, 1, 1, 1),
+        "one of each on-call receiver"
+    );
     let grouper = foresight_notifier::group::Grouper::new(config, Default::default());
     let labels = |pairs: &[(&str, &str)]| {
         pairs

@@ -1,11 +1,15 @@
 //! The same route tree and the same alert sequence given to Foresight and to a real
 //! Alertmanager (Debian's `prometheus-alertmanager`, installed by
-//! `scripts/test-deps.sh`), both delivering to webhook receivers on loopback: the
-//! groups, the order of firing and resolved notifications and the alerts in each match.
+//! `scripts/test-deps.sh`), both delivering to webhook receivers and a PagerDuty-shaped
+//! receiver on loopback: the groups and their keys, the order of firing and resolved
+//! notifications and the alerts in each match, and both send PagerDuty the same events
+//! with the same dedup keys. Debian's Alertmanager 0.25 has no Teams receiver: the
+//! second test runs Alertmanager 0.28.1, built from the Go module proxy by
+//! `scripts/test-deps.sh`, and compares the Teams cards too.
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +22,8 @@ use serde_json::{Value, json};
 struct Seen {
     receiver: String,
     group: String,
+    /// Alertmanager's group key, which the PagerDuty dedup key hashes.
+    key: String,
     status: String,
     firing: BTreeSet<String>,
     resolved: BTreeSet<String>,
@@ -42,6 +48,7 @@ fn summarize(body: &Value) -> Seen {
     Seen {
         receiver: body["receiver"].as_str().unwrap().to_string(),
         group: body["groupLabels"].to_string(),
+        key: body["groupKey"].as_str().unwrap().to_string(),
         status: body["status"].as_str().unwrap().to_string(),
         firing: names("firing"),
         resolved: names("resolved"),
@@ -68,7 +75,63 @@ async fn recorder() -> (String, Arc<Mutex<Vec<Value>>>) {
     (format!("http://{addr}"), seen)
 }
 
-fn config(hooks: &str) -> String {
+/// What a PagerDuty event says, without the sender's own name and link.
+fn pagerduty_event(body: &Value) -> Value {
+    let mut e = json!({
+        "routing_key": body["routing_key"],
+        "event_action": body["event_action"],
+        "dedup_key": body["dedup_key"],
+    });
+    // Alertmanager 0.25 sends the payload with triggers only.
+    if body["event_action"] == "trigger" {
+        let p = &body["payload"];
+        e["payload"] = json!({
+            "summary": p["summary"], "severity": p["severity"], "source": p["source"],
+            "num_firing": p["custom_details"]["num_firing"],
+            "num_resolved": p["custom_details"]["num_resolved"],
+        });
+        e["links"] = body["links"].clone();
+    }
+    e
+}
+
+/// What a Teams card says in the fields Alertmanager fills (Foresight adds facts and
+/// buttons), by kind.
+fn teams_card(body: &Value) -> Value {
+    if body["type"] == "MessageCard" {
+        json!({
+            "kind": "connector", "title": body["title"], "summary": body["summary"],
+            "text": body["text"], "themeColor": body["themeColor"],
+        })
+    } else {
+        let a = &body["attachments"][0];
+        let c = &a["content"];
+        json!({
+            "kind": "workflow", "contentType": a["contentType"], "type": c["type"],
+            "version": c["version"], "title": c["body"][0]["text"],
+            "color": c["body"][0]["color"], "text": c["body"][1]["text"],
+        })
+    }
+}
+
+/// Teams receivers on the `team` route, with the same templates on both sides.
+fn teams_config(teams: &str) -> String {
+    format!(
+        r#"
+    msteams_configs:
+      - webhook_url: {teams}/connector
+        title: '{{{{ .GroupLabels.alertname }}}}'
+        summary: '{{{{ .CommonLabels.alertname }}}} {{{{ .Status }}}}'
+        text: '{{{{ .Status }}}}: {{{{ .Alerts.Firing | len }}}} firing, {{{{ .Alerts.Resolved | len }}}} resolved'
+    msteamsv2_configs:
+      - webhook_url: {teams}/workflow
+        title: '{{{{ .GroupLabels.alertname }}}}'
+        text: '{{{{ .Status }}}}: {{{{ .Alerts.Firing | len }}}} firing, {{{{ .Alerts.Resolved | len }}}} resolved'"#
+    )
+}
+
+fn config(hooks: &str, pagerduty: &str, teams: Option<&str>) -> String {
+    let teams = teams.map(teams_config).unwrap_or_default();
     format!(
         r#"
 route:
@@ -85,9 +148,16 @@ route:
       receiver: team
 receivers:
   - name: team
-    webhook_configs: [{{url: "{hooks}/team", send_resolved: true}}]
+    webhook_configs: [{{url: "{hooks}/team", send_resolved: true}}]{teams}
   - name: pager
     webhook_configs: [{{url: "{hooks}/pager", send_resolved: true}}]
+    pagerduty_configs:
+      - routing_key: 0123456789abcdef0123456789abcdef
+        url: {pagerduty}/enqueue
+        description: '{{{{ .CommonLabels.alertname }}}} on {{{{ .CommonLabels.cluster }}}}: {{{{ .Alerts.Firing | len }}}} firing'
+        severity: '{{{{ .CommonLabels.severity }}}}'
+        source: 'kafka {{{{ .CommonLabels.cluster }}}}'
+        links: [{{href: 'https://runbooks.example/{{{{ .CommonLabels.alertname }}}}', text: Runbook}}]
 inhibit_rules:
   - source_matchers: ['alertname="ClusterDown"']
     target_matchers: ['severity="warning"']
@@ -95,13 +165,17 @@ inhibit_rules:
     )
 }
 
-/// When the test's alerts started. Recent on purpose: Alertmanager flushes a new group at
-/// once when its first alert started more than `group_wait` ago, and whether the other
-/// alerts of the same request are in that flush is then a race inside Alertmanager.
-static STARTED: std::sync::LazyLock<jiff::Timestamp> =
-    std::sync::LazyLock::new(jiff::Timestamp::now);
-
-fn alert(name: &str, broker: &str, severity: &str, resolved: bool) -> Value {
+/// `started` is when the test's alerts started. Recent on purpose: Alertmanager flushes a
+/// new group at once when its first alert started more than `group_wait` ago, and
+/// whether the other alerts of the same request are in that flush is then a race inside
+/// Alertmanager.
+fn alert(
+    started: jiff::Timestamp,
+    name: &str,
+    broker: &str,
+    severity: &str,
+    resolved: bool,
+) -> Value {
     let now = jiff::Timestamp::now();
     let ends = if resolved {
         now - jiff::SignedDuration::from_millis(10)
@@ -111,21 +185,58 @@ fn alert(name: &str, broker: &str, severity: &str, resolved: bool) -> Value {
     json!({
         "labels": {"alertname": name, "broker": broker, "severity": severity, "cluster": "c1"},
         "annotations": {"summary": format!("{name} {broker}")},
-        "startsAt": STARTED.to_string(),
+        "startsAt": started.to_string(),
         "endsAt": ends.to_string(),
     })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foresight_notifies_what_alertmanager_notifies() {
+    side_by_side(
+        "prometheus-alertmanager",
+        "run scripts/test-deps.sh to install Debian's prometheus-alertmanager",
+        false,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foresight_sends_teams_the_cards_a_newer_alertmanager_sends() {
+    let am = std::env::var("FORESIGHT_ALERTMANAGER_NEW").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/foresight/alertmanager-v0.28.1/alertmanager",
+            std::env::var("HOME").unwrap()
+        )
+    });
+    side_by_side(
+        &am,
+        "run scripts/test-deps.sh to build Alertmanager 0.28.1 from the Go module proxy",
+        true,
+    )
+    .await;
+}
+
+async fn side_by_side(alertmanager: &str, install: &str, teams: bool) {
+    let started = jiff::Timestamp::now();
+    let alert = |name: &str, broker: &str, severity: &str, resolved: bool| {
+        alert(started, name, broker, severity, resolved)
+    };
     let (am_hooks, am_seen) = recorder().await;
     let (fs_hooks, fs_seen) = recorder().await;
+    let (am_pd, am_events) = recorder().await;
+    let (fs_pd, fs_events) = recorder().await;
+    let (am_teams, am_cards) = recorder().await;
+    let (fs_teams, fs_cards) = recorder().await;
     let data = tempfile::tempdir().unwrap();
 
     let am_port = common::free_port();
-    std::fs::write(data.path().join("am.yml"), config(&am_hooks)).unwrap();
+    std::fs::write(
+        data.path().join("am.yml"),
+        config(&am_hooks, &am_pd, teams.then_some(am_teams.as_str())),
+    )
+    .unwrap();
     let am = common::ChildGuard(
-        Command::new("prometheus-alertmanager")
+        Command::new(alertmanager)
             .arg(format!(
                 "--config.file={}",
                 data.path().join("am.yml").display()
@@ -139,9 +250,13 @@ async fn foresight_notifies_what_alertmanager_notifies() {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("prometheus-alertmanager (run scripts/test-deps.sh to install it)"),
+            .unwrap_or_else(|e| panic!("{alertmanager}: {e} ({install})")),
     );
-    std::fs::write(data.path().join("fs.yml"), config(&fs_hooks)).unwrap();
+    std::fs::write(
+        data.path().join("fs.yml"),
+        config(&fs_hooks, &fs_pd, teams.then_some(fs_teams.as_str())),
+    )
+    .unwrap();
     let server = Server::start(
         ServeConfig {
             listen: "127.0.0.1:0".into(),
@@ -234,6 +349,49 @@ async fn foresight_notifies_what_alertmanager_notifies() {
             let f: Vec<&Seen> = got.iter().filter(|s| s.group == g).collect();
             assert_eq!(f, w, "receiver {receiver}, group {g}");
         }
+    }
+    // PagerDuty: the same events, in the same order, with the same dedup keys.
+    let events = |seen: &Arc<Mutex<Vec<Value>>>| -> Vec<Value> {
+        seen.lock().unwrap().iter().map(pagerduty_event).collect()
+    };
+    let (want, got) = (events(&am_events), events(&fs_events));
+    for e in &want {
+        eprintln!("pagerduty: {e}");
+    }
+    assert!(
+        want.iter().any(|e| e["event_action"] == "resolve"),
+        "Alertmanager resolved no incident: {want:?}"
+    );
+    assert_eq!(got, want);
+    // The dedup key is the hash of the group key both sent their webhooks.
+    let pager_keys: BTreeSet<String> = per_receiver(&am_seen, "pager")
+        .into_iter()
+        .map(|s| foresight_notifier::post::key_hash(&s.key))
+        .collect();
+    let dedup_keys: BTreeSet<String> = want
+        .iter()
+        .map(|e| e["dedup_key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(dedup_keys, pager_keys);
+    if teams {
+        // Teams: per group (the title), the same cards in the same order.
+        let cards = |seen: &Arc<Mutex<Vec<Value>>>| -> BTreeMap<String, Vec<Value>> {
+            let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+            for c in seen.lock().unwrap().iter().map(teams_card) {
+                out.entry(format!("{} {}", c["kind"], c["title"]))
+                    .or_default()
+                    .push(c);
+            }
+            out
+        };
+        let (want, got) = (cards(&am_cards), cards(&fs_cards));
+        for (g, list) in &want {
+            for c in list {
+                eprintln!("teams {g}: {c}");
+            }
+        }
+        assert_eq!(want.len(), 4, "two groups, two kinds of card: {want:?}");
+        assert_eq!(got, want);
     }
     drop(am);
     server.shutdown(Duration::from_secs(5)).await;
