@@ -588,11 +588,29 @@ fn check_config(path: Option<&PathBuf>) -> anyhow::Result<()> {
     let groups = foresight_ingest::load_rules(&cfg)
         .map_err(|e| problems.push(e.to_string()))
         .unwrap_or_default();
-    let receivers = cfg
-        .notify_config()
-        .map(|n| n.receivers.len())
-        .map_err(|e| problems.push(e))
-        .unwrap_or(0);
+    let receivers = match cfg.notify_config() {
+        Ok(n) => {
+            // Built as `serve` builds them: secrets from `_file` settings are read and
+            // URLs parsed, so a missing file shows here rather than at the start.
+            let built = foresight_tls::client_config(None, None)
+                .map_err(|e| vec![format!("TLS roots: {e}")])
+                .and_then(|tls| {
+                    let client = reqwest::Client::builder()
+                        .use_preconfigured_tls(tls.clone())
+                        .build()
+                        .map_err(|e| vec![format!("HTTP client: {e}")])?;
+                    foresight_notifier::build_integrations(&n, &client, &tls)
+                });
+            if let Err(e) = built {
+                problems.extend(e);
+            }
+            n.receivers.len()
+        }
+        Err(e) => {
+            problems.push(e);
+            0
+        }
+    };
     if let Some(cert) = &cfg.tls.cert_file
         && let Err(e) = foresight_ingest::tls::fingerprint_of(cert)
     {

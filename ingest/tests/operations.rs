@@ -47,6 +47,34 @@ fn check_config_reports_success_and_every_problem() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("missing.yml"), "{stdout}");
+
+    // So is a receiver's secret file that cannot be read, and the secret itself never.
+    let am = dir.path().join("alertmanager.yml");
+    std::fs::write(
+        &am,
+        "route: {receiver: pager}\nreceivers:\n  - name: pager\n    pagerduty_configs: [{routing_key_file: /nonexistent/pd-key}]\n    opsgenie_configs: [{api_key: s3cr3t-genie}]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "builtin_rules: false\nalertmanager_config: {}\n",
+            am.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("pager/pagerduty/0: routing_key_file /nonexistent/pd-key"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("s3cr3t-genie"), "{stdout}");
 }
 
 /// Kills the process when the test fails before it ended, so that none is left behind.

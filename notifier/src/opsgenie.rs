@@ -268,8 +268,9 @@ fn split(s: &str) -> Vec<String> {
         .collect()
 }
 
-/// Opsgenie's error answer, `{"message", "errors": {..}, "requestId"}`, as one line.
-fn explain(body: &str) -> Option<String> {
+/// Opsgenie's error answer, `{"message", "errors": {..}, "requestId"}`, as one line;
+/// `None` when the body is not that.
+pub fn explain(body: &str) -> Option<String> {
     let v: Value = serde_json::from_str(body).ok()?;
     let mut s = v.get("message")?.as_str()?.to_string();
     if let Some(errors) = v.get("errors").and_then(Value::as_object) {

@@ -361,8 +361,9 @@ fn default_links(msg: &WebhookMessage) -> Vec<Value> {
     out
 }
 
-/// PagerDuty's error answer, `{"status", "message", "errors": [..]}`, as one line.
-fn explain(body: &str) -> Option<String> {
+/// PagerDuty's error answer, `{"status", "message", "errors": [..]}`, as one line;
+/// `None` when the body is not that.
+pub fn explain(body: &str) -> Option<String> {
     let v: Value = serde_json::from_str(body).ok()?;
     let message = v.get("message")?.as_str()?;
     let errors: Vec<&str> = v
