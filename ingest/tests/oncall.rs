@@ -104,18 +104,15 @@ async fn pagerduty_v1(State(s): State<Shared>, body: axum::body::Bytes) -> Respo
         .into_response()
 }
 
-fn genie_answer(s: &Shared, headers: &HeaderMap) -> Result<String, Response> {
+/// The request id, or Opsgenie's 401 answer when the key is not the right one.
+fn genie_answer(s: &Shared, headers: &HeaderMap) -> Result<String, Value> {
     let mut seen = s.lock().unwrap();
     seen.genie_request += 1;
     let id = format!("req-{}", seen.genie_request);
     if headers.get("authorization").and_then(|v| v.to_str().ok())
         != Some(&format!("GenieKey {GENIE_KEY}"))
     {
-        return Err((
-            StatusCode::UNAUTHORIZED,
-            axum::Json(json!({"message": "Could not authenticate", "took": 0.0, "requestId": id})),
-        )
-            .into_response());
+        return Err(json!({"message": "Could not authenticate", "took": 0.0, "requestId": id}));
     }
     Ok(id)
 }
@@ -129,7 +126,7 @@ async fn opsgenie_create(
     record(&s, "/opsgenie/v2/alerts", &body);
     let id = match genie_answer(&s, &headers) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(body) => return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response(),
     };
     let alias = body["alias"].as_str().unwrap_or_default().to_string();
     s.lock()
@@ -156,7 +153,7 @@ async fn opsgenie_close(
     record(&s, &format!("/opsgenie/v2/alerts/{alias}/close"), &body);
     let id = match genie_answer(&s, &headers) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(body) => return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response(),
     };
     if query.0.as_deref() != Some("identifierType=alias") {
         return (
