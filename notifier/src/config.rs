@@ -60,19 +60,19 @@ pub struct Global {
     /// Default SMTP user.
     pub smtp_auth_username: Option<String>,
     /// Default SMTP password.
-    pub smtp_auth_password: Option<String>,
+    pub smtp_auth_password: Option<Secret>,
     /// Default SMTP password, from a file.
     pub smtp_auth_password_file: Option<String>,
     /// Whether STARTTLS is required (default true, as in Alertmanager).
     pub smtp_require_tls: Option<bool>,
     /// Default Slack incoming-webhook URL.
-    pub slack_api_url: Option<String>,
+    pub slack_api_url: Option<Secret>,
     /// Default Slack incoming-webhook URL, from a file.
     pub slack_api_url_file: Option<String>,
     /// Default Slack Web API base URL for `app_token` receivers.
     pub slack_app_url: Option<String>,
     /// Default Slack bot token.
-    pub slack_app_token: Option<String>,
+    pub slack_app_token: Option<Secret>,
     /// PagerDuty Events API v2 endpoint (default
     /// `https://events.pagerduty.com/v2/enqueue`).
     pub pagerduty_url: Option<String>,
@@ -232,11 +232,11 @@ pub struct SlackConfig {
     #[serde(default)]
     pub send_resolved: bool,
     /// Incoming-webhook URL.
-    pub api_url: Option<String>,
+    pub api_url: Option<Secret>,
     /// Incoming-webhook URL, from a file.
     pub api_url_file: Option<String>,
     /// Bot token for `chat.postMessage`.
-    pub app_token: Option<String>,
+    pub app_token: Option<Secret>,
     /// Bot token, from a file.
     pub app_token_file: Option<String>,
     /// Slack Web API base URL (default `https://slack.com/api/`).
@@ -275,7 +275,7 @@ pub struct EmailConfig {
     /// SMTP user.
     pub auth_username: Option<String>,
     /// SMTP password.
-    pub auth_password: Option<String>,
+    pub auth_password: Option<Secret>,
     /// SMTP password, from a file.
     pub auth_password_file: Option<String>,
     /// Require STARTTLS (default `global.smtp_require_tls`, else true).
@@ -1018,6 +1018,16 @@ impl NotifyConfig {
         };
         redact(&mut v, "");
         serde_saphyr::to_string(&v).unwrap_or_default()
+    }
+
+    /// A receiver field's template, or Alertmanager's `default` (a `{{ template … }}` of
+    /// the library) when the field is not set.
+    pub fn template_or(
+        &self,
+        field: &Option<String>,
+        default: &str,
+    ) -> foresight_template::Template {
+        self.template(field.as_deref().unwrap_or(default))
     }
 
     /// Parses a receiver field's template with the library (checked when loading).

@@ -92,14 +92,17 @@ impl EmailReceiver {
             .tls(mode)
             .timeout(Some(std::time::Duration::from_secs(30)));
         let password = match (&config.auth_password, &config.auth_password_file) {
-            (Some(p), _) => Some(p.clone()),
+            (Some(p), _) => Some(p.expose().to_string()),
             (None, Some(f)) => Some(
                 std::fs::read_to_string(f)
                     .map_err(|e| format!("{name}: auth_password_file {f}: {e}"))?
                     .trim()
                     .to_string(),
             ),
-            (None, None) => global.smtp_auth_password.clone(),
+            (None, None) => global
+                .smtp_auth_password
+                .as_ref()
+                .map(|p| p.expose().to_string()),
         };
         let user = config
             .auth_username

@@ -49,8 +49,7 @@ impl MsTeamsReceiver {
         config: &NotifyConfig,
         client: &reqwest::Client,
     ) -> Result<Self, String> {
-        let t =
-            |v: &Option<String>, default: &str| config.template(v.as_deref().unwrap_or(default));
+        let t = |v: &Option<String>, default: &str| config.template_or(v, default);
         Ok(MsTeamsReceiver {
             name: name.to_string(),
             url: webhook_url(name, c.webhook_url.as_ref(), c.webhook_url_file.as_deref())?,
@@ -73,8 +72,7 @@ impl MsTeamsReceiver {
         config: &NotifyConfig,
         client: &reqwest::Client,
     ) -> Result<Self, String> {
-        let t =
-            |v: &Option<String>, default: &str| config.template(v.as_deref().unwrap_or(default));
+        let t = |v: &Option<String>, default: &str| config.template_or(v, default);
         Ok(MsTeamsReceiver {
             name: name.to_string(),
             url: webhook_url(name, c.webhook_url.as_ref(), c.webhook_url_file.as_deref())?,

@@ -74,8 +74,7 @@ impl OpsgenieReceiver {
             )?
             .ok_or_else(|| format!("{name}: no api_key here nor in global.opsgenie_api_key"))?,
         };
-        let t =
-            |v: &Option<String>, default: &str| config.template(v.as_deref().unwrap_or(default));
+        let t = |v: &Option<String>, default: &str| config.template_or(v, default);
         let opt = |v: &Option<String>| v.as_deref().map(|v| config.template(v));
         Ok(OpsgenieReceiver {
             name: name.to_string(),

@@ -92,8 +92,7 @@ impl PagerdutyReceiver {
             (None, Some(k)) => (Key::Service(k), V1_URL),
             (None, None) => return Err(format!("{name}: set routing_key or service_key")),
         };
-        let t =
-            |v: &Option<String>, default: &str| config.template(v.as_deref().unwrap_or(default));
+        let t = |v: &Option<String>, default: &str| config.template_or(v, default);
         let opt = |v: &Option<String>| v.as_deref().map(|v| config.template(v));
         let client_default = r#"{{ template "pagerduty.default.client" . }}"#;
         Ok(PagerdutyReceiver {
@@ -468,12 +467,32 @@ mod tests {
     }
 
     #[test]
-    fn the_key_is_never_in_debug_output() {
+    fn secrets_are_never_in_debug_output_nor_the_status_config() {
         let config = NotifyConfig::from_yaml(
-            "route: {receiver: p}\nreceivers:\n  - name: p\n    pagerduty_configs: [{routing_key: topsecretkey}]\n",
+            "global: {smtp_auth_password: smtppw1, slack_api_url: 'https://hooks.slack.com/T/slackpw2'}\nroute: {receiver: p}\nreceivers:\n  - name: p\n    pagerduty_configs: [{routing_key: topsecretkey}]\n    slack_configs: [{app_token: slackpw3, channel: '#k'}]\n    webhook_configs: [{url: 'https://x/hookpw4', secret: hookpw5}]\n    msteams_configs: [{webhook_url: 'https://x/teamspw6'}]\n",
         )
         .unwrap();
-        assert!(!format!("{config:?}").contains("topsecretkey"));
-        assert!(!config.redacted_yaml().contains("topsecretkey"));
+        let (debug, status) = (format!("{config:?}"), config.redacted_yaml());
+        assert!(status.contains("pagerduty_configs"), "{status}");
+        for secret in [
+            "topsecretkey",
+            "smtppw1",
+            "slackpw2",
+            "slackpw3",
+            "teamspw6",
+        ] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        for secret in [
+            "topsecretkey",
+            "smtppw1",
+            "slackpw2",
+            "slackpw3",
+            "hookpw4",
+            "hookpw5",
+            "teamspw6",
+        ] {
+            assert!(!status.contains(secret), "{secret} in {status}");
+        }
     }
 }

@@ -58,16 +58,22 @@ impl SlackReceiver {
         library: &foresight_template::Template,
     ) -> Result<Self, String> {
         let token = match (&config.app_token, &config.app_token_file) {
-            (Some(t), _) => Some(t.clone()),
+            (Some(t), _) => Some(t.expose().to_string()),
             (None, Some(f)) => Some(read_file(name, "app_token_file", f)?),
-            (None, None) => global.slack_app_token.clone(),
+            (None, None) => global
+                .slack_app_token
+                .as_ref()
+                .map(|t| t.expose().to_string()),
         };
         let webhook = match (&config.api_url, &config.api_url_file) {
-            (Some(u), _) => Some(u.clone()),
+            (Some(u), _) => Some(u.expose().to_string()),
             (None, Some(f)) => Some(read_file(name, "api_url_file", f)?),
             (None, None) => match &global.slack_api_url_file {
                 Some(f) => Some(read_file(name, "global.slack_api_url_file", f)?),
-                None => global.slack_api_url.clone(),
+                None => global
+                    .slack_api_url
+                    .as_ref()
+                    .map(|u| u.expose().to_string()),
             },
         };
         let api_url = config
@@ -89,7 +95,8 @@ impl SlackReceiver {
             },
             (_, Some(url)) => Target::Webhook(
                 url.parse()
-                    .map_err(|e| format!("{name}: api_url {url:?}: {e}"))?,
+                    // The URL carries the webhook's token: not in the message.
+                    .map_err(|e| format!("{name}: api_url is not a URL: {e}"))?,
             ),
             _ => return Err(format!("{name}: set api_url, or app_token and channel")),
         };
