@@ -69,6 +69,20 @@ pub fn load_rules(config: &ServeConfig) -> Result<Vec<foresight_rules::Group>, E
     Ok(groups)
 }
 
+/// The TLS configuration (the system's roots, read once) and the HTTP client built on
+/// it that webhooks, Slack and the on-call receivers share.
+///
+/// # Errors
+/// Why the roots could not be read or the client built.
+pub fn receiver_clients() -> Result<(rustls::ClientConfig, reqwest::Client), String> {
+    let tls = foresight_tls::client_config(None, None).map_err(|e| e.to_string())?;
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(tls.clone())
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok((tls, client))
+}
+
 /// A running service.
 pub struct Server {
     /// The bound address.
@@ -121,12 +135,7 @@ impl Server {
             CancellationToken::new(),
         );
         let wake = Arc::new(Notify::new());
-        // The system's roots are read once, for webhooks and Slack alike.
-        let tls = foresight_tls::client_config(None, None).map_err(|e| Error::Io(e.to_string()))?;
-        let client = reqwest::Client::builder()
-            .use_preconfigured_tls(tls.clone())
-            .build()
-            .map_err(|e| Error::Io(e.to_string()))?;
+        let (tls, client) = receiver_clients().map_err(Error::Io)?;
         let notify = config.notify_config().map_err(|e| Error::Config(vec![e]))?;
         let receivers = foresight_notifier::build_integrations(&notify, &client, &tls)
             .map_err(Error::Config)?;
@@ -211,8 +220,7 @@ impl Server {
                 .with_view(alerts_view.clone())
                 .with_clusters(clusters.clone())
                 .with_retention(config.retentions())
-                .with_alert_bus(node.alert_bus.clone())
-                .partitioned();
+                .partitioned(node.alert_bus.clone());
                 if node.config.runs(cluster::config::Role::Evaluator) {
                     let cancel = CancellationToken::new();
                     let consumer = cluster::bus::spawn_evaluator(
@@ -260,6 +268,10 @@ impl Server {
         let serves_api = cluster
             .as_ref()
             .is_none_or(|n| n.config.runs(cluster::config::Role::Api));
+        let shared: Arc<dyn store::SharedStore> = match &cluster {
+            Some(node) => node.pg.clone(),
+            None => store.clone(),
+        };
         let app = api::router_of(
             api::state::AppState {
                 store: store.clone(),
@@ -270,18 +282,9 @@ impl Server {
                     )),
                     None => store.clone(),
                 },
-                silences: match &cluster {
-                    Some(node) => node.pg.clone(),
-                    None => store.clone(),
-                },
-                subscriptions: match &cluster {
-                    Some(node) => node.pg.clone(),
-                    None => store.clone(),
-                },
-                history: match &cluster {
-                    Some(node) => node.pg.clone(),
-                    None => store.clone(),
-                },
+                silences: shared.clone(),
+                subscriptions: shared.clone(),
+                history: shared,
                 bus: cluster.as_ref().and_then(|n| n.bus.clone()),
                 clustered: cluster.is_some(),
                 tx,

@@ -592,13 +592,9 @@ fn check_config(path: Option<&PathBuf>) -> anyhow::Result<()> {
         Ok(n) => {
             // Built as `serve` builds them: secrets from `_file` settings are read and
             // URLs parsed, so a missing file shows here rather than at the start.
-            let built = foresight_tls::client_config(None, None)
-                .map_err(|e| vec![format!("TLS roots: {e}")])
-                .and_then(|tls| {
-                    let client = reqwest::Client::builder()
-                        .use_preconfigured_tls(tls.clone())
-                        .build()
-                        .map_err(|e| vec![format!("HTTP client: {e}")])?;
+            let built = foresight_ingest::receiver_clients()
+                .map_err(|e| vec![format!("HTTP client: {e}")])
+                .and_then(|(tls, client)| {
                     foresight_notifier::build_integrations(&n, &client, &tls)
                 });
             if let Err(e) = built {

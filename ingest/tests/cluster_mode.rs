@@ -343,29 +343,48 @@ async fn wait_counting(
                 panic!("no {status} {alertname} notification within {within:?}; seen {counts:?}")
             })
             .expect("receiver open");
-        let key = (
-            msg["commonLabels"]["alertname"]
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
-            msg["status"].as_str().unwrap_or("").to_string(),
-        );
-        *counts.entry(key.clone()).or_default() += 1;
+        let key = count(counts, &msg);
         if key.0 == alertname && key.1 == status {
             return msg;
         }
     }
 }
 
-async fn client_for(node: &NodeProc) -> reqwest::Client {
-    let cert = node.data.join("tls/cert.pem");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cert.exists() {
-        assert!(Instant::now() < deadline, "{}: no certificate", node.name);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// Counts `msg` by its alert name and status, and returns them.
+fn count(counts: &mut Counts, msg: &serde_json::Value) -> (String, String) {
+    let key = (
+        msg["commonLabels"]["alertname"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+        msg["status"].as_str().unwrap_or("").to_string(),
+    );
+    *counts.entry(key.clone()).or_default() += 1;
+    key
+}
+
+/// Stops the agents, then counts what still arrives until the receiver is quiet for 3 s.
+async fn stop_and_drain(
+    stop: tokio_util::sync::CancellationToken,
+    agents: Vec<tokio::task::JoinHandle<()>>,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    counts: &mut Counts,
+) {
+    stop.cancel();
+    for a in agents {
+        a.await.unwrap();
     }
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
+        count(counts, &msg);
+    }
+}
+
+async fn client_for(node: &NodeProc) -> reqwest::Client {
+    let fingerprint =
+        common::fingerprint_when_ready(&node.data.join("tls/cert.pem"), Duration::from_secs(60))
+            .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    common::client(&foresight_ingest::tls::fingerprint_of(&cert).unwrap())
+    common::client(&fingerprint)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -570,22 +589,7 @@ async fn an_evaluator_killed_while_an_alert_is_pending_hands_over_without_loss_o
 
     // Keep sending a while, then stop and count what arrived.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.cancel();
-    for a in agents {
-        a.await.unwrap();
-    }
-    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(3), receiver.rx.recv()).await
-    {
-        *counts
-            .entry((
-                msg["commonLabels"]["alertname"]
-                    .as_str()
-                    .unwrap_or("")
-                    .into(),
-                msg["status"].as_str().unwrap_or("").into(),
-            ))
-            .or_default() += 1;
-    }
+    stop_and_drain(stop, agents, &mut receiver.rx, &mut counts).await;
     assert_eq!(
         counts,
         HashMap::from([
@@ -1022,22 +1026,7 @@ async fn a_rolling_restart_under_load_loses_and_repeats_nothing() {
         }
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
-    stop.cancel();
-    for a in agents {
-        a.await.unwrap();
-    }
-    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(3), receiver.rx.recv()).await
-    {
-        *counts
-            .entry((
-                msg["commonLabels"]["alertname"]
-                    .as_str()
-                    .unwrap_or("")
-                    .into(),
-                msg["status"].as_str().unwrap_or("").into(),
-            ))
-            .or_default() += 1;
-    }
+    stop_and_drain(stop, agents, &mut receiver.rx, &mut counts).await;
     let expected: Counts = [
         ("AlreadyFiring", "firing"),
         ("Stuck", "firing"),

@@ -106,13 +106,8 @@ async fn sigkill_loses_no_acknowledged_batch_no_pending_for_and_sends_nothing_tw
     // The certificate is generated at the first start and kept in the data dir.
     let cert = data.path().join("data/tls/cert.pem");
     let url = format!("https://127.0.0.1:{port}/v1/telemetry");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cert.exists() {
-        assert!(Instant::now() < deadline, "no certificate");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let fingerprint = common::fingerprint_when_ready(&cert, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let fingerprint = foresight_ingest::tls::fingerprint_of(&cert).unwrap();
     let client = common::client(&fingerprint);
 
     // Three agents send a batch every 100 ms; each retries its sequence until it is

@@ -347,13 +347,10 @@ receivers:
             .spawn()
             .expect("foresight starts"),
     );
-    let cert = dir.join("data/tls/cert.pem");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cert.exists() {
-        assert!(Instant::now() < deadline, "no certificate");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let client = common::client(&foresight_ingest::tls::fingerprint_of(&cert).unwrap());
+    let fingerprint =
+        common::fingerprint_when_ready(&dir.join("data/tls/cert.pem"), Duration::from_secs(30))
+            .await;
+    let client = common::client(&fingerprint);
     let base = format!("https://127.0.0.1:{port}");
     let post = |alerts: Value| {
         let (client, url, key) = (client.clone(), format!("{base}/api/v2/alerts"), key.clone());

@@ -756,9 +756,11 @@ impl NotifyConfig {
                     )));
                 }
             }
-            let one_of = |kind: &str, i: usize, fields: &[(&str, bool)]| {
+            // A setting and its `_file` variant: at most one, or (`required`) exactly one.
+            let one_of = |kind: &str, i: usize, fields: &[(&str, bool)], required: bool| {
                 let set: Vec<&str> = fields.iter().filter(|f| f.1).map(|f| f.0).collect();
                 match set.len() {
+                    0 if !required => Ok(()),
                     0 => Err(ConfigError(format!(
                         "receivers: {}: {kind}[{i}]: set one of {}",
                         r.name,
@@ -810,8 +812,8 @@ impl NotifyConfig {
                         ("routing_key", p.routing_key.is_some()),
                         ("routing_key_file", p.routing_key_file.is_some()),
                     ],
-                )
-                .or_else(|e| if v2 { Err(e) } else { Ok(()) })?;
+                    false,
+                )?;
                 one_of(
                     "pagerduty_configs",
                     i,
@@ -819,8 +821,8 @@ impl NotifyConfig {
                         ("service_key", p.service_key.is_some()),
                         ("service_key_file", p.service_key_file.is_some()),
                     ],
-                )
-                .or_else(|e| if v1 { Err(e) } else { Ok(()) })?;
+                    false,
+                )?;
                 if let Some(s) = &p.severity
                     && !s.contains("{{")
                     && !["critical", "error", "warning", "info"].contains(&s.as_str())
@@ -848,12 +850,15 @@ impl NotifyConfig {
                 for (k, v) in &o.details {
                     templated(&f(&format!("details.{k}")), &Some(v.clone()))?;
                 }
-                if o.api_key.is_some() && o.api_key_file.is_some() {
-                    return Err(ConfigError(format!(
-                        "receivers: {}: opsgenie_configs[{i}]: set only one of api_key, api_key_file",
-                        r.name
-                    )));
-                }
+                one_of(
+                    "opsgenie_configs",
+                    i,
+                    &[
+                        ("api_key", o.api_key.is_some()),
+                        ("api_key_file", o.api_key_file.is_some()),
+                    ],
+                    false,
+                )?;
                 if o.api_key.is_none()
                     && o.api_key_file.is_none()
                     && raw.global.opsgenie_api_key.is_none()
@@ -914,6 +919,7 @@ impl NotifyConfig {
                         ("webhook_url", t.webhook_url.is_some()),
                         ("webhook_url_file", t.webhook_url_file.is_some()),
                     ],
+                    true,
                 )?;
             }
             for (i, t) in r.msteamsv2_configs.iter().enumerate() {
@@ -927,6 +933,7 @@ impl NotifyConfig {
                         ("webhook_url", t.webhook_url.is_some()),
                         ("webhook_url_file", t.webhook_url_file.is_some()),
                     ],
+                    true,
                 )?;
             }
             if receivers.insert(r.name.clone(), r.clone()).is_some() {

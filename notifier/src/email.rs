@@ -8,7 +8,7 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::DeliveryError;
-use crate::config::{EmailConfig, Global};
+use crate::config::{EmailConfig, Global, secret_from};
 use crate::payload::WebhookMessage;
 use crate::render;
 
@@ -91,25 +91,19 @@ impl EmailReceiver {
             .port(port)
             .tls(mode)
             .timeout(Some(std::time::Duration::from_secs(30)));
-        let password = match (&config.auth_password, &config.auth_password_file) {
-            (Some(p), _) => Some(p.expose().to_string()),
-            (None, Some(f)) => Some(
-                std::fs::read_to_string(f)
-                    .map_err(|e| format!("{name}: auth_password_file {f}: {e}"))?
-                    .trim()
-                    .to_string(),
-            ),
-            (None, None) => global
-                .smtp_auth_password
-                .as_ref()
-                .map(|p| p.expose().to_string()),
-        };
+        let password = secret_from(
+            name,
+            "auth_password",
+            config.auth_password.as_ref(),
+            config.auth_password_file.as_deref(),
+        )?
+        .or_else(|| global.smtp_auth_password.clone());
         let user = config
             .auth_username
             .clone()
             .or_else(|| global.smtp_auth_username.clone());
         if let (Some(user), Some(password)) = (user, password) {
-            builder = builder.credentials(Credentials::new(user, password));
+            builder = builder.credentials(Credentials::new(user, password.expose().to_string()));
         }
         Ok(EmailReceiver {
             name: name.to_string(),

@@ -33,12 +33,24 @@ pub struct MsTeamsReceiver {
     card: Card,
 }
 
-fn webhook_url(name: &str, inline: Option<&Secret>, file: Option<&str>) -> Result<Secret, String> {
-    secret_from(name, "webhook_url", inline, file)?
-        .ok_or_else(|| format!("{name}: one of webhook_url or webhook_url_file is required"))
-}
-
 impl MsTeamsReceiver {
+    fn with_card(
+        name: &str,
+        url: Option<&Secret>,
+        url_file: Option<&str>,
+        client: &reqwest::Client,
+        card: Card,
+    ) -> Result<Self, String> {
+        Ok(MsTeamsReceiver {
+            name: name.to_string(),
+            url: secret_from(name, "webhook_url", url, url_file)?.ok_or_else(|| {
+                format!("{name}: one of webhook_url or webhook_url_file is required")
+            })?,
+            client: client.clone(),
+            card,
+        })
+    }
+
     /// An Office 365 connector integration.
     ///
     /// # Errors
@@ -49,17 +61,14 @@ impl MsTeamsReceiver {
         config: &NotifyConfig,
         client: &reqwest::Client,
     ) -> Result<Self, String> {
-        let t = |v: &Option<String>, default: &str| config.template_or(v, default);
-        Ok(MsTeamsReceiver {
-            name: name.to_string(),
-            url: webhook_url(name, c.webhook_url.as_ref(), c.webhook_url_file.as_deref())?,
-            client: client.clone(),
-            card: Card::Message {
-                title: t(&c.title, r#"{{ template "msteams.default.title" . }}"#),
-                summary: t(&c.summary, r#"{{ template "msteams.default.summary" . }}"#),
-                text: t(&c.text, r#"{{ template "msteams.default.text" . }}"#),
-            },
-        })
+        let card = Card::Message {
+            title: config.template_or(&c.title, r#"{{ template "msteams.default.title" . }}"#),
+            summary: config
+                .template_or(&c.summary, r#"{{ template "msteams.default.summary" . }}"#),
+            text: config.template_or(&c.text, r#"{{ template "msteams.default.text" . }}"#),
+        };
+        let (url, file) = (c.webhook_url.as_ref(), c.webhook_url_file.as_deref());
+        Self::with_card(name, url, file, client, card)
     }
 
     /// A Workflows integration.
@@ -72,16 +81,12 @@ impl MsTeamsReceiver {
         config: &NotifyConfig,
         client: &reqwest::Client,
     ) -> Result<Self, String> {
-        let t = |v: &Option<String>, default: &str| config.template_or(v, default);
-        Ok(MsTeamsReceiver {
-            name: name.to_string(),
-            url: webhook_url(name, c.webhook_url.as_ref(), c.webhook_url_file.as_deref())?,
-            client: client.clone(),
-            card: Card::Adaptive {
-                title: t(&c.title, r#"{{ template "msteamsv2.default.title" . }}"#),
-                text: t(&c.text, r#"{{ template "msteamsv2.default.text" . }}"#),
-            },
-        })
+        let card = Card::Adaptive {
+            title: config.template_or(&c.title, r#"{{ template "msteamsv2.default.title" . }}"#),
+            text: config.template_or(&c.text, r#"{{ template "msteamsv2.default.text" . }}"#),
+        };
+        let (url, file) = (c.webhook_url.as_ref(), c.webhook_url_file.as_deref());
+        Self::with_card(name, url, file, client, card)
     }
 
     /// The request body for `msg` (public for tests).

@@ -9,7 +9,7 @@ use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
 
 use crate::DeliveryError;
-use crate::config::{Global, SlackConfig};
+use crate::config::{Global, SlackConfig, secret_from};
 use crate::payload::WebhookMessage;
 use crate::render;
 
@@ -38,12 +38,6 @@ pub struct SlackReceiver {
 /// same group under it.
 pub type ThreadTs = Option<String>;
 
-fn read_file(name: &str, what: &str, path: &str) -> Result<String, String> {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_string())
-        .map_err(|e| format!("{name}: {what} {path}: {e}"))
-}
-
 impl SlackReceiver {
     /// Builds the client for `config` with `global`'s defaults; `tls` is the rustls
     /// client configuration (the system's roots).
@@ -57,24 +51,28 @@ impl SlackReceiver {
         tls: rustls::ClientConfig,
         library: &foresight_template::Template,
     ) -> Result<Self, String> {
-        let token = match (&config.app_token, &config.app_token_file) {
-            (Some(t), _) => Some(t.expose().to_string()),
-            (None, Some(f)) => Some(read_file(name, "app_token_file", f)?),
-            (None, None) => global
-                .slack_app_token
-                .as_ref()
-                .map(|t| t.expose().to_string()),
-        };
-        let webhook = match (&config.api_url, &config.api_url_file) {
-            (Some(u), _) => Some(u.expose().to_string()),
-            (None, Some(f)) => Some(read_file(name, "api_url_file", f)?),
-            (None, None) => match &global.slack_api_url_file {
-                Some(f) => Some(read_file(name, "global.slack_api_url_file", f)?),
-                None => global
-                    .slack_api_url
-                    .as_ref()
-                    .map(|u| u.expose().to_string()),
-            },
+        let token = secret_from(
+            name,
+            "app_token",
+            config.app_token.as_ref(),
+            config.app_token_file.as_deref(),
+        )?
+        .or_else(|| global.slack_app_token.clone());
+        // The global file goes before the global URL.
+        let webhook = match secret_from(
+            name,
+            "api_url",
+            config.api_url.as_ref(),
+            config.api_url_file.as_deref(),
+        )? {
+            Some(u) => Some(u),
+            None => secret_from(
+                name,
+                "global.slack_api_url",
+                None,
+                global.slack_api_url_file.as_deref(),
+            )?
+            .or_else(|| global.slack_api_url.clone()),
         };
         let api_url = config
             .app_url
@@ -90,11 +88,12 @@ impl SlackReceiver {
             .with_slack_api_url(api_url.trim_end_matches('/'));
         let target = match (token, webhook) {
             (Some(token), _) if config.channel.is_some() => Target::Bot {
-                token: SlackApiToken::new(token.into()),
+                token: SlackApiToken::new(token.expose().to_string().into()),
                 channel: SlackChannelId::new(config.channel.clone().unwrap_or_default()),
             },
             (_, Some(url)) => Target::Webhook(
-                url.parse()
+                url.expose()
+                    .parse()
                     // The URL carries the webhook's token: not in the message.
                     .map_err(|e| format!("{name}: api_url is not a URL: {e}"))?,
             ),

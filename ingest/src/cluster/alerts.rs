@@ -181,15 +181,11 @@ async fn notify(
         tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
-            Some(parts) = assignments.recv() => {
-                tracing::info!(partitions = ?parts, "Notifier takes over its alert partitions.");
-                dispatcher.forget_groups();
-            }
+            Some(parts) = assignments.recv() => take_over(&mut dispatcher, &parts),
             m = consumer.recv() => {
                 // The assignment that came with this poll goes first.
                 while let Ok(parts) = assignments.try_recv() {
-                    tracing::info!(partitions = ?parts, "Notifier takes over its alert partitions.");
-                    dispatcher.forget_groups();
+                    take_over(&mut dispatcher, &parts);
                 }
                 let record = match m {
                     Ok(m) => m.payload().and_then(|b| match serde_json::from_slice::<AlertRecord>(b) {
@@ -219,6 +215,13 @@ async fn notify(
     }
     // What is due goes to the outbox before the node leaves.
     flush(&mut dispatcher, &wake);
+}
+
+/// A new assignment: the groups are rebuilt from the next records and the stored
+/// notification log.
+fn take_over(dispatcher: &mut Dispatcher<PgStore>, parts: &[i32]) {
+    tracing::info!(partitions = ?parts, "Notifier takes over its alert partitions.");
+    dispatcher.forget_groups();
 }
 
 fn take(dispatcher: &mut Dispatcher<PgStore>, record: AlertRecord, wake: &Notify) {

@@ -189,15 +189,10 @@ impl<S: AlertStateStore> Pipeline<S> {
     }
 
     /// Cluster mode: owns no partition until the consumer group assigns some
-    /// ([`Input::Assigned`]); alert states are saved per partition.
-    pub fn partitioned(mut self) -> Self {
+    /// ([`Input::Assigned`]); alert states are saved per partition; alerts and cluster
+    /// facts go to `bus` for the notifier nodes, which group and notify them.
+    pub fn partitioned(mut self, bus: Arc<crate::cluster::alerts::AlertBus>) -> Self {
         self.share = Some(Share::default());
-        self
-    }
-
-    /// Cluster mode: sends alerts and cluster facts to `bus` for the notifier nodes,
-    /// which group and notify them.
-    pub fn with_alert_bus(mut self, bus: Arc<crate::cluster::alerts::AlertBus>) -> Self {
         self.alert_bus = Some(bus);
         self
     }
@@ -279,7 +274,6 @@ impl<S: AlertStateStore> Pipeline<S> {
         self.tenants.clear();
         self.derived_at_ms.clear();
         self.transient.clear();
-        self.dispatcher.forget_groups();
         // The heir sends the facts of its clusters again.
         self.sent_contexts.clear();
         tracing::info!(

@@ -49,6 +49,30 @@ pub struct DurabilityEvent {
     pub message: String,
 }
 
+impl DurabilityEvent {
+    /// The ledger's row for an agent's event, as both stores keep it; `None` for an
+    /// event of another kind. A label the agent left out reads as empty, or as -1 for a
+    /// number (0 for the offsets lost); `clean` unless the label says `false`.
+    pub fn from_event(e: &foresight_proto::v1::Event) -> Option<Self> {
+        if e.kind() != foresight_proto::v1::EventKind::Durability {
+            return None;
+        }
+        let label = |k: &str| e.labels.get(k).cloned().unwrap_or_default();
+        let int = |k: &str| label(k).parse::<i64>().unwrap_or(-1);
+        Some(DurabilityEvent {
+            at_ms: e.timestamp_ms,
+            topic: label("topic"),
+            partition: int("partition"),
+            previous_epoch: int("previous_epoch"),
+            epoch: int("epoch"),
+            check: label("check"),
+            offsets_lost: int("offsets_lost").max(0),
+            clean: label("clean") != "false",
+            message: e.message.clone(),
+        })
+    }
+}
+
 impl Store {
     /// Records a batch's durability events (the agent's audit) in the cluster's ledger.
     /// Every agent of a cluster audits it, so the same finding arrives once per agent:
@@ -65,27 +89,22 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let mut n = 0;
-        for e in events {
-            if e.kind() != foresight_proto::v1::EventKind::Durability {
-                continue;
-            }
-            let label = |k: &str| e.labels.get(k).map(String::as_str).unwrap_or("");
-            let int = |k: &str| label(k).parse::<i64>().unwrap_or(-1);
+        for d in events.iter().filter_map(DurabilityEvent::from_event) {
             n += tx.execute(
                 "INSERT INTO durability_events (tenant, cluster, at_ms, topic, partition, previous_epoch, epoch, check_name, offsets_lost, clean, message)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING",
                 params![
                     tenant,
                     cluster,
-                    e.timestamp_ms,
-                    label("topic"),
-                    int("partition"),
-                    int("previous_epoch"),
-                    int("epoch"),
-                    label("check"),
-                    int("offsets_lost").max(0),
-                    label("clean") != "false",
-                    e.message
+                    d.at_ms,
+                    d.topic,
+                    d.partition,
+                    d.previous_epoch,
+                    d.epoch,
+                    d.check,
+                    d.offsets_lost,
+                    d.clean,
+                    d.message
                 ],
             )?;
         }

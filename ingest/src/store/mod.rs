@@ -36,6 +36,12 @@ pub use sessions::Session;
 pub use silences::SilenceStore;
 pub use subscriptions::SubscriptionStore;
 
+/// The state the API reads besides tenants and keys: the SQLite [`Store`] on one node,
+/// PostgreSQL in cluster mode, chosen once and handed to each part of the API state.
+pub trait SharedStore: SilenceStore + SubscriptionStore + HistoryStore {}
+
+impl<T: SilenceStore + SubscriptionStore + HistoryStore> SharedStore for T {}
+
 pub use tenants::key_id;
 pub use tenants::{
     KeyCache, KeyInfo, Principal, Scope, TenantInfo, TenantStore, valid_tenant_name,

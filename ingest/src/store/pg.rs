@@ -1138,12 +1138,7 @@ impl super::durability::HistoryStore for PgStore {
         let mut c = self.conn()?;
         let mut tx = c.transaction().map_err(pg)?;
         let mut n = 0;
-        for e in events {
-            if e.kind() != foresight_proto::v1::EventKind::Durability {
-                continue;
-            }
-            let label = |k: &str| e.labels.get(k).map(String::as_str).unwrap_or("");
-            let int = |k: &str| label(k).parse::<i64>().unwrap_or(-1);
+        for d in events.iter().filter_map(super::DurabilityEvent::from_event) {
             n += tx
                 .execute(
                     "INSERT INTO durability_events (tenant, cluster, at_ms, topic, partition, previous_epoch, epoch, check_name, offsets_lost, clean, message)
@@ -1151,15 +1146,15 @@ impl super::durability::HistoryStore for PgStore {
                     &[
                         &tenant,
                         &cluster,
-                        &e.timestamp_ms,
-                        &label("topic"),
-                        &int("partition"),
-                        &int("previous_epoch"),
-                        &int("epoch"),
-                        &label("check"),
-                        &int("offsets_lost").max(0),
-                        &(label("clean") != "false"),
-                        &e.message,
+                        &d.at_ms,
+                        &d.topic,
+                        &d.partition,
+                        &d.previous_epoch,
+                        &d.epoch,
+                        &d.check,
+                        &d.offsets_lost,
+                        &d.clean,
+                        &d.message,
                     ],
                 )
                 .map_err(pg)? as usize;

@@ -141,6 +141,23 @@ pub async fn start_server(
     Server::start(config, None).await.expect("server starts")
 }
 
+/// The fingerprint of the certificate a `foresight serve` process generates at `cert`
+/// on its first start, once it is there and whole (within `within`).
+pub async fn fingerprint_when_ready(cert: &Path, within: Duration) -> String {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Ok(f) = foresight_ingest::tls::fingerprint_of(cert) {
+            return f;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no certificate at {} within {within:?}",
+            cert.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// An HTTPS client that trusts exactly the server's certificate.
 pub fn client(fingerprint: &str) -> reqwest::Client {
     reqwest::Client::builder()
