@@ -97,7 +97,12 @@ impl EmailReceiver {
             config.auth_password.as_ref(),
             config.auth_password_file.as_deref(),
         )?
-        .or_else(|| global.smtp_auth_password.clone());
+        .or(secret_from(
+            name,
+            "global.smtp_auth_password",
+            global.smtp_auth_password.as_ref(),
+            global.smtp_auth_password_file.as_deref(),
+        )?);
         let user = config
             .auth_username
             .clone()
@@ -161,5 +166,30 @@ impl EmailReceiver {
                 message: e.to_string(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_global_password_file_is_read() {
+        let config = crate::NotifyConfig::from_yaml(
+            "global: {smtp_smarthost: 'localhost:25', smtp_from: a@example.com, smtp_auth_username: a, smtp_auth_password_file: /nonexistent/smtp-password}\nroute: {receiver: m}\nreceivers:\n  - name: m\n    email_configs: [{to: b@example.com}]\n",
+        )
+        .unwrap();
+        let e = EmailReceiver::new(
+            "m",
+            &config.receivers["m"].email_configs[0],
+            &config.global,
+            &config.library,
+        )
+        .err()
+        .expect("an unreadable password file is an error");
+        assert!(
+            e.contains("global.smtp_auth_password_file /nonexistent/smtp-password"),
+            "{e}"
+        );
     }
 }
