@@ -2,7 +2,8 @@
 # Installs what the tests need and is not a Cargo dependency: the C toolchain pieces
 # librdkafka builds with, promtool (Debian's prometheus package) for the rule pack,
 # amtool (prometheus-alertmanager) for the Alertmanager API, Alertmanager 0.28.1 (built
-# with Go) for the Teams receivers, the
+# with Go) for the Teams receivers, Prometheus v3.5.0's PromQL test scripts (its Go
+# module) for the rule engine's conformance test, the
 # aiosmtpd SMTP server for the email tests, Debian's Chromium and playwright-core for
 # the console's browser test, and real Apache Kafka (Java and Maven from
 # Debian where the machine lacks them; the Kafka jars and the jmx_exporter agent from
@@ -69,6 +70,37 @@ if [ ! -x "$am_dir/alertmanager" ]; then
       || echo "test-deps: WARNING: could not build Alertmanager $am_version; the side-by-side Teams test will fail"
   else
     echo "test-deps: WARNING: no Go toolchain to build Alertmanager $am_version; the side-by-side Teams test will fail"
+  fi
+fi
+
+# Prometheus v3.5.0's PromQL test scripts for rules/tests/conformance.rs, which reads them
+# from ../shared/conformance when the checkout has it beside it and from here otherwise.
+# Prometheus v3.x tags are published as Go module versions v0.30X.Y (v3.5.0 is v0.305.0);
+# `go mod download` fetches that module from the Go module proxy, checks it against
+# sum.golang.org and unpacks it, read-only, in the module cache; the link below gives its
+# testdata a stable path. The version is PROMETHEUS_VERSION in rules/tests/conformance.rs:
+# change both together.
+prom_version=v3.5.0
+prom_module=github.com/prometheus/prometheus@v0.305.0
+promqltest="$HOME/.cache/foresight/prometheus-$prom_version-promqltest"
+# A link left dangling (`go clean -modcache`) is made again.
+if [ ! -f "$promqltest/functions.test" ]; then
+  if command -v go >/dev/null; then
+    echo "test-deps: downloading Prometheus $prom_version's PromQL test scripts ($prom_module) from the Go module proxy"
+    # Run outside any Go module, so that no go.mod or go.sum in the working directory is
+    # read or changed; -json reports the module's directory, or in "Error" why it failed.
+    if prom_dir="$(cd / && go mod download -json "$prom_module" | python3 -c '
+import json, sys
+m = json.load(sys.stdin)
+print(m.get("Dir") or sys.exit("test-deps: " + m.get("Error", "no Dir in go mod download -json")))')" \
+        && [ -f "$prom_dir/promql/promqltest/testdata/functions.test" ]; then
+      mkdir -p "$(dirname "$promqltest")"
+      ln -sfn "$prom_dir/promql/promqltest/testdata" "$promqltest"
+    else
+      echo "test-deps: WARNING: could not download $prom_module; the PromQL conformance test will fail without ../shared/conformance"
+    fi
+  else
+    echo "test-deps: WARNING: no Go toolchain to download Prometheus $prom_version's PromQL test scripts; the PromQL conformance test will fail without ../shared/conformance"
   fi
 fi
 

@@ -1,9 +1,14 @@
 //! The scrape audit: every JMX series the built-in pack reads must be in a real scrape
-//! of Apache Kafka 4.x and 3.9 through the jmx_exporter Java agent with its example
-//! KRaft configuration, on the processes that export it, read by the agent's own
-//! parser. A future Kafka or exporter rename fails here the day it lands.
+//! of Apache Kafka 4.x and 3.9 through the jmx_exporter Java agent with Foresight's own
+//! configuration (`examples/jmx_exporter/kafka.yml`), on the processes that export it,
+//! read by the agent's own parser. A future Kafka or exporter rename fails here the day
+//! it lands. Where the conformance data lies beside the checkout
+//! (`../shared/conformance/`), the same audit also runs with the jmx_exporter project's
+//! example KRaft configuration, so that the pack keeps working for users who run that;
+//! on a plain clone that part says it did not run.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use foresight_testkit::{Cluster, ClusterSpec, Role, Version};
 
@@ -70,47 +75,81 @@ fn scrape(cluster: &Cluster) -> BTreeMap<&'static str, BTreeSet<String>> {
     by_role
 }
 
-#[test]
-fn every_jmx_series_the_pack_reads_is_in_real_scrapes_of_4_and_3_9_and_the_admin_requests_answer() {
-    let wanted = pack_jmx_names();
-    for known in [
-        "kafka_server_replicamanager_underreplicatedpartitions",
-        "kafka_controller_kafkacontroller_activecontrollercount",
-        "kafka_server_raft_metrics_current_leader",
-        "kafka_server_kafkarequesthandlerpool_requesthandleravgidlepercent_count_total",
-        "kafka_network_requestmetrics_totaltimems",
-    ] {
-        assert!(
-            wanted.contains(known),
-            "the audit does not see {known} in the pack: {wanted:?}"
-        );
-    }
-    // Both versions at once: one controller and one broker each, with a topic so that
-    // per-partition beans exist.
-    let clusters: Vec<(Version, Cluster)> = std::thread::scope(|s| {
+/// One controller and one broker of each version, at once, every JVM with the
+/// jmx_exporter agent on `config` (and Jolokia's agent when `jolokia`).
+fn start_clusters(config: &Path, jolokia: bool) -> Vec<(Version, Cluster)> {
+    std::thread::scope(|s| {
         let handles: Vec<_> = Version::ALL
             .into_iter()
             .map(|v| {
                 s.spawn(move || {
                     let mut spec = ClusterSpec::new(v).nodes(1, 1);
                     spec.heap_mib = 256;
-                    spec.jolokia = true;
+                    spec.jolokia = jolokia;
+                    spec.jmx_exporter_config = config.to_path_buf();
                     (v, Cluster::start(spec).expect("cluster starts"))
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    })
+}
+
+/// What makes Foresight's configuration worth installing over the example: a scrape
+/// whose size does not grow with topics and partitions.
+fn per_topic_series(clusters: &[(Version, Cluster)]) -> Vec<String> {
     let mut problems = Vec::new();
-    for (version, cluster) in &clusters {
+    for (version, cluster) in clusters {
+        let release = version.release().unwrap();
+        for n in &cluster.nodes {
+            let url = n.jmx_url();
+            let body = foresight_testkit::scrape(&url).expect("exporter answers");
+            let series =
+                foresight_reporter::collector::jmx::parse(&url, &body, &BTreeMap::new(), 0)
+                    .expect("a real scrape parses");
+            let kafka: Vec<_> = series
+                .iter()
+                .filter(|s| s.name.starts_with("kafka_"))
+                .collect();
+            for s in &kafka {
+                if s.labels
+                    .iter()
+                    .any(|l| l.name == "topic" || l.name == "partition")
+                {
+                    problems.push(format!(
+                        "Kafka {release} node {}: Foresight's configuration exports {} per topic or partition",
+                        n.id, s.name
+                    ));
+                }
+            }
+            eprintln!(
+                "scrape audit: Kafka {release} node {} ({:?}): {} kafka_ series with Foresight's configuration",
+                n.id,
+                n.role,
+                kafka.len()
+            );
+        }
+    }
+    problems
+}
+
+/// The pack's JMX series that real scrapes of `clusters` lack, or have on the wrong
+/// processes; `config` names the exporter configuration in the messages.
+fn missing_series(
+    clusters: &[(Version, Cluster)],
+    wanted: &BTreeSet<String>,
+    config: &str,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (version, cluster) in clusters {
         let release = version.release().unwrap();
         let by_role = scrape(cluster);
         let all: BTreeSet<&String> = by_role.values().flatten().collect();
-        for name in &wanted {
+        for name in wanted {
             if NOT_APACHE_KAFKA.iter().any(|(n, _)| n == name) {
                 assert!(
                     !all.contains(name),
-                    "Kafka {release} has {name}: it is no longer Confluent-only"
+                    "Kafka {release} ({config}) has {name}: it is no longer Confluent-only"
                 );
                 continue;
             }
@@ -119,7 +158,7 @@ fn every_jmx_series_the_pack_reads_is_in_real_scrapes_of_4_and_3_9_and_the_admin
                 None => all.contains(name),
             };
             if !present {
-                problems.push(format!("Kafka {release}: no {name} on any node"));
+                problems.push(format!("Kafka {release} ({config}): no {name} on any node"));
             }
         }
         // KRaft facts the pack relies on: the controller gauges are on controller
@@ -129,10 +168,12 @@ fn every_jmx_series_the_pack_reads_is_in_real_scrapes_of_4_and_3_9_and_the_admin
             "kafka_controller_kafkacontroller_offlinepartitionscount",
         ] {
             if !by_role["controller"].contains(name) {
-                problems.push(format!("Kafka {release}: controllers lack {name}"));
+                problems.push(format!(
+                    "Kafka {release} ({config}): controllers lack {name}"
+                ));
             }
             if by_role["broker"].contains(name) {
-                problems.push(format!("Kafka {release}: brokers have {name}"));
+                problems.push(format!("Kafka {release} ({config}): brokers have {name}"));
             }
         }
         for role in ["controller", "broker"] {
@@ -141,7 +182,7 @@ fn every_jmx_series_the_pack_reads_is_in_real_scrapes_of_4_and_3_9_and_the_admin
                 "kafka_server_raft_metrics_high_watermark",
             ] {
                 if !by_role[role].contains(raft) {
-                    problems.push(format!("Kafka {release}: {role}s lack {raft}"));
+                    problems.push(format!("Kafka {release} ({config}): {role}s lack {raft}"));
                 }
             }
         }
@@ -150,12 +191,17 @@ fn every_jmx_series_the_pack_reads_is_in_real_scrapes_of_4_and_3_9_and_the_admin
             .contains("kafka_controller_controllerstats_uncleanleaderelections_total")
         {
             problems.push(format!(
-                "Kafka {release}: controllers lack UncleanLeaderElectionsPerSec"
+                "Kafka {release} ({config}): controllers lack UncleanLeaderElectionsPerSec"
             ));
         }
     }
-    // The agent's Jolokia collector, on the same nodes, must give every pack series the
-    // exporter gives, with the same labels.
+    problems
+}
+
+/// Differences between the agent's Jolokia collector and the exporter on the same nodes:
+/// every pack series the exporter gives must come from Jolokia with the same labels.
+fn jolokia_differences(clusters: &[(Version, Cluster)], wanted: &BTreeSet<String>) -> Vec<String> {
+    let mut problems = Vec::new();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -168,7 +214,7 @@ fn every_jmx_series_the_pack_reads_is_in_real_scrapes_of_4_and_3_9_and_the_admin
         .iter()
         .map(|m| m.to_string())
         .collect();
-    for (version, cluster) in &clusters {
+    for (version, cluster) in clusters {
         let release = version.release().unwrap();
         for n in &cluster.nodes {
             let url = n.jmx_url();
@@ -208,9 +254,18 @@ fn every_jmx_series_the_pack_reads_is_in_real_scrapes_of_4_and_3_9_and_the_admin
             }
         }
     }
-    // The agent's second client on both lines: every admin part answers, and the quorum
-    // is the one kafka-metadata-quorum describes.
-    for (version, cluster) in &clusters {
+    problems
+}
+
+/// The agent's second client on both lines: every admin part answers, and the quorum
+/// is the one kafka-metadata-quorum describes.
+fn admin_problems(clusters: &[(Version, Cluster)]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (version, cluster) in clusters {
         let release = version.release().unwrap();
         let agent = foresight_reporter::Reporter::new(foresight_reporter::config::AgentConfig {
             kafka: foresight_reporter::config::KafkaConfig {
@@ -269,6 +324,72 @@ fn every_jmx_series_the_pack_reads_is_in_real_scrapes_of_4_and_3_9_and_the_admin
                 "Kafka {release}: voters {voters:?}, observers {observers:?}"
             ));
         }
+    }
+    problems
+}
+#[test]
+fn every_jmx_series_the_pack_reads_is_in_real_scrapes_of_4_and_3_9_and_the_admin_requests_answer() {
+    let wanted = pack_jmx_names();
+    for known in [
+        "kafka_server_replicamanager_underreplicatedpartitions",
+        "kafka_controller_kafkacontroller_activecontrollercount",
+        "kafka_server_raft_metrics_current_leader",
+        "kafka_server_kafkarequesthandlerpool_requesthandleravgidlepercent_count_total",
+        "kafka_network_requestmetrics_totaltimems",
+    ] {
+        assert!(
+            wanted.contains(known),
+            "the audit does not see {known} in the pack: {wanted:?}"
+        );
+    }
+    let mut problems = Vec::new();
+    {
+        let clusters = start_clusters(&foresight_testkit::jmx_exporter_config(), true);
+        // A topic, so that per-topic and per-partition MBeans exist on the broker.
+        for (_, cluster) in &clusters {
+            let out = cluster
+                .tool(
+                    "org.apache.kafka.tools.TopicCommand",
+                    &[
+                        "--bootstrap-server",
+                        &cluster.bootstrap(),
+                        "--create",
+                        "--topic",
+                        "audit",
+                        "--partitions",
+                        "3",
+                    ],
+                )
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        problems.extend(missing_series(
+            &clusters,
+            &wanted,
+            "Foresight's configuration",
+        ));
+        problems.extend(per_topic_series(&clusters));
+        problems.extend(jolokia_differences(&clusters, &wanted));
+        problems.extend(admin_problems(&clusters));
+    }
+    // The example configuration many operators run, where the conformance data is.
+    match foresight_testkit::upstream_jmx_exporter_config() {
+        Some(config) => {
+            let clusters = start_clusters(&config, false);
+            problems.extend(missing_series(
+                &clusters,
+                &wanted,
+                "the jmx_exporter example",
+            ));
+        }
+        None => eprintln!(
+            "scrape audit: the jmx_exporter project's example configuration is not beside this \
+             checkout (../shared/conformance/): the audit of the pack against it did not run"
+        ),
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

@@ -1,6 +1,20 @@
-//! Runs Prometheus' own PromQL test scripts (`../shared/conformance/prometheus-v3.5.0/
-//! promql/*.test`) against Foresight's engine and prints, per file, how many cases passed,
-//! failed and were unsupported.
+//! Runs Prometheus' own PromQL test scripts (`promql/promqltest/testdata/*.test` of the
+//! release [`PROMETHEUS_VERSION`], `<version>` below) against Foresight's engine and
+//! prints, per file, how many cases passed, failed and were unsupported.
+//!
+//! The scripts are read from the first of these that exists, and the run prints which:
+//!
+//! 1. `$FORESIGHT_PROMQL_TESTDATA`, a directory of `.test` files, when set (an override
+//!    for trying another copy, or the cached one below on a machine that has both; it
+//!    must exist when set);
+//! 2. `../shared/conformance/prometheus-<version>/promql/`, beside the checkout, where
+//!    the project's CI keeps its conformance data;
+//! 3. `~/.cache/foresight/prometheus-<version>-promqltest/`, the same files from
+//!    Prometheus' Go module, which `scripts/test-deps.sh` downloads from the Go module
+//!    proxy and links there (a symbolic link into the Go module cache).
+//!
+//! None of them existing fails the test (it is not skipped), saying to run
+//! `scripts/test-deps.sh`.
 //!
 //! Unsupported: the engine rejects the expression at load time naming the feature, or
 //! the case needs native histograms. A wrong answer is a failure. Every failure must be
@@ -20,8 +34,61 @@ use foresight_rules::unittest::{expand_values, parse_series};
 
 const EPSILON: f64 = 1e-6;
 
-fn conformance_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/prometheus-v3.5.0/promql")
+/// The Prometheus release whose PromQL test scripts run here. `scripts/test-deps.sh` fetches
+/// the same release (its `prom_version`, as Go module version `v0.305.0`): change both
+/// together, and the known-failures list with them.
+const PROMETHEUS_VERSION: &str = "v3.5.0";
+
+/// Names a directory of `.test` files to run instead of the places [`conformance_dir`]
+/// looks in.
+const TESTDATA_ENV: &str = "FORESIGHT_PROMQL_TESTDATA";
+
+/// The directory of `.test` files to run and a description of where it came from.
+///
+/// # Panics
+///
+/// When [`TESTDATA_ENV`] names a directory that does not exist, or when it is unset and
+/// neither the shared conformance data nor `scripts/test-deps.sh`'s cached copy exists.
+fn conformance_dir() -> (PathBuf, String) {
+    if let Some(dir) = std::env::var_os(TESTDATA_ENV) {
+        let dir = PathBuf::from(dir);
+        assert!(
+            dir.is_dir(),
+            "{TESTDATA_ENV}={} is not a directory",
+            dir.display()
+        );
+        return (dir, TESTDATA_ENV.to_string());
+    }
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "../../shared/conformance/prometheus-{PROMETHEUS_VERSION}/promql"
+    ));
+    if shared.is_dir() {
+        return (
+            shared,
+            "the shared conformance data beside the checkout".into(),
+        );
+    }
+    let cached = std::env::var_os("HOME").map(|home| {
+        PathBuf::from(home).join(format!(
+            ".cache/foresight/prometheus-{PROMETHEUS_VERSION}-promqltest"
+        ))
+    });
+    if let Some(cached) = cached.as_ref().filter(|c| c.is_dir()) {
+        return (
+            cached.clone(),
+            "Prometheus' Go module, cached by scripts/test-deps.sh".into(),
+        );
+    }
+    panic!(
+        "Prometheus {PROMETHEUS_VERSION}'s PromQL test scripts are in neither {} nor {}: \
+         run scripts/test-deps.sh (it downloads them from the Go module proxy), or set \
+         {TESTDATA_ENV} to a directory of them",
+        shared.display(),
+        cached.map_or_else(
+            || "~/.cache/foresight (HOME is not set)".to_string(),
+            |c| c.display().to_string()
+        ),
+    );
 }
 
 #[derive(Default, Debug)]
@@ -484,7 +551,12 @@ fn known_failures() -> (BTreeMap<String, String>, usize) {
 }
 
 fn main() {
-    let dir = conformance_dir();
+    let (dir, source) = conformance_dir();
+    let resolved = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+    println!(
+        "Prometheus {PROMETHEUS_VERSION} PromQL test scripts from {source}: {}",
+        resolved.display()
+    );
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("conformance data missing at {}: {e}", dir.display()))
         .map(|e| e.unwrap().path())

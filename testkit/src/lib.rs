@@ -1,6 +1,7 @@
 //! Real Apache Kafka for Foresight's tests and benchmarks: KRaft clusters of dedicated
 //! controllers and brokers on loopback, each JVM with the Prometheus jmx_exporter Java
-//! agent and the jmx_exporter's example Kafka configuration, started in parallel.
+//! agent and Foresight's own jmx_exporter configuration
+//! (`examples/jmx_exporter/kafka.yml`, the one users install), started in parallel.
 //!
 //! - [`Version`]: which Kafka (pinned in `scripts/kafka/pom.xml`, fetched by
 //!   `scripts/kafka.sh fetch` from Maven Central on first use).
@@ -53,6 +54,11 @@ pub enum Error {
     /// A node did not reach a state in time.
     #[error("{0}")]
     Timeout(String),
+    /// A node's JVM exited while the cluster was starting; the text quotes the end of
+    /// its `stdout.log` (where the JVM and its agents report a failed start) and
+    /// `server.log`.
+    #[error("{0}")]
+    Exited(String),
     /// A tool or the storage format exited with a failure.
     #[error("{what} failed: {output}")]
     Command {
@@ -150,10 +156,18 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The jmx_exporter configuration the JVMs run with: the exporter project's example
-/// for KRaft, used as it is from `../shared/conformance/`.
+/// Foresight's jmx_exporter configuration for brokers and controllers, the one the README
+/// tells users to install and the JVMs run with by default.
 pub fn jmx_exporter_config() -> PathBuf {
-    repo_root().join("../shared/conformance/jmx_exporter-4b843c6/kafka-kraft-3_0_0.yml")
+    repo_root().join("examples/jmx_exporter/kafka.yml")
+}
+
+/// The jmx_exporter project's example KRaft configuration, which many operators run
+/// instead, from the conformance data beside the checkout (`../shared/conformance/`):
+/// `None` on a plain clone, which has no such folder.
+pub fn upstream_jmx_exporter_config() -> Option<PathBuf> {
+    let path = repo_root().join("../shared/conformance/jmx_exporter-4b843c6/kafka-kraft-3_0_0.yml");
+    path.is_file().then_some(path)
 }
 
 /// What a node does in the cluster.
@@ -193,6 +207,8 @@ pub struct ClusterSpec {
     /// SCRAM-SHA-256 and SCRAM-SHA-512 for [`SASL_USER`]), with a certificate for
     /// `localhost` and `127.0.0.1` signed by [`Cluster::ca_file`].
     pub secure: bool,
+    /// The jmx_exporter configuration of every JVM ([`jmx_exporter_config`] by default).
+    pub jmx_exporter_config: PathBuf,
 }
 
 /// The SASL user of a [`ClusterSpec::secure`] cluster, for every mechanism.
@@ -217,6 +233,7 @@ impl ClusterSpec {
             small_log_dir: None,
             jolokia: false,
             secure: false,
+            jmx_exporter_config: jmx_exporter_config(),
         }
     }
 
@@ -284,6 +301,8 @@ pub struct Node {
     /// Its log dirs (brokers), or metadata dir (controllers).
     pub log_dirs: Vec<PathBuf>,
     child: Mutex<Option<Child>>,
+    /// How its last process ended on its own (not killed or stopped by the test).
+    exit: Mutex<Option<std::process::ExitStatus>>,
     command: Vec<String>,
 }
 
@@ -379,7 +398,10 @@ impl Node {
         let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
         match child.as_mut().map(Child::try_wait) {
             Some(Ok(None)) => true,
-            Some(_) => {
+            Some(status) => {
+                if let Ok(Some(status)) = status {
+                    *self.exit.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+                }
                 *child = None;
                 false
             }
@@ -391,14 +413,49 @@ impl Node {
     pub fn log_tail(&self, lines: usize) -> String {
         let mut text = String::new();
         for name in ["logs/server.log", "logs/stdout.log"] {
-            if let Ok(mut f) = std::fs::File::open(self.dir.join(name)) {
-                let mut s = String::new();
-                let _ = f.read_to_string(&mut s);
-                let tail: Vec<&str> = s.lines().rev().take(lines).collect();
-                let _ = writeln!(text, "== node {} {name}", self.id);
-                for l in tail.into_iter().rev() {
-                    let _ = writeln!(text, "{l}");
-                }
+            text.push_str(&self.file_tail(name, lines));
+        }
+        text
+    }
+
+    /// Why it exited, as far as its logs tell: the first line of `stdout.log` that
+    /// names an exception or a fatal error (a JVM agent's failure is a long trace whose
+    /// cause is near the top), then the tails of `stdout.log` and `server.log`.
+    fn exit_report(&self) -> String {
+        let status = match *self.exit.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(status) => status.to_string(),
+            None => "an unknown status".to_string(),
+        };
+        let mut text = format!(
+            "node {} ({:?}) exited with {status} while the cluster started\n",
+            self.id, self.role
+        );
+        let stdout = std::fs::read_to_string(self.dir.join("logs/stdout.log")).unwrap_or_default();
+        let cause = stdout.lines().filter(|l| {
+            l.contains("Caused by")
+                || l.contains("Exception")
+                || l.starts_with("Failed")
+                || l.contains("FATAL")
+                || l.starts_with("Error")
+        });
+        for l in cause.take(3) {
+            let _ = writeln!(text, "cause: {l}");
+        }
+        text.push_str(&self.file_tail("logs/stdout.log", 40));
+        text.push_str(&self.file_tail("logs/server.log", 15));
+        text
+    }
+
+    /// The last `lines` lines of one of its files, headed with the node and the name.
+    fn file_tail(&self, name: &str, lines: usize) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(self.dir.join(name)) {
+            let mut s = String::new();
+            let _ = f.read_to_string(&mut s);
+            let tail: Vec<&str> = s.lines().rev().take(lines).collect();
+            let _ = writeln!(text, "== node {} {name}", self.id);
+            for l in tail.into_iter().rev() {
+                let _ = writeln!(text, "{l}");
             }
         }
         text
@@ -679,6 +736,16 @@ impl Cluster {
     /// # Errors
     /// [`Error`] when Kafka cannot be fetched, formatted or started within three minutes.
     pub fn start(spec: ClusterSpec) -> Result<Cluster, Error> {
+        // The agent would fail every JVM at start, with the reason only in stdout.log.
+        if !spec.jmx_exporter_config.is_file() {
+            return Err(Error::Io {
+                what: format!(
+                    "the jmx_exporter configuration {}",
+                    spec.jmx_exporter_config.display()
+                ),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
         let lib = spec.version.lib_dir()?;
         let release = spec.version.release()?;
         let dir = tempfile::Builder::new()
@@ -907,7 +974,7 @@ impl Cluster {
                 Some(format!(
                     "-javaagent:{}=127.0.0.1:{jmx_port}:{}",
                     agent.display(),
-                    jmx_exporter_config().display()
+                    spec.jmx_exporter_config.display()
                 )),
             );
             if let (Some(jar), Some(port)) = (&jolokia_agent, jolokia_port) {
@@ -929,6 +996,7 @@ impl Cluster {
                 dir: node_dir,
                 log_dirs,
                 child: Mutex::new(None),
+                exit: Mutex::new(None),
                 command,
             });
         }
@@ -1038,29 +1106,45 @@ impl Cluster {
     /// # Errors
     /// [`Error::Timeout`] naming what was not ready, with the nodes' log tails.
     pub fn wait_healthy(&self, within: Duration) -> Result<(), Error> {
-        let want: Vec<i32> = self
-            .brokers()
-            .filter(|n| n.is_running())
+        // Started and not stopped by the test, though perhaps exited already.
+        let running: Vec<&Node> = self.nodes.iter().filter(|n| n.pid().is_some()).collect();
+        let want: Vec<i32> = running
+            .iter()
+            .filter(|n| n.role == Role::Broker)
             .map(|n| n.id)
             .collect();
-        let ready = wait_until(within, || {
-            let exporters = self
-                .nodes
+        let outcome = wait_until(within, || {
+            // A JVM that exits while we wait will not come back: say why at once rather
+            // than at the deadline.
+            let exited: Vec<&Node> = running
                 .iter()
-                .filter(|n| n.is_running())
+                .copied()
+                .filter(|n| !n.is_running())
+                .collect();
+            if !exited.is_empty() {
+                return Some(Err(exited));
+            }
+            let exporters = running
+                .iter()
                 .all(|n| TcpStream::connect(("127.0.0.1", n.jmx_port)).is_ok());
             let registered = self
                 .registered_brokers()
                 .is_some_and(|ids| want.iter().all(|w| ids.contains(w)));
-            (exporters && registered).then_some(())
+            (exporters && registered).then_some(Ok(()))
         });
-        ready.ok_or_else(|| {
-            let logs: String = self.nodes.iter().map(|n| n.log_tail(15)).collect();
-            Error::Timeout(format!(
-                "cluster not healthy within {within:?} (brokers {want:?} registered: {:?})\n{logs}",
-                self.registered_brokers()
-            ))
-        })
+        match outcome {
+            Some(Ok(())) => Ok(()),
+            Some(Err(exited)) => Err(Error::Exited(
+                exited.iter().map(|n| n.exit_report()).collect(),
+            )),
+            None => {
+                let logs: String = self.nodes.iter().map(|n| n.log_tail(15)).collect();
+                Err(Error::Timeout(format!(
+                    "cluster not healthy within {within:?} (brokers {want:?} registered: {:?})\n{logs}",
+                    self.registered_brokers()
+                )))
+            }
+        }
     }
 
     /// Runs one of Kafka's tools (`org.apache.kafka.tools.TransactionsCommand`, …)

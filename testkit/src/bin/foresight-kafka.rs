@@ -29,6 +29,10 @@ struct Args {
     /// Controller properties, KEY=VALUE, repeatable.
     #[arg(long = "controller-prop")]
     controller_props: Vec<String>,
+    /// The jmx_exporter configuration of every node [default: Foresight's own,
+    /// examples/jmx_exporter/kafka.yml].
+    #[arg(long = "jmx-exporter-config")]
+    jmx_exporter_config: Option<std::path::PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +56,9 @@ fn main() -> anyhow::Result<()> {
         spec = spec.controller_prop(k, v);
     }
     spec.jolokia = args.jolokia;
+    if let Some(config) = args.jmx_exporter_config {
+        spec.jmx_exporter_config = config;
+    }
     let cluster = Cluster::start(spec).context("starting the cluster")?;
     println!("cluster id: {}", cluster.cluster_id);
     println!("bootstrap.servers: {}", cluster.bootstrap());
