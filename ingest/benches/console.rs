@@ -72,6 +72,7 @@ fn snapshot(name: &str, topics: usize, per_topic: i32, groups: usize) -> Cluster
                     offset: 999_000,
                 })
                 .collect(),
+            ..Default::default()
         })
         .collect();
     ClusterSnapshot {

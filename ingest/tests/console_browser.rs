@@ -65,6 +65,7 @@ fn crafted_batch(name: &str, seq: u64) -> Vec<u8> {
                     partition: 0,
                     offset: 4,
                 }],
+                ..Default::default()
             }],
             ..Default::default()
         }),

@@ -468,3 +468,185 @@ async fn a_stopped_consumer_group_lags_as_kafka_consumer_groups_reports_it() {
     cancel.cancel();
     server.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Whether a notification is `status` and names `alertname` for `group`.
+fn notifies(msg: &serde_json::Value, alertname: &str, status: &str, group: &str) -> bool {
+    msg["commonLabels"]["alertname"] == alertname
+        && msg["status"] == status
+        && msg["alerts"].as_array().is_some_and(|alerts| {
+            alerts
+                .iter()
+                .any(|a| a["labels"]["consumergroup"] == group && a["status"] == status)
+        })
+}
+
+/// The line `kafka-consumer-groups --describe --group <group> <flag>` prints for the
+/// group, split in columns.
+async fn describe_group(group: &str, flag: &str) -> (Vec<String>, String) {
+    let out = tool(
+        CONSUMER_GROUPS,
+        vec![
+            "--bootstrap-server".into(),
+            cluster().bootstrap(),
+            "--describe".into(),
+            "--group".into(),
+            group.into(),
+            flag.into(),
+        ],
+    )
+    .await;
+    let row = out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(group))
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .unwrap_or_default();
+    (row, out)
+}
+
+/// A group on the KIP-848 protocol (`group.protocol=consumer`), with a member that holds
+/// its partitions and lag: the classic DescribeGroups makes a dead, empty group of it
+/// (and the pack once paged it as abandoned); Foresight describes it with
+/// ConsumerGroupDescribe, as `kafka-consumer-groups --describe --state` and `--members`
+/// show it, leaves it alone while its consumer runs, and calls it abandoned once the
+/// consumer has gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kip848_group_is_described_as_its_coordinator_sees_it_and_abandoned_only_when_gone() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    const GROUP: &str = "payments-848";
+    let cluster = shared_cluster().await;
+    common::create_topics(&cluster.bootstrap(), &[("payments", 3, 3, &[])]).await;
+    let bootstrap = cluster.bootstrap();
+    tokio::task::spawn_blocking(move || produce(&bootstrap, "payments", 300))
+        .await
+        .unwrap();
+    // The consumer reads 30 records, commits, pauses its partitions and keeps polling:
+    // a live member with 270 records of lag, until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let consumer_thread = {
+        let stop = stop.clone();
+        let bootstrap = cluster.bootstrap();
+        std::thread::spawn(move || {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", GROUP)
+                .set("group.protocol", "consumer")
+                .set("auto.offset.reset", "earliest")
+                .set("enable.auto.commit", "false")
+                .create()
+                .unwrap();
+            consumer.subscribe(&["payments"]).unwrap();
+            let mut read = 0;
+            let deadline = std::time::Instant::now() + Duration::from_secs(90);
+            while read < 30 {
+                assert!(std::time::Instant::now() < deadline, "read {read} of 30");
+                if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+                    m.unwrap();
+                    read += 1;
+                }
+            }
+            consumer.commit_consumer_state(CommitMode::Sync).unwrap();
+            consumer.pause(&consumer.assignment().unwrap()).unwrap();
+            ready_tx.send(()).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+                    m.unwrap();
+                }
+            }
+            consumer.unsubscribe();
+        })
+    };
+    tokio::task::spawn_blocking(move || ready_rx.recv_timeout(Duration::from_secs(120)))
+        .await
+        .unwrap()
+        .expect("the KIP-848 consumer reads and commits");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = common::start_receiver().await;
+    let server = common::start_pack_server(
+        dir.path(),
+        &[("KafkaConsumerGroupAbandoned", "2s")],
+        &receiver.url,
+    )
+    .await;
+    let key = server.store.create_key("acme").unwrap();
+    let agent = common::kafka_agent(cluster, &server, &key, false);
+
+    // The agent's view once the group has settled, against the tool's.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let group = loop {
+        let batch = agent.collect_batch().await.unwrap();
+        let g = batch
+            .snapshot
+            .unwrap()
+            .groups
+            .into_iter()
+            .find(|g| g.name == GROUP);
+        if let Some(g) = g.filter(|g| {
+            g.state == "Stable"
+                && g.member_details.len() == 1
+                && g.member_details[0].reconciled
+                && g.member_details[0].partitions == 3
+        }) {
+            break g;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{GROUP} not stable with its member in the agent's view"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(group.protocol, "consumer");
+    assert_eq!(group.error, "");
+    assert_eq!(group.members, 1);
+    assert!(group.group_epoch > 0 && group.assignment_epoch == group.group_epoch);
+    assert!(!group.offsets.is_empty(), "{group:?}");
+    // GROUP, COORDINATOR (ID), ASSIGNMENT-STRATEGY, STATE, #MEMBERS
+    let (state, text) = describe_group(GROUP, "--state").await;
+    assert_eq!(
+        state.get(state.len().wrapping_sub(2)).map(String::as_str),
+        Some("Stable"),
+        "{text}"
+    );
+    assert_eq!(state.last().map(String::as_str), Some("1"), "{text}");
+    // GROUP, CONSUMER-ID, HOST, CLIENT-ID, #PARTITIONS
+    let (member, text) = describe_group(GROUP, "--members").await;
+    assert_eq!(
+        member.get(1),
+        Some(&group.member_details[0].member_id),
+        "{text}"
+    );
+    assert_eq!(member.last().map(String::as_str), Some("3"), "{text}");
+
+    // While the consumer holds its partitions, its 270 records of lag are not an
+    // abandoned group: the pack (2 s `for`, evaluated every 500 ms) stays quiet over
+    // ten of the agent's cycles.
+    let (_agent, cancel) = common::run_agent(agent);
+    let quiet_until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while let Ok(Some(msg)) = tokio::time::timeout_at(quiet_until, receiver.rx.recv()).await {
+        assert!(
+            !notifies(&msg, "KafkaConsumerGroupAbandoned", "firing", GROUP),
+            "a live KIP-848 group was called abandoned: {msg}"
+        );
+    }
+    // Once the consumer has left, it is.
+    stop.store(true, Ordering::Relaxed);
+    tokio::task::spawn_blocking(move || consumer_thread.join().unwrap())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, receiver.rx.recv())
+            .await
+            .expect("KafkaConsumerGroupAbandoned for the KIP-848 group within 90 s")
+            .expect("receiver open");
+        if notifies(&msg, "KafkaConsumerGroupAbandoned", "firing", GROUP) {
+            break;
+        }
+    }
+    cancel.cancel();
+    server.shutdown(Duration::from_secs(5)).await;
+}

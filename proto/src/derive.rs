@@ -34,6 +34,12 @@ pub const METRIC_NAMES: &[&str] = &[
     "kafka_consumergroup_current_offset",
     "kafka_consumergroup_lag",
     "kafka_consumergroup_lag_sum",
+    "kafka_consumergroup_describe_error",
+    "kafka_consumergroup_epoch",
+    "kafka_consumergroup_assignment_epoch",
+    "kafka_consumergroup_member_epoch",
+    "kafka_consumergroup_member_reconciled",
+    "kafka_consumergroup_member_partitions",
     "kafka_quorum_leader",
     "kafka_quorum_leader_epoch",
     "kafka_quorum_high_watermark",
@@ -57,6 +63,12 @@ pub const METRIC_NAMES: &[&str] = &[
 /// left, a risky config or drift fixed, must stop matching rules at once, not after the
 /// 5-minute lookback.
 pub const ENDS_WHEN_ABSENT: &[&str] = &[
+    // A group's state is a label: after a rebalance the old state must end at once,
+    // not show beside the new one for five minutes; so must a member that left, or an
+    // error that cleared.
+    "kafka_consumergroup_state",
+    "kafka_consumergroup_member_",
+    "kafka_consumergroup_describe_error",
     "kafka_transaction_",
     "kafka_quorum_replica_",
     "kafka_broker_config_risky",
@@ -199,41 +211,101 @@ pub fn snapshot_series(
     }
     let hw = high_watermarks(snap);
     for g in &snap.groups {
-        let group = [("consumergroup", g.name.as_str())];
-        out.push("kafka_consumergroup_members", &group, f64::from(g.members));
-        out.push(
-            "kafka_consumergroup_state",
-            &[("consumergroup", &g.name), ("state", &g.state)],
-            1.0,
-        );
-        let mut sums: BTreeMap<&str, i64> = BTreeMap::new();
-        for o in &g.offsets {
-            let pid = o.partition.to_string();
-            let l = [
-                ("consumergroup", g.name.as_str()),
-                ("topic", o.topic.as_str()),
-                ("partition", pid.as_str()),
-            ];
-            out.push("kafka_consumergroup_current_offset", &l, o.offset as f64);
-            if let Some(ends) = hw.get(&(o.topic.as_str(), o.partition)) {
-                let lag = ends.lag(o.offset);
-                out.push("kafka_consumergroup_lag", &l, lag as f64);
-                *sums.entry(o.topic.as_str()).or_default() += lag;
-            }
-        }
-        for (topic, lag) in sums {
-            out.push(
-                "kafka_consumergroup_lag_sum",
-                &[("consumergroup", &g.name), ("topic", topic)],
-                lag as f64,
-            );
-        }
+        group_series(g, &hw, &mut out);
     }
     quorum_series(snap, &mut out);
     transaction_series(snap, &mut out);
     log_dir_series(snap, &mut out);
     facts_series(snap, &mut out);
     out.finish()
+}
+
+/// A group's series. Its `protocol` (classic, consumer, share, streams) is a label where
+/// the agent knew it. A group its coordinator could not describe has its state and
+/// `kafka_consumergroup_describe_error`, never a member count it does not know.
+fn group_series(
+    g: &crate::v1::ConsumerGroup,
+    hw: &HashMap<(&str, i32), Ends>,
+    out: &mut SeriesBuilder<'_>,
+) {
+    let mut base: Vec<(&str, &str)> = vec![("consumergroup", g.name.as_str())];
+    if !g.protocol.is_empty() {
+        base.push(("protocol", g.protocol.as_str()));
+    }
+    fn with<'a>(
+        base: &[(&'a str, &'a str)],
+        extra: &[(&'a str, &'a str)],
+    ) -> Vec<(&'a str, &'a str)> {
+        base.iter().chain(extra).copied().collect()
+    }
+    if !g.state.is_empty() {
+        out.push(
+            "kafka_consumergroup_state",
+            &with(&base, &[("state", &g.state)]),
+            1.0,
+        );
+    }
+    if g.error.is_empty() {
+        out.push("kafka_consumergroup_members", &base, f64::from(g.members));
+    } else {
+        // The error's name only (the message is in the snapshot): a bounded label.
+        let name = g.error.split(':').next().unwrap_or_default();
+        out.push(
+            "kafka_consumergroup_describe_error",
+            &with(&base, &[("error", name)]),
+            1.0,
+        );
+    }
+    if matches!(g.protocol.as_str(), "consumer" | "share" | "streams") && g.error.is_empty() {
+        out.push("kafka_consumergroup_epoch", &base, f64::from(g.group_epoch));
+        out.push(
+            "kafka_consumergroup_assignment_epoch",
+            &base,
+            f64::from(g.assignment_epoch),
+        );
+        for m in &g.member_details {
+            let l = with(
+                &base,
+                &[("member_id", &m.member_id), ("client_id", &m.client_id)],
+            );
+            out.push(
+                "kafka_consumergroup_member_epoch",
+                &l,
+                f64::from(m.member_epoch),
+            );
+            out.push(
+                "kafka_consumergroup_member_reconciled",
+                &l,
+                if m.reconciled { 1.0 } else { 0.0 },
+            );
+            out.push(
+                "kafka_consumergroup_member_partitions",
+                &l,
+                f64::from(m.partitions),
+            );
+        }
+    }
+    let mut sums: BTreeMap<&str, i64> = BTreeMap::new();
+    for o in &g.offsets {
+        let pid = o.partition.to_string();
+        let l = with(
+            &base,
+            &[("topic", o.topic.as_str()), ("partition", pid.as_str())],
+        );
+        out.push("kafka_consumergroup_current_offset", &l, o.offset as f64);
+        if let Some(ends) = hw.get(&(o.topic.as_str(), o.partition)) {
+            let lag = ends.lag(o.offset);
+            out.push("kafka_consumergroup_lag", &l, lag as f64);
+            *sums.entry(o.topic.as_str()).or_default() += lag;
+        }
+    }
+    for (topic, lag) in sums {
+        out.push(
+            "kafka_consumergroup_lag_sum",
+            &with(&base, &[("topic", topic)]),
+            lag as f64,
+        );
+    }
 }
 
 /// The brokers' log dirs as DescribeLogDirs reports them, under the names the agent's

@@ -438,10 +438,15 @@ pub struct TopicRow {
 pub struct GroupRow {
     /// Name.
     pub name: String,
+    /// Its protocol (classic, consumer, share, streams), or `–` when the agent did not
+    /// say.
+    pub protocol: String,
     /// State.
     pub state: String,
-    /// Members.
-    pub members: i32,
+    /// Members, or `?` when its coordinator could not describe it (the reason follows).
+    pub members: String,
+    /// Why its coordinator could not describe it; empty when it could.
+    pub error: String,
     /// Messages behind, over its partitions.
     pub lag: i64,
     /// Time behind, for a person.
@@ -811,8 +816,16 @@ pub fn cluster_page(
                 .sum();
             GroupRow {
                 name: g.name.clone(),
+                protocol: match g.protocol.as_str() {
+                    "" => "–".into(),
+                    p => p.to_string(),
+                },
                 state: g.state.clone(),
-                members: g.members,
+                members: match g.error.as_str() {
+                    "" => g.members.to_string(),
+                    _ => "?".into(),
+                },
+                error: g.error.clone(),
                 lag,
                 lag_time: extras
                     .lag_seconds

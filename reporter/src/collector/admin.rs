@@ -1,8 +1,8 @@
 //! What only the Kafka protocol's admin RPCs tell, over the second client
 //! ([`crate::protocol`]): the KRaft quorum (DescribeQuorum), the brokers' racks
-//! (DescribeCluster), log dirs, versions and configs ([`super::cluster_facts`]), open
-//! and hanging transactions ([`super::transactions`]) and the durability audit
-//! ([`super::durability`]).
+//! (DescribeCluster), log dirs, versions and configs ([`super::cluster_facts`]), groups
+//! by type ([`super::groups`]), open and hanging transactions ([`super::transactions`])
+//! and the durability audit ([`super::durability`]).
 //!
 //! Each part fails alone: a broker that lacks an API, or a cluster that does not answer,
 //! leaves that part out of the snapshot, says so once in the log, and shows as
@@ -26,6 +26,7 @@ pub const PARTS: &[&str] = &[
     "cluster",
     "log_dirs",
     "facts",
+    "groups",
     "transactions",
     "durability",
 ];
@@ -81,6 +82,8 @@ pub struct AdminCollector {
     quorum_seen: std::sync::atomic::AtomicBool,
     /// The bound on the quorum request, all brokers tried included.
     timeout: Duration,
+    /// `kafka.max_consumer_groups`.
+    max_groups: usize,
     audit: super::durability::Audit,
     /// Per part, the error last logged, so that a failure is said once, not per cycle.
     said: Mutex<BTreeMap<&'static str, String>>,
@@ -106,6 +109,7 @@ impl AdminCollector {
             quorum_seen: false.into(),
             audit: Default::default(),
             timeout,
+            max_groups: cfg.max_consumer_groups,
             said: Mutex::new(BTreeMap::new()),
         }
     }
@@ -160,11 +164,16 @@ impl AdminCollector {
             (cluster, cluster_secs),
             (dirs, dirs_secs),
             (facts, facts_secs),
+            (groups, groups_secs),
         ) = tokio::join!(
             timed(bounded),
             timed(client.send_any(&describe_cluster)),
             timed(super::cluster_facts::log_dirs(client, &brokers)),
             timed(self.broker_facts(client, &brokers)),
+            timed(async {
+                let listed = super::groups::list(client, &brokers, self.max_groups).await?;
+                Ok::<_, ProtocolError>(super::groups::describe(client, &listed).await)
+            }),
         );
         out.push(self.status("quorum", quorum.as_ref().err(), quorum_secs));
         use std::sync::atomic::Ordering;
@@ -211,6 +220,13 @@ impl AdminCollector {
             snap.log_dirs = d;
         }
         out.push(self.status("facts", facts.err().as_ref(), facts_secs));
+        out.push(self.status("groups", groups.as_ref().err(), groups_secs));
+        if let Ok(described) = groups {
+            // librdkafka's view (ListGroups and the classic DescribeGroups) gave the
+            // committed offsets, which OffsetFetch serves for every protocol; its states
+            // and member counts are wrong for KIP-848 groups and give way here.
+            snap.groups = super::groups::with_offsets(described, &snap.groups);
+        }
         let (max_timeout, broker_facts, features) = {
             let cache = self.facts.lock().expect("facts lock is never poisoned");
             let max = cache

@@ -271,6 +271,10 @@ impl KafkaCollector {
                     state: g.state().to_string(),
                     members: g.members().len() as i32,
                     offsets,
+                    // librdkafka's classic view cannot tell a KIP-848 group (which it
+                    // shows as Dead, without members) from a classic one: the admin
+                    // requests' groups part replaces this ([`super::groups`]).
+                    ..Default::default()
                 }
             })
             .collect()
