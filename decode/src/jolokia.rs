@@ -42,6 +42,8 @@ pub const DEFAULT_MBEANS: &[&str] = &[
     "kafka.network:type=SocketServer,name=NetworkProcessorAvgIdlePercent",
     "kafka.network:type=RequestMetrics,name=TotalTimeMs,request=*",
     "kafka.log:type=LogManager,name=OfflineLogDirectoryCount",
+    // Share groups (Kafka 4.x): acknowledgements by type; absent before the first.
+    "kafka.server:type=ShareGroupMetrics,name=RecordAcknowledgementsPerSec,ackType=*",
     "kafka.server:type=BrokerTopicMetrics,name=MessagesInPerSec",
     "kafka.server:type=BrokerTopicMetrics,name=BytesInPerSec",
     "kafka.server:type=BrokerTopicMetrics,name=BytesOutPerSec",

@@ -4,9 +4,12 @@
 
 use foresight_decode::kafka::decode_response;
 use kafka_protocol::messages::{
-    ApiVersionsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeProducersRequest,
-    DescribeQuorumRequest, DescribeTransactionsRequest, FindCoordinatorRequest,
+    ApiVersionsRequest, ConsumerGroupDescribeRequest, DescribeClusterRequest,
+    DescribeConfigsRequest, DescribeGroupsRequest, DescribeProducersRequest,
+    DescribeQuorumRequest, DescribeShareGroupOffsetsRequest, DescribeTopicPartitionsRequest,
+    DescribeTransactionsRequest, FindCoordinatorRequest, ListGroupsRequest,
     ListTransactionsRequest, SaslAuthenticateRequest, SaslHandshakeRequest,
+    ShareGroupDescribeRequest,
 };
 use kafka_protocol::protocol::Request;
 use libfuzzer_sys::fuzz_target;
@@ -21,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((which, body)) = data.split_first() else {
         return;
     };
-    match which % 10 {
+    match which % 16 {
         0 => all_versions::<ApiVersionsRequest>(body),
         1 => all_versions::<DescribeQuorumRequest>(body),
         2 => all_versions::<DescribeClusterRequest>(body),
@@ -31,6 +34,12 @@ fuzz_target!(|data: &[u8]| {
         6 => all_versions::<DescribeTransactionsRequest>(body),
         7 => all_versions::<FindCoordinatorRequest>(body),
         8 => all_versions::<SaslHandshakeRequest>(body),
+        9 => all_versions::<ListGroupsRequest>(body),
+        10 => all_versions::<DescribeGroupsRequest>(body),
+        11 => all_versions::<ConsumerGroupDescribeRequest>(body),
+        12 => all_versions::<ShareGroupDescribeRequest>(body),
+        13 => all_versions::<DescribeShareGroupOffsetsRequest>(body),
+        14 => all_versions::<DescribeTopicPartitionsRequest>(body),
         _ => all_versions::<SaslAuthenticateRequest>(body),
     }
 });

@@ -70,6 +70,7 @@ fn snapshot(name: &str, topics: usize, per_topic: i32, groups: usize) -> Cluster
                     topic: format!("topic-{:04}", g % topics.len().max(1)),
                     partition: p,
                     offset: 999_000,
+                    lag: None,
                 })
                 .collect(),
             ..Default::default()

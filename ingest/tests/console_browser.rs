@@ -64,6 +64,7 @@ fn crafted_batch(name: &str, seq: u64) -> Vec<u8> {
                     topic: MARKUP.into(),
                     partition: 0,
                     offset: 4,
+                    lag: None,
                 }],
                 ..Default::default()
             }],

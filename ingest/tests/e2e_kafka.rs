@@ -650,3 +650,440 @@ async fn a_kip848_group_is_described_as_its_coordinator_sees_it_and_abandoned_on
     cancel.cancel();
     server.shutdown(Duration::from_secs(5)).await;
 }
+
+const GET_OFFSETS: &str = "org.apache.kafka.tools.GetOffsetShell";
+const CONFIGS: &str = "org.apache.kafka.tools.ConfigCommand";
+const DELETE_RECORDS: &str = "org.apache.kafka.tools.DeleteRecordsCommand";
+
+/// `kafka-topics --describe --topic <topic>`'s view of it: its replication factor and
+/// the `min.insync.replicas` set on the topic (its Configs column), with the output.
+async fn topic_settings(topic: &str) -> (Option<i32>, Option<i32>, String) {
+    let out = tool(
+        TOPICS,
+        vec![
+            "--bootstrap-server".into(),
+            cluster().bootstrap(),
+            "--describe".into(),
+            "--topic".into(),
+            topic.into(),
+        ],
+    )
+    .await;
+    // `Topic: t  TopicId: …  PartitionCount: 2  ReplicationFactor: 2  Configs: min.insync.replicas=2,…`
+    let header: Vec<&str> = out
+        .lines()
+        .find(|l| !l.contains("Partition:"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let after = |name: &str| {
+        header
+            .iter()
+            .position(|f| *f == name)
+            .and_then(|i| header.get(i + 1))
+    };
+    let rf = after("ReplicationFactor:").and_then(|v| v.parse().ok());
+    let min_isr = after("Configs:").and_then(|configs| {
+        configs
+            .split(',')
+            .find_map(|c| c.strip_prefix("min.insync.replicas="))
+            .and_then(|v| v.parse().ok())
+    });
+    (rf, min_isr, out)
+}
+
+/// A query's single value on `server`, as the Prometheus API gives it.
+async fn query_value(server: &foresight_ingest::Server, key: &str, q: &str) -> Option<String> {
+    let url = reqwest::Url::parse_with_params(
+        &format!("https://{}/api/v1/query", server.addr),
+        &[("query", q)],
+    )
+    .unwrap();
+    let v: serde_json::Value = common::client(&server.fingerprint)
+        .get(url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = v["data"]["result"].as_array()?;
+    (r.len() == 1).then(|| r[0]["value"][1].as_str().unwrap_or_default().to_string())
+}
+
+/// A topic created with replication factor 2 and min.insync.replicas 2, as
+/// `kafka-topics --describe` shows it, cannot lose a broker for acks=all producers: the
+/// pack says so through the agent, the ingest and the webhook, with the replication
+/// factor read back in the description. Its neighbour with a replica to spare stays
+/// quiet, and so do the internal-topic rules on this cluster's internal topics (three
+/// replicas, and `__consumer_offsets` inheriting the brokers' default
+/// min.insync.replicas 1, as `kafka-configs --describe --all` shows it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_with_min_insync_replicas_at_its_replication_factor_reaches_the_webhook() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+
+    const TIGHT: &str = "settlements-rf2";
+    const SPARE: &str = "settlements-rf3";
+    let cluster = shared_cluster().await;
+    common::create_topics(
+        &cluster.bootstrap(),
+        &[
+            (TIGHT, 2, 2, &[("min.insync.replicas", "2")]),
+            (SPARE, 2, 3, &[("min.insync.replicas", "2")]),
+        ],
+    )
+    .await;
+    let (rf, min_isr, text) = topic_settings(TIGHT).await;
+    assert_eq!((rf, min_isr), (Some(2), Some(2)), "{text}");
+    let (rf, min_isr, text) = topic_settings(SPARE).await;
+    assert_eq!((rf, min_isr), (Some(3), Some(2)), "{text}");
+
+    // A group coordinator lookup creates __consumer_offsets if no test has yet, so
+    // that the internal-topic rules have it to judge.
+    let bootstrap = cluster.bootstrap();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "settlements-probe")
+            .create()
+            .unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition(TIGHT, 0);
+        consumer
+            .committed_offsets(tpl, Duration::from_secs(60))
+            .expect("the group coordinator answers");
+    })
+    .await
+    .unwrap();
+    let (offsets_rf, _, text) = topic_settings("__consumer_offsets").await;
+    assert_eq!(offsets_rf, Some(3), "{text}");
+    let all = tool(
+        CONFIGS,
+        vec![
+            "--bootstrap-server".into(),
+            cluster.bootstrap(),
+            "--describe".into(),
+            "--all".into(),
+            "--entity-type".into(),
+            "topics".into(),
+            "--entity-name".into(),
+            "__consumer_offsets".into(),
+        ],
+    )
+    .await;
+    // `  min.insync.replicas=1 sensitive=false synonyms={DEFAULT_CONFIG:min.insync.replicas=1}`
+    assert!(
+        all.lines()
+            .any(|l| l.trim_start().starts_with("min.insync.replicas=1 ")),
+        "{all}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = common::start_receiver().await;
+    let server = common::start_pack_server(
+        dir.path(),
+        &[
+            ("KafkaMinInsyncReplicasNotBelowReplicationFactor", "1s"),
+            ("KafkaInternalTopicReplicationFactorLow", "1s"),
+            ("KafkaInternalTopicMinInsyncReplicasOne", "1s"),
+        ],
+        &receiver.url,
+    )
+    .await;
+    let key = server.store.create_key("acme").unwrap();
+    let agent = common::kafka_agent(cluster, &server, &key, false);
+    let started = tokio::time::Instant::now();
+    let (_agent, cancel) = common::run_agent(agent);
+
+    // Until the tight topic's alert has come, then five seconds more for anything else.
+    let mut fired: Option<serde_json::Value> = None;
+    let mut settle: Option<tokio::time::Instant> = None;
+    let deadline = started + Duration::from_secs(90);
+    loop {
+        let until = settle.unwrap_or(deadline);
+        let Ok(msg) = tokio::time::timeout_at(until, receiver.rx.recv()).await else {
+            assert!(settle.is_some(), "no alert for {TIGHT} within 90 s");
+            break;
+        };
+        let msg = msg.unwrap();
+        for a in msg["alerts"].as_array().unwrap() {
+            let name = a["labels"]["alertname"].as_str().unwrap_or_default();
+            let topic = a["labels"]["topic"].as_str().unwrap_or_default();
+            assert!(
+                !name.starts_with("KafkaInternalTopic"),
+                "an internal-topic rule fired on Kafka's defaults: {a}"
+            );
+            if name != "KafkaMinInsyncReplicasNotBelowReplicationFactor" {
+                continue;
+            }
+            assert_ne!(topic, SPARE, "a topic with a replica to spare: {a}");
+            if topic == TIGHT && a["status"] == "firing" && fired.is_none() {
+                eprintln!(
+                    "KafkaMinInsyncReplicasNotBelowReplicationFactor fired {:.1} s after the agent started",
+                    started.elapsed().as_secs_f64()
+                );
+                fired = Some(a.clone());
+                settle = Some(tokio::time::Instant::now() + Duration::from_secs(5));
+            }
+        }
+    }
+    let alert = fired.expect("the alert fired");
+    assert_eq!(alert["labels"]["cluster"], cluster.cluster_id.as_str());
+    assert_eq!(alert["labels"]["severity"], "warning");
+    assert_eq!(
+        alert["annotations"]["summary"],
+        "Topic settlements-rf2 cannot lose a broker: min.insync.replicas 2 is not below its replication factor"
+    );
+    let description = alert["annotations"]["description"].as_str().unwrap();
+    assert!(
+        description.contains("has min.insync.replicas 2 and replication factor 2:"),
+        "{description}"
+    );
+
+    // The internal-topic rules were quiet with their inputs present: the offsets topic's
+    // three replicas and min.insync.replicas 1, and the brokers' default of 1.
+    for (q, want) in [
+        (
+            r#"kafka_topic_replication_factor{topic="__consumer_offsets"}"#,
+            "3",
+        ),
+        (
+            r#"kafka_topic_config_min_insync_replicas{topic="__consumer_offsets"}"#,
+            "1",
+        ),
+        (
+            r#"count(kafka_broker_config_risky{config="min.insync.replicas", value="1"})"#,
+            "3",
+        ),
+    ] {
+        assert_eq!(
+            query_value(&server, &key, q).await.as_deref(),
+            Some(want),
+            "{q}"
+        );
+    }
+    cancel.cancel();
+    server.shutdown(Duration::from_secs(5)).await;
+}
+
+/// `n` records written to `partition` of `topic`.
+fn produce_to_partition(bootstrap: &str, topic: &str, partition: i32, n: usize) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    for i in 0..n {
+        producer
+            .send(
+                BaseRecord::to(topic)
+                    .partition(partition)
+                    .key("k")
+                    .payload(&format!("click {i}")),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// A group that read everything but committed offset 10 on each partition, whose
+/// records `kafka-delete-records` then removes up to offsets 60 and 80: the pack reports
+/// the 120 offsets the group will never read, as `GetOffsetShell --time -2` (the log
+/// start offsets) and `kafka-consumer-groups --describe` (the committed ones) count
+/// them; resetting the group as the alert says resolves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_whose_committed_offsets_fall_behind_the_log_start_is_reported() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+
+    const TOPIC: &str = "clickstream-archive";
+    const GROUP: &str = "clickstream-reports";
+    const ALERT: &str = "KafkaConsumerGroupOffsetBelowLogStart";
+    let cluster = shared_cluster().await;
+    common::create_topics(&cluster.bootstrap(), &[(TOPIC, 2, 3, &[])]).await;
+    let bootstrap = cluster.bootstrap();
+    tokio::task::spawn_blocking(move || {
+        for p in 0..2 {
+            produce_to_partition(&bootstrap, TOPIC, p, 100);
+        }
+        // The consumer reads all 200 records but commits offset 10 on each partition,
+        // and leaves.
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", GROUP)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[TOPIC]).unwrap();
+        let mut read = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while read < 200 {
+            assert!(std::time::Instant::now() < deadline, "read {read} of 200");
+            if let Some(m) = consumer.poll(Duration::from_millis(500)) {
+                m.unwrap();
+                read += 1;
+            }
+        }
+        let mut early = rdkafka::TopicPartitionList::new();
+        for p in 0..2 {
+            early
+                .add_partition_offset(TOPIC, p, rdkafka::Offset::Offset(10))
+                .unwrap();
+        }
+        consumer.commit(&early, CommitMode::Sync).unwrap();
+        consumer.unsubscribe();
+    })
+    .await
+    .unwrap();
+
+    // The records below offsets 60 and 80 deleted, as retention would.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        file.path(),
+        format!(
+            r#"{{"partitions":[{{"topic":"{TOPIC}","partition":0,"offset":60}},{{"topic":"{TOPIC}","partition":1,"offset":80}}],"version":1}}"#
+        ),
+    )
+    .unwrap();
+    tool(
+        DELETE_RECORDS,
+        vec![
+            "--bootstrap-server".into(),
+            cluster.bootstrap(),
+            "--offset-json-file".into(),
+            file.path().display().to_string(),
+        ],
+    )
+    .await;
+
+    // Kafka's view: the log start offsets (`topic:partition:offset`) and the committed
+    // offsets (GROUP TOPIC PARTITION CURRENT-OFFSET …).
+    let starts = tool(
+        GET_OFFSETS,
+        vec![
+            "--bootstrap-server".into(),
+            cluster.bootstrap(),
+            "--topic".into(),
+            TOPIC.into(),
+            "--time".into(),
+            "-2".into(),
+        ],
+    )
+    .await;
+    let log_start: std::collections::BTreeMap<String, i64> = starts
+        .lines()
+        .filter_map(|l| {
+            let (rest, offset) = l.trim().rsplit_once(':')?;
+            let (_, partition) = rest.rsplit_once(':')?;
+            Some((partition.to_string(), offset.parse().ok()?))
+        })
+        .collect();
+    assert_eq!(log_start.len(), 2, "{starts}");
+    let described = tool(
+        CONSUMER_GROUPS,
+        vec![
+            "--bootstrap-server".into(),
+            cluster.bootstrap(),
+            "--describe".into(),
+            "--group".into(),
+            GROUP.into(),
+        ],
+    )
+    .await;
+    let committed: std::collections::BTreeMap<String, i64> = described
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&GROUP) && f.len() >= 4)
+                .then(|| Some((f[2].to_string(), f[3].parse().ok()?)))
+                .flatten()
+        })
+        .collect();
+    assert_eq!(committed.len(), 2, "{described}");
+    let lost: i64 = committed
+        .iter()
+        .map(|(p, c)| (log_start[p] - c).max(0))
+        .sum();
+    assert_eq!(lost, 120, "{starts}\n{described}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = common::start_receiver().await;
+    let server = common::start_pack_server(dir.path(), &[(ALERT, "2s")], &receiver.url).await;
+    let key = server.store.create_key("acme").unwrap();
+    let agent = common::kafka_agent(cluster, &server, &key, false);
+    let started = tokio::time::Instant::now();
+    let (_agent, cancel) = common::run_agent(agent);
+    let deadline = started + Duration::from_secs(90);
+    let alert = loop {
+        let msg = tokio::time::timeout_at(deadline, receiver.rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {ALERT} for {GROUP} within 90 s"))
+            .expect("receiver open");
+        if notifies(&msg, ALERT, "firing", GROUP) {
+            break msg["alerts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["labels"]["consumergroup"] == GROUP)
+                .unwrap()
+                .clone();
+        }
+    };
+    eprintln!(
+        "{ALERT} fired {:.1} s after the agent started",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(alert["labels"]["topic"], TOPIC, "{alert}");
+    assert_eq!(alert["labels"]["cluster"], cluster.cluster_id.as_str());
+    assert_eq!(
+        alert["annotations"]["summary"],
+        format!(
+            "Consumer group {GROUP} missed {lost} offsets of {TOPIC}, deleted before it read them"
+        )
+    );
+
+    // The alert's own remedy: reset the group to the log start; it resolves.
+    let reset = tool(
+        CONSUMER_GROUPS,
+        vec![
+            "--bootstrap-server".into(),
+            cluster.bootstrap(),
+            "--reset-offsets".into(),
+            "--group".into(),
+            GROUP.into(),
+            "--topic".into(),
+            TOPIC.into(),
+            "--to-earliest".into(),
+            "--execute".into(),
+        ],
+    )
+    .await;
+    // GROUP TOPIC PARTITION NEW-OFFSET
+    for l in reset.lines().filter(|l| l.starts_with(GROUP)) {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        assert_eq!(
+            f.get(3).and_then(|v| v.parse::<i64>().ok()),
+            log_start.get(f[2]).copied(),
+            "{reset}"
+        );
+    }
+    let reset_at = tokio::time::Instant::now();
+    let deadline = reset_at + Duration::from_secs(60);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, receiver.rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{ALERT} for {GROUP} not resolved within 60 s"))
+            .expect("receiver open");
+        if notifies(&msg, ALERT, "resolved", GROUP) {
+            break;
+        }
+    }
+    eprintln!(
+        "{ALERT} resolved {:.1} s after the reset",
+        reset_at.elapsed().as_secs_f64()
+    );
+    cancel.cancel();
+    server.shutdown(Duration::from_secs(5)).await;
+}

@@ -33,6 +33,7 @@ const SHORT_FOR: &[(&str, &str)] = &[
     ("KafkaQuorumNoLeader", "2s"),
     ("KafkaQuorumVoterNotFetching", "2s"),
     ("KafkaQuorumNoFailureMargin", "2s"),
+    ("KafkaPartitionSingleCopyOfData", "2s"),
 ];
 
 async fn start(spec: ClusterSpec) -> std::sync::Arc<Cluster> {
@@ -711,5 +712,133 @@ async fn a_log_dir_that_fills_is_reported_and_goes_offline() {
         "one offline dir of two must not stop the broker"
     );
     writes.abort();
+    w.stop().await;
+}
+
+/// `Isr`, `Elr` and `LastKnownElr` of partition 0 of `topic` as `kafka-topics --describe`
+/// prints them (Kafka 4.x), each sorted.
+async fn described_elr(cluster: &Cluster, topic: &str) -> (Vec<i32>, Vec<i32>, Vec<i32>, String) {
+    let out = cluster
+        .tool(
+            "org.apache.kafka.tools.TopicCommand",
+            &[
+                "--bootstrap-server",
+                &cluster.bootstrap(),
+                "--describe",
+                "--topic",
+                topic,
+            ],
+        )
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |name: &str| -> Vec<i32> {
+        let line = text
+            .lines()
+            .find(|l| l.contains("Partition: 0"))
+            .unwrap_or_default();
+        let mut ids: Vec<i32> = line
+            .split('\t')
+            .map(str::trim)
+            .find_map(|f| {
+                f.strip_prefix(&format!("{name}: "))
+                    .or(f.strip_prefix(&format!("{name}:")))
+            })
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|v| v.trim().parse().ok())
+            .collect();
+        ids.sort();
+        ids
+    };
+    (field("Isr"), field("Elr"), field("LastKnownElr"), text)
+}
+
+/// Brokers stopped under a partition (Kafka 4.4, eligible leader replicas on by default):
+/// the agent's ISR and ELR equal what `kafka-topics --describe` prints, and the partition
+/// whose acknowledged records are left on one broker alone is reported, not the one whose
+/// stopped replicas wait, complete, in its ELR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_driven_into_their_eligible_leader_replicas_are_told_apart() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let cluster = start(ClusterSpec::new(Version::Kafka4).nodes(1, 3)).await;
+    // Both led by broker 1. "ledger" needs two in-sync replicas to take a write: its
+    // replicas that leave the ISR below that join the ELR. "scratchpad" needs one: its
+    // ISR can shrink to the leader alone, with no ELR.
+    common::create_assigned_topic(
+        &cluster.bootstrap(),
+        "ledger",
+        &[&[1, 2, 3]],
+        &[("min.insync.replicas", "2")],
+    )
+    .await;
+    common::create_assigned_topic(
+        &cluster.bootstrap(),
+        "scratchpad",
+        &[&[1, 2, 3]],
+        &[("min.insync.replicas", "1")],
+    )
+    .await;
+    let mut w = watch(&cluster, |_| {}).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    cluster.node(2).stop(Duration::from_secs(60));
+    cluster.node(3).stop(Duration::from_secs(60));
+    let seen = expect_all(
+        &mut w.receiver,
+        &[("KafkaPartitionSingleCopyOfData", "firing")],
+        Duration::from_secs(90),
+        &cluster,
+    )
+    .await;
+    let single: Vec<&serde_json::Value> = seen
+        .iter()
+        .filter(|m| m["commonLabels"]["alertname"] == "KafkaPartitionSingleCopyOfData")
+        .flat_map(|m| m["alerts"].as_array().unwrap())
+        .collect();
+    assert!(
+        single.iter().all(|a| a["labels"]["topic"] == "scratchpad"),
+        "only the partition without an ELR: {single:?}"
+    );
+
+    // The agent's ISR and ELR of both, against the tool's.
+    for topic in ["ledger", "scratchpad"] {
+        let (isr, elr, last_known, text) = described_elr(&cluster, topic).await;
+        let batch = w.agent.collect_batch().await.unwrap();
+        let snap = batch.snapshot.unwrap();
+        let p = &snap
+            .topics
+            .iter()
+            .find(|t| t.name == topic)
+            .unwrap()
+            .partitions[0];
+        let sorted = |v: &[i32]| {
+            let mut v = v.to_vec();
+            v.sort();
+            v
+        };
+        assert!(p.elr_known, "{topic}: {p:?}");
+        assert_eq!(sorted(&p.isr), isr, "{topic}:\n{text}");
+        assert_eq!(sorted(&p.eligible_leader_replicas), elr, "{topic}:\n{text}");
+        assert_eq!(sorted(&p.last_known_elr), last_known, "{topic}:\n{text}");
+        assert_eq!(isr, [1], "{topic}:\n{text}");
+        if topic == "ledger" {
+            assert!(
+                !elr.is_empty(),
+                "ledger's stopped replicas wait in its ELR:\n{text}"
+            );
+        } else {
+            assert!(elr.is_empty(), "{text}");
+        }
+    }
+
+    cluster.node(2).start().unwrap();
+    cluster.node(3).start().unwrap();
+    expect_all(
+        &mut w.receiver,
+        &[("KafkaPartitionSingleCopyOfData", "resolved")],
+        Duration::from_secs(120),
+        &cluster,
+    )
+    .await;
     w.stop().await;
 }

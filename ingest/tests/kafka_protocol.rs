@@ -967,3 +967,81 @@ async fn log_start_offset_moves_are_explained_or_reported() {
     assert_eq!(e.labels["explanation"], "retention.ms", "{e:?}");
     assert_eq!(unexplained(&batch, shortlived), None);
 }
+
+/// A cluster formatted at 3.9's feature levels on 4.4 binaries, an upgrade rolled out and
+/// not finalized: the finalized levels are `kafka-features describe`'s, and the level
+/// every broker supports (the series `KafkaFeatureUpgradeNotFinalized` compares) is above
+/// them, as the tool's `SupportedMaxVersion` says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_left_unfinalized_shows_supported_levels_above_the_finalized_ones() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        let mut spec = ClusterSpec::new(Version::Kafka4).nodes(1, 1);
+        spec.heap_mib = 256;
+        spec.release_version = Some("3.9-IV0".into());
+        Cluster::start(spec).expect("a cluster at 3.9's levels starts")
+    })
+    .await
+    .unwrap();
+    let agent = Reporter::new(agent_config(cluster.bootstrap(), BTreeMap::new())).unwrap();
+    let snap = agent.collect_batch().await.unwrap().snapshot.unwrap();
+    let out = cluster
+        .tool(
+            "org.apache.kafka.tools.FeatureCommand",
+            &["--bootstrap-server", &cluster.bootstrap(), "describe"],
+        )
+        .unwrap();
+    let features = String::from_utf8_lossy(&out.stdout).into_owned();
+    let series = foresight_proto::derive::snapshot_series(&snap, &Default::default(), 0, &|_| true);
+    let value = |name: &str, feature: &str| {
+        series
+            .iter()
+            .find(|s| {
+                s.name == name
+                    && s.labels
+                        .iter()
+                        .any(|l| l.name == "feature" && l.value == feature)
+            })
+            .map(|s| s.samples[0].value)
+    };
+    let row = regex::Regex::new(
+        r"Feature:\s*(\S+)\s+SupportedMinVersion:\s*\S+\s+SupportedMaxVersion:\s*(\S+)\s+FinalizedVersionLevel:\s*(\S+)",
+    )
+    .unwrap();
+    let mut checked = 0;
+    for c in features.lines().filter_map(|l| row.captures(l)) {
+        let (name, max, level) = (&c[1], &c[2], &c[3]);
+        match name {
+            "metadata.version" => {
+                assert!(level.starts_with("3.9-"), "{features}");
+                assert!(max.starts_with("4.4-"), "{features}");
+                let release = foresight_proto::facts::metadata_release(
+                    value("kafka_cluster_feature_supported_max", name).unwrap() as i32,
+                );
+                assert_eq!(release, Some("4.4"), "{features}");
+            }
+            _ => {
+                let (Ok(max), Ok(level)) = (max.parse::<f64>(), level.parse::<f64>()) else {
+                    continue;
+                };
+                assert_eq!(
+                    value("kafka_cluster_feature_supported_max", name),
+                    Some(max),
+                    "{name}: {features}"
+                );
+                // A feature left at level 0 is not finalized at all: no level series.
+                assert_eq!(
+                    value("kafka_cluster_feature_level", name).unwrap_or(0.0),
+                    level,
+                    "{name}: {features}"
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 3, "{features}");
+    assert!(
+        value("kafka_cluster_feature_supported_max", "transaction.version")
+            > value("kafka_cluster_feature_level", "transaction.version").or(Some(0.0)),
+        "{features}"
+    );
+}

@@ -21,6 +21,8 @@ pub const METRIC_NAMES: &[&str] = &[
     "kafka_topic_partition_under_replicated",
     "kafka_topic_partition_under_min_isr",
     "kafka_topic_partition_offline",
+    "kafka_topic_partition_eligible_leader_replicas",
+    "kafka_topic_partition_last_known_elr",
     "kafka_topic_partition_replicas_on_missing_brokers",
     "kafka_topic_partition_leader_is_preferred",
     "kafka_partition_high_watermark",
@@ -54,6 +56,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "kafka_log_dir_readable",
     "kafka_topic_size_bytes",
     "kafka_cluster_feature_level",
+    "kafka_cluster_feature_supported_max",
     "kafka_broker_config_risky",
     "kafka_cluster_config_drift",
 ];
@@ -162,6 +165,18 @@ pub fn snapshot_series(
                 &l,
                 p.isr.len() as f64,
             );
+            if p.elr_known {
+                out.push(
+                    "kafka_topic_partition_eligible_leader_replicas",
+                    &l,
+                    p.eligible_leader_replicas.len() as f64,
+                );
+                out.push(
+                    "kafka_topic_partition_last_known_elr",
+                    &l,
+                    p.last_known_elr.len() as f64,
+                );
+            }
             out.push(
                 "kafka_topic_partition_under_replicated",
                 &l,
@@ -293,8 +308,13 @@ fn group_series(
             &[("topic", o.topic.as_str()), ("partition", pid.as_str())],
         );
         out.push("kafka_consumergroup_current_offset", &l, o.offset as f64);
-        if let Some(ends) = hw.get(&(o.topic.as_str(), o.partition)) {
-            let lag = ends.lag(o.offset);
+        // A share partition's lag as its coordinator counts it (records not yet
+        // acknowledged or archived); otherwise measured against the log's ends.
+        let lag = o.lag.or_else(|| {
+            hw.get(&(o.topic.as_str(), o.partition))
+                .map(|ends| ends.lag(o.offset))
+        });
+        if let Some(lag) = lag {
             out.push("kafka_consumergroup_lag", &l, lag as f64);
             *sums.entry(o.topic.as_str()).or_default() += lag;
         }
@@ -342,6 +362,31 @@ fn facts_series(snap: &ClusterSnapshot, out: &mut SeriesBuilder<'_>) {
             &[("feature", name)],
             f64::from(*level),
         );
+    }
+    // The highest level every broker's software supports, per feature: the level the
+    // cluster could be finalized at. Above the finalized level, an upgrade was rolled
+    // out and not finished (`kafka-features upgrade`).
+    let mut supported: BTreeMap<&str, i32> = BTreeMap::new();
+    for f in &snap.broker_facts {
+        for r in &f.supported_features {
+            supported
+                .entry(r.name.as_str())
+                .and_modify(|m| *m = (*m).min(r.max))
+                .or_insert(r.max);
+        }
+    }
+    if snap
+        .broker_facts
+        .iter()
+        .all(|f| !f.supported_features.is_empty())
+    {
+        for (name, max) in supported {
+            out.push(
+                "kafka_cluster_feature_supported_max",
+                &[("feature", name)],
+                f64::from(max),
+            );
+        }
     }
     for r in crate::facts::risky(&snap.broker_facts) {
         let broker = r.broker.to_string();

@@ -85,6 +85,7 @@ fn cluster_series(
                         high_watermark: Some(hw),
                         last_stable_offset: Some(lso),
                         error_code: 0,
+                        ..Default::default()
                     }
                 })
                 .collect(),

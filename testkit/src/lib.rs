@@ -9,6 +9,7 @@
 //!   (SIGKILL), paused (SIGSTOP), resumed and restarted one by one.
 //! - [`Cluster::tool`]: Kafka's own command-line tools, the tests' oracles.
 //! - [`wait_until`]: waiting on a condition, never on a sleep.
+//! - [`share::ShareConsumer`]: a real share consumer (Kafka's `KafkaShareConsumer`).
 //! - [`postgres::Postgres`]: a real PostgreSQL server (Debian's) on loopback in a
 //!   temporary directory.
 //!
@@ -27,6 +28,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub mod postgres;
+pub mod share;
 
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -209,6 +211,10 @@ pub struct ClusterSpec {
     pub secure: bool,
     /// The jmx_exporter configuration of every JVM ([`jmx_exporter_config`] by default).
     pub jmx_exporter_config: PathBuf,
+    /// The release whose feature levels the cluster is formatted at (`kafka-storage
+    /// format --release-version`, e.g. `3.9-IV0` on 4.x binaries: an upgrade rolled out
+    /// and not finalized); the binaries' own by default.
+    pub release_version: Option<String>,
 }
 
 /// The SASL user of a [`ClusterSpec::secure`] cluster, for every mechanism.
@@ -234,6 +240,7 @@ impl ClusterSpec {
             jolokia: false,
             secure: false,
             jmx_exporter_config: jmx_exporter_config(),
+            release_version: None,
         }
     }
 
@@ -268,6 +275,12 @@ impl ClusterSpec {
             ("transaction.state.log.num.partitions", "3".to_string()),
             ("transaction.state.log.replication.factor", rf.to_string()),
             ("transaction.state.log.min.isr", min_isr.to_string()),
+            // Share groups' state topic (Kafka 4.x; 3.9 ignores the keys, with a warning).
+            (
+                "share.coordinator.state.topic.replication.factor",
+                rf.to_string(),
+            ),
+            ("share.coordinator.state.topic.min.isr", min_isr.to_string()),
             ("group.initial.rebalance.delay.ms", "0".to_string()),
             ("num.partitions", "1".to_string()),
             ("default.replication.factor", rf.to_string()),
@@ -951,6 +964,9 @@ impl Cluster {
                 cluster_id.clone(),
                 "--ignore-formatted".into(),
             ]);
+            if let Some(release) = &spec.release_version {
+                format_cmd.extend(["--release-version".into(), release.clone()]);
+            }
             if spec.secure {
                 for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512"] {
                     format_cmd.extend([

@@ -39,7 +39,8 @@ pub struct DurabilityEvent {
     pub previous_epoch: i64,
     /// The epoch of the finding.
     pub epoch: i64,
-    /// Which check found it: `epoch_end`, `unclean_election`, `high_watermark_regressed`.
+    /// Which check found it: `epoch_end`, `unclean_election`, `high_watermark_regressed`,
+    /// or `eligible_leader_replica` (a clean election outside the ISR, KIP-966).
     pub check: String,
     /// Acknowledged offsets lost.
     pub offsets_lost: i64,

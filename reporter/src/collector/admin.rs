@@ -27,6 +27,7 @@ pub const PARTS: &[&str] = &[
     "log_dirs",
     "facts",
     "groups",
+    "elr",
     "transactions",
     "durability",
 ];
@@ -244,6 +245,9 @@ impl AdminCollector {
         };
         snap.broker_facts = broker_facts;
         snap.finalized_features = features.into_iter().collect();
+        let started = Instant::now();
+        let elr = super::elr::describe(client, snap).await;
+        out.push(self.status("elr", elr.as_ref().err(), started.elapsed().as_secs_f64()));
         let started = Instant::now();
         snap.transaction_max_timeout_ms = max_timeout;
         let tx = super::transactions::find(client, snap, max_timeout, now_ms).await;

@@ -55,6 +55,9 @@ pub mod check {
     pub const UNCLEAN_ELECTION: &str = "unclean_election";
     /// The high watermark stayed below the highest seen.
     pub const HIGH_WATERMARK_REGRESSED: &str = "high_watermark_regressed";
+    /// The new leader was not in the last ISR seen but among its eligible leader
+    /// replicas (KIP-966): outside the ISR, and clean by design.
+    pub const ELIGIBLE_LEADER_REPLICA: &str = "eligible_leader_replica";
 }
 
 /// A log start offset that advanced, with what explains it.
@@ -117,6 +120,9 @@ struct Led {
     epoch: i32,
     leader: i32,
     isr: Vec<i32>,
+    /// Eligible leader replicas (KIP-966) as the snapshot had them: replicas out of the
+    /// ISR that an election may pick without loss.
+    elr: Vec<i32>,
     hw_max: i64,
     /// The highest high watermark seen under any epoch of this topic id, and its epoch.
     hw_best: (i64, i32),
@@ -204,6 +210,18 @@ impl Audit {
                     .filter_map(move |p| Some(((t.name.as_str(), p.id), p.high_watermark?)))
             })
             .collect();
+        let elrs: HashMap<(&str, i32), &[i32]> = snap
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().filter(|p| p.elr_known).map(move |p| {
+                    (
+                        (t.name.as_str(), p.id),
+                        p.eligible_leader_replicas.as_slice(),
+                    )
+                })
+            })
+            .collect();
         let starts: HashMap<(&str, i32), i64> = snap
             .topics
             .iter()
@@ -242,6 +260,10 @@ impl Audit {
                         epoch: p.leader_epoch,
                         leader,
                         isr: p.isr_nodes.iter().map(|b| b.0).collect(),
+                        elr: elrs
+                            .get(&(name.as_str(), p.partition_index))
+                            .map(|e| e.to_vec())
+                            .unwrap_or_default(),
                         hw_max: seen.unwrap_or(-1),
                         hw_best: (seen.unwrap_or(-1), p.leader_epoch),
                         below: 0,
@@ -345,9 +367,14 @@ impl Audit {
                         continue;
                     }
                     let lost = (before.hw_max - p.end_offset).max(0);
-                    let clean = before.isr.contains(&now.leader);
+                    // A leader from the eligible leader replicas is outside the ISR
+                    // and clean: KIP-966 keeps there only replicas with every committed
+                    // record. It is recorded, as an election outside the ISR.
+                    let from_elr =
+                        !before.isr.contains(&now.leader) && before.elr.contains(&now.leader);
+                    let clean = before.isr.contains(&now.leader) || from_elr;
                     settled.push((key.clone(), (lost > 0).then_some(p.end_offset)));
-                    if (lost > 0 && before.hw_max >= 0) || !clean {
+                    if (lost > 0 && before.hw_max >= 0) || !clean || from_elr {
                         found.losses.push(Loss {
                             topic: key.0,
                             partition: key.1,
@@ -361,6 +388,8 @@ impl Audit {
                             clean,
                             check: if lost > 0 {
                                 check::EPOCH_END
+                            } else if from_elr {
+                                check::ELIGIBLE_LEADER_REPLICA
                             } else {
                                 check::UNCLEAN_ELECTION
                             },
@@ -514,6 +543,7 @@ mod tests {
             epoch,
             leader: 1,
             isr: vec![1, 2],
+            elr: vec![],
             hw_max: hw,
             hw_best: (hw, epoch),
             below: 0,

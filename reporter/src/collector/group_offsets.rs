@@ -140,6 +140,7 @@ pub fn list<C: ClientContext>(
                                 topic: c_str(p.topic),
                                 partition: p.partition,
                                 offset: p.offset,
+                                lag: None,
                             });
                         }
                     }

@@ -1,7 +1,8 @@
 //! Groups by type, each described with the RPC made for it: ListGroups (v5 gives the
 //! type) on every broker, then at the broker that listed it (its coordinator)
 //! DescribeGroups for a classic group, ConsumerGroupDescribe for a KIP-848 consumer
-//! group and ShareGroupDescribe for a share group.
+//! group and ShareGroupDescribe for a share group, whose share-partition start offsets
+//! and lags come from DescribeShareGroupOffsets (the lag from v1, Kafka 4.2).
 //!
 //! The classic DescribeGroups answers for a KIP-848 group with `GROUP_ID_NOT_FOUND`,
 //! which librdkafka's group list passes on as a `Dead` group without members: a busy
@@ -10,12 +11,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use foresight_proto::v1::{ConsumerGroup, GroupMember};
+use foresight_proto::v1::{ConsumerGroup, GroupMember, GroupOffset};
 use futures_util::future::join_all;
 use kafka_protocol::messages::consumer_group_describe_response::Assignment;
+use kafka_protocol::messages::describe_share_group_offsets_request::DescribeShareGroupOffsetsRequestGroup;
 use kafka_protocol::messages::{
-    ConsumerGroupDescribeRequest, DescribeGroupsRequest, GroupId, ListGroupsRequest,
-    ShareGroupDescribeRequest,
+    ConsumerGroupDescribeRequest, DescribeGroupsRequest, DescribeShareGroupOffsetsRequest, GroupId,
+    ListGroupsRequest, ShareGroupDescribeRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -272,12 +274,22 @@ async fn consumer(client: &Client, broker: i32, ids: Vec<GroupId>) -> Described 
 }
 
 async fn share(client: &Client, broker: i32, ids: Vec<GroupId>) -> Described {
+    let names: Vec<String> = ids.iter().map(|i| i.0.to_string()).collect();
     let request = ShareGroupDescribeRequest::default().with_group_ids(ids);
     let r = client
         .send_to(broker, &request)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(r.groups
+    // The offsets are the group's backlog: without them a share group is still
+    // described, its lag unknown (the reason logged once a cycle at debug).
+    let mut offsets = share_offsets(client, broker, &names)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::debug!(broker, error = %e, "DescribeShareGroupOffsets failed.");
+            BTreeMap::new()
+        });
+    let mut described: BTreeMap<String, ConsumerGroup> = r
+        .groups
         .into_iter()
         .map(|g| {
             let name = g.group_id.0.to_string();
@@ -321,7 +333,59 @@ async fn share(client: &Client, broker: i32, ids: Vec<GroupId>) -> Described {
                 },
             )
         })
-        .collect())
+        .collect();
+    for (name, g) in &mut described {
+        if let Some(o) = offsets.remove(name) {
+            g.offsets = o;
+        }
+    }
+    Ok(described)
+}
+
+/// The share-partition start offsets of `groups` (share groups coordinated by
+/// `broker`), with the coordinator's lag where it gives one (v1). A partition not yet
+/// initialized (no record delivered to the group) or in error is left out.
+async fn share_offsets(
+    client: &Client,
+    broker: i32,
+    groups: &[String],
+) -> Result<BTreeMap<String, Vec<GroupOffset>>, ProtocolError> {
+    let request = DescribeShareGroupOffsetsRequest::default().with_groups(
+        groups
+            .iter()
+            .map(|g| {
+                // No topics: every topic the group has offsets for.
+                DescribeShareGroupOffsetsRequestGroup::default()
+                    .with_group_id(GroupId(StrBytes::from_string(g.clone())))
+                    .with_topics(None)
+            })
+            .collect(),
+    );
+    let r = client.send_to(broker, &request).await?;
+    let mut out = BTreeMap::new();
+    for g in r.groups {
+        if g.error_code != 0 {
+            tracing::debug!(group = %g.group_id.as_str(), error = %error_name(g.error_code), "DescribeShareGroupOffsets failed for a group.");
+            continue;
+        }
+        let offsets: Vec<GroupOffset> = g
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .filter(|p| p.error_code == 0 && p.start_offset >= 0)
+                    .map(|p| GroupOffset {
+                        topic: t.topic_name.0.to_string(),
+                        partition: p.partition_index,
+                        offset: p.start_offset,
+                        lag: (p.lag >= 0).then_some(p.lag),
+                    })
+            })
+            .collect();
+        out.insert(g.group_id.to_string(), offsets);
+    }
+    Ok(out)
 }
 
 /// `described` with each group's committed offsets taken from `committed` (librdkafka's
@@ -333,7 +397,10 @@ pub fn with_offsets(
     let offsets: BTreeMap<&str, &ConsumerGroup> =
         committed.iter().map(|g| (g.name.as_str(), g)).collect();
     for g in &mut described {
-        if let Some(c) = offsets.get(g.name.as_str()) {
+        // A share group's offsets are its share-partition start offsets, already here.
+        if let Some(c) = offsets.get(g.name.as_str())
+            && g.protocol != "share"
+        {
             g.offsets = c.offsets.clone();
         }
     }

@@ -4,6 +4,7 @@
 //! - [`admin`]: the quorum, racks and transactions over the second client.
 //! - [`cluster_facts`]: log dirs, versions, features and broker configs.
 //! - [`durability`]: leader changes checked against the epochs' end offsets.
+//! - [`elr`]: eligible leader replicas (KIP-966) of every partition.
 //! - [`groups`]: consumer, share and classic groups, each described with its own RPC.
 //! - [`transactions`]: open and hanging transactions, as find-hanging finds them.
 //! - [`host`]: the broker's log dirs on this machine.
@@ -13,6 +14,7 @@
 pub mod admin;
 pub mod cluster_facts;
 pub mod durability;
+pub mod elr;
 pub mod group_offsets;
 pub mod groups;
 pub mod host;
