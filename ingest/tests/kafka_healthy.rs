@@ -1,5 +1,7 @@
 //! No false alarms: a healthy, busy Apache Kafka 4.x cluster (transactions committing
-//! in a loop, a consumer group that rebalances, steady produce and consume) watched by
+//! in a loop, a classic consumer group that rebalances, a KIP-848 consumer group
+//! (`group.protocol=consumer`) that rebalances too, a share group with a real
+//! `KafkaShareConsumer`, steady produce and consume) watched by
 //! three agents, one per broker host as the README deploys them, with the built-in
 //! pack exactly as shipped, raises nothing for five minutes (but true disk-usage
 //! alerts about this machine's own disk, checked against `df`)
@@ -82,7 +84,7 @@ fn steady(bootstrap: String, stop: Arc<AtomicBool>) {
 /// `for_at_most` when given: such a member leaves and rejoins, and the group rebalances.
 fn consume(
     bootstrap: String,
-    group: &'static str,
+    (group, protocol): (&'static str, &'static str),
     topic: &'static str,
     isolation: &'static str,
     stop: Arc<AtomicBool>,
@@ -92,6 +94,7 @@ fn consume(
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
             .set("group.id", group)
+            .set("group.protocol", protocol)
             .set("isolation.level", isolation)
             .set("auto.offset.reset", "earliest")
             .set("auto.commit.interval.ms", "1000")
@@ -188,14 +191,23 @@ async fn a_healthy_busy_cluster_raises_nothing() {
         let b = b.clone();
         move || transactions(b, s)
     });
+    let classic = |g| (g, "classic");
+    let kip848 = |g| (g, "consumer");
     for (group, topic, isolation, limit) in [
-        ("ledger", "payments", "read_committed", None),
-        ("readers", "events", "read_uncommitted", None),
+        (classic("ledger"), "payments", "read_committed", None),
+        (classic("readers"), "events", "read_uncommitted", None),
         (
-            "readers",
+            classic("readers"),
             "events",
             "read_uncommitted",
             Some(Duration::from_secs(25)),
+        ),
+        (kip848("settlements"), "payments", "read_committed", None),
+        (
+            kip848("settlements"),
+            "payments",
+            "read_committed",
+            Some(Duration::from_secs(40)),
         ),
     ] {
         let (b, s) = (b.clone(), stop.0.clone());
@@ -205,6 +217,16 @@ async fn a_healthy_busy_cluster_raises_nothing() {
     }
     let s = stop.0.clone();
     load.push(tokio::task::spawn_blocking(move || steady(b, s)));
+    // A share group accepting the steady writes as they come.
+    let share = {
+        let cluster = cluster.clone();
+        tokio::task::spawn_blocking(move || {
+            foresight_testkit::share::ShareConsumer::start(&cluster, "workers", "events")
+                .expect("the share consumer starts")
+        })
+        .await
+        .unwrap()
+    };
 
     // Nothing may be notified for the whole period, but for disk usage that this
     // machine's real disk, which holds the brokers' log dirs, does have.
@@ -278,7 +300,19 @@ async fn a_healthy_busy_cluster_raises_nothing() {
         "one log dir per broker host"
     );
 
+    // Both new kinds of group were seen as what they are, with their members.
+    for (group, protocol) in [("settlements", "consumer"), ("workers", "share")] {
+        let q = format!(
+            "/api/v1/query?query=max(kafka_consumergroup_members%7Bconsumergroup%3D%22{group}%22%2Cprotocol%3D%22{protocol}%22%7D)"
+        );
+        let members: f64 = value(get(&q).await).parse().unwrap();
+        assert!(members >= 1.0, "{group}: {members} members");
+    }
+
     drop(stop);
+    tokio::task::spawn_blocking(move || share.close().unwrap())
+        .await
+        .unwrap();
     let committed = tx.await.unwrap();
     assert!(committed > 10, "only {committed} transactions committed");
     for l in load {

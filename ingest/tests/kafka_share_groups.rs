@@ -56,23 +56,6 @@ fn notifies(msg: &serde_json::Value, alertname: &str, status: &str) -> bool {
     msg["commonLabels"]["alertname"] == alertname && msg["status"] == status
 }
 
-async fn wait_notified(
-    rx: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
-    alertname: &str,
-    within: Duration,
-) -> serde_json::Value {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let msg = tokio::time::timeout_at(deadline, rx.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no firing {alertname} within {within:?}"))
-            .expect("receiver open");
-        if notifies(&msg, alertname, "firing") {
-            return msg;
-        }
-    }
-}
-
 /// Per partition, the start offset and lag `kafka-share-groups --describe` prints.
 async fn described_offsets(group: &str) -> (Vec<(String, i64, i64)>, String) {
     let out = tool(
@@ -208,9 +191,10 @@ async fn a_share_group_is_described_as_kafka_share_groups_does_and_its_faults_no
     })
     .await
     .unwrap();
-    let rejected = wait_notified(
+    let rejected = common::wait_for(
         &mut receiver.rx,
         "KafkaShareGroupRejectingRecords",
+        "firing",
         Duration::from_secs(90),
     )
     .await;
@@ -221,9 +205,10 @@ async fn a_share_group_is_described_as_kafka_share_groups_does_and_its_faults_no
         .await
         .unwrap();
     produce("tasks", 50).await;
-    let waiting = wait_notified(
+    let waiting = common::wait_for(
         &mut receiver.rx,
         "KafkaShareGroupBacklogWithoutMembers",
+        "firing",
         Duration::from_secs(90),
     )
     .await;

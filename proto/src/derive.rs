@@ -72,6 +72,10 @@ pub const ENDS_WHEN_ABSENT: &[&str] = &[
     "kafka_consumergroup_state",
     "kafka_consumergroup_member_",
     "kafka_consumergroup_describe_error",
+    // A broker's version or rack, and a topic's cleanup policy, are labels too: after
+    // the last broker's upgrade the old version must not linger beside the new one.
+    "kafka_broker_info",
+    "kafka_topic_config_cleanup_policy",
     "kafka_transaction_",
     "kafka_quorum_replica_",
     "kafka_broker_config_risky",

@@ -178,11 +178,33 @@ fn finish(listed: &Listed, mut described: ConsumerGroup) -> ConsumerGroup {
     described
 }
 
-/// A group's error as a message: Kafka's error name, and its message where it sent one.
-fn group_error(code: i16, message: Option<&StrBytes>) -> String {
-    match message.map(|m| m.as_str()).filter(|m| !m.is_empty()) {
+/// A group its coordinator could not describe: Kafka's error name, and its message
+/// where it sent one.
+fn failed(code: i16, message: Option<&StrBytes>) -> ConsumerGroup {
+    let error = match message.map(|m| m.as_str()).filter(|m| !m.is_empty()) {
         Some(m) => format!("{}: {m}", error_name(code)),
         None => error_name(code),
+    };
+    ConsumerGroup {
+        error,
+        ..Default::default()
+    }
+}
+
+/// A consumer or share group as its coordinator described it.
+fn described(
+    state: &StrBytes,
+    group_epoch: i32,
+    assignment_epoch: i32,
+    member_details: Vec<GroupMember>,
+) -> ConsumerGroup {
+    ConsumerGroup {
+        state: state.to_string(),
+        members: member_details.len() as i32,
+        group_epoch,
+        assignment_epoch,
+        member_details,
+        ..Default::default()
     }
 }
 
@@ -204,10 +226,7 @@ async fn classic(client: &Client, broker: i32, ids: Vec<GroupId>) -> Described {
                     members: g.members.len() as i32,
                     ..Default::default()
                 },
-                code => ConsumerGroup {
-                    error: group_error(code, g.error_message.as_ref()),
-                    ..Default::default()
-                },
+                code => failed(code, g.error_message.as_ref()),
             };
             (name, d)
         })
@@ -233,14 +252,7 @@ async fn consumer(client: &Client, broker: i32, ids: Vec<GroupId>) -> Described 
         .map(|g| {
             let name = g.group_id.0.to_string();
             if g.error_code != 0 {
-                let error = group_error(g.error_code, g.error_message.as_ref());
-                return (
-                    name,
-                    ConsumerGroup {
-                        error,
-                        ..Default::default()
-                    },
-                );
+                return (name, failed(g.error_code, g.error_message.as_ref()));
             }
             let member_details: Vec<GroupMember> = g
                 .members
@@ -258,17 +270,13 @@ async fn consumer(client: &Client, broker: i32, ids: Vec<GroupId>) -> Described 
                     }
                 })
                 .collect();
-            (
-                name,
-                ConsumerGroup {
-                    state: g.group_state.to_string(),
-                    members: member_details.len() as i32,
-                    group_epoch: g.group_epoch,
-                    assignment_epoch: g.assignment_epoch,
-                    member_details,
-                    ..Default::default()
-                },
-            )
+            let group = described(
+                &g.group_state,
+                g.group_epoch,
+                g.assignment_epoch,
+                member_details,
+            );
+            (name, group)
         })
         .collect())
 }
@@ -294,14 +302,7 @@ async fn share(client: &Client, broker: i32, ids: Vec<GroupId>) -> Described {
         .map(|g| {
             let name = g.group_id.0.to_string();
             if g.error_code != 0 {
-                let error = group_error(g.error_code, g.error_message.as_ref());
-                return (
-                    name,
-                    ConsumerGroup {
-                        error,
-                        ..Default::default()
-                    },
-                );
+                return (name, failed(g.error_code, g.error_message.as_ref()));
             }
             let member_details: Vec<GroupMember> = g
                 .members
@@ -321,17 +322,13 @@ async fn share(client: &Client, broker: i32, ids: Vec<GroupId>) -> Described {
                         .sum(),
                 })
                 .collect();
-            (
-                name,
-                ConsumerGroup {
-                    state: g.group_state.to_string(),
-                    members: member_details.len() as i32,
-                    group_epoch: g.group_epoch,
-                    assignment_epoch: g.assignment_epoch,
-                    member_details,
-                    ..Default::default()
-                },
-            )
+            let group = described(
+                &g.group_state,
+                g.group_epoch,
+                g.assignment_epoch,
+                member_details,
+            );
+            (name, group)
         })
         .collect();
     for (name, g) in &mut described {
