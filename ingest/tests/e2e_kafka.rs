@@ -339,9 +339,31 @@ fn produce(bootstrap: &str, topic: &str, n: usize) {
     producer.flush(Duration::from_secs(30)).unwrap();
 }
 
+/// Subscribes `consumer` to `topic`, reads `n` records within `within` and commits
+/// its position.
+fn read_and_commit(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    n: usize,
+    within: Duration,
+) {
+    use rdkafka::consumer::{CommitMode, Consumer};
+    consumer.subscribe(&[topic]).unwrap();
+    let mut read = 0;
+    let deadline = std::time::Instant::now() + within;
+    while read < n {
+        assert!(std::time::Instant::now() < deadline, "read {read} of {n}");
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            m.unwrap();
+            read += 1;
+        }
+    }
+    consumer.commit_consumer_state(CommitMode::Sync).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_consumer_group_lags_as_kafka_consumer_groups_reports_it() {
-    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::consumer::{BaseConsumer, Consumer};
 
     let cluster = shared_cluster().await;
     common::create_topics(&cluster.bootstrap(), &[("orders", 3, 3, &[])]).await;
@@ -356,17 +378,7 @@ async fn a_stopped_consumer_group_lags_as_kafka_consumer_groups_reports_it() {
             .set("enable.auto.commit", "false")
             .create()
             .unwrap();
-        consumer.subscribe(&["orders"]).unwrap();
-        let mut read = 0;
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while read < 30 {
-            assert!(std::time::Instant::now() < deadline, "read {read} of 30");
-            if let Some(m) = consumer.poll(Duration::from_millis(500)) {
-                m.unwrap();
-                read += 1;
-            }
-        }
-        consumer.commit_consumer_state(CommitMode::Sync).unwrap();
+        read_and_commit(&consumer, "orders", 30, Duration::from_secs(60));
         consumer.unsubscribe();
         produce(&bootstrap, "orders", 1500);
     })
@@ -511,7 +523,7 @@ async fn describe_group(group: &str, flag: &str) -> (Vec<String>, String) {
 /// consumer has gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kip848_group_is_described_as_its_coordinator_sees_it_and_abandoned_only_when_gone() {
-    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::consumer::{BaseConsumer, Consumer};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -538,17 +550,7 @@ async fn a_kip848_group_is_described_as_its_coordinator_sees_it_and_abandoned_on
                 .set("enable.auto.commit", "false")
                 .create()
                 .unwrap();
-            consumer.subscribe(&["payments"]).unwrap();
-            let mut read = 0;
-            let deadline = std::time::Instant::now() + Duration::from_secs(90);
-            while read < 30 {
-                assert!(std::time::Instant::now() < deadline, "read {read} of 30");
-                if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-                    m.unwrap();
-                    read += 1;
-                }
-            }
-            consumer.commit_consumer_state(CommitMode::Sync).unwrap();
+            read_and_commit(&consumer, "payments", 30, Duration::from_secs(90));
             consumer.pause(&consumer.assignment().unwrap()).unwrap();
             ready_tx.send(()).unwrap();
             while !stop.load(Ordering::Relaxed) {

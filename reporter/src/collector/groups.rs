@@ -210,12 +210,25 @@ fn described(
 
 type Described = Result<BTreeMap<String, ConsumerGroup>, String>;
 
-async fn classic(client: &Client, broker: i32, ids: Vec<GroupId>) -> Described {
-    let request = DescribeGroupsRequest::default().with_groups(ids);
-    let r = client
-        .send_to(broker, &request)
+/// `request` to `broker`; a failure is every group's error, as a message.
+async fn ask<R: kafka_protocol::protocol::Request>(
+    client: &Client,
+    broker: i32,
+    request: &R,
+) -> Result<R::Response, String> {
+    client
+        .send_to(broker, request)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+async fn classic(client: &Client, broker: i32, ids: Vec<GroupId>) -> Described {
+    let r = ask(
+        client,
+        broker,
+        &DescribeGroupsRequest::default().with_groups(ids),
+    )
+    .await?;
     Ok(r.groups
         .into_iter()
         .map(|g| {
@@ -242,11 +255,12 @@ fn partitions(a: &Assignment) -> BTreeSet<(u128, i32)> {
 }
 
 async fn consumer(client: &Client, broker: i32, ids: Vec<GroupId>) -> Described {
-    let request = ConsumerGroupDescribeRequest::default().with_group_ids(ids);
-    let r = client
-        .send_to(broker, &request)
-        .await
-        .map_err(|e| e.to_string())?;
+    let r = ask(
+        client,
+        broker,
+        &ConsumerGroupDescribeRequest::default().with_group_ids(ids),
+    )
+    .await?;
     Ok(r.groups
         .into_iter()
         .map(|g| {
@@ -283,11 +297,12 @@ async fn consumer(client: &Client, broker: i32, ids: Vec<GroupId>) -> Described 
 
 async fn share(client: &Client, broker: i32, ids: Vec<GroupId>) -> Described {
     let names: Vec<String> = ids.iter().map(|i| i.0.to_string()).collect();
-    let request = ShareGroupDescribeRequest::default().with_group_ids(ids);
-    let r = client
-        .send_to(broker, &request)
-        .await
-        .map_err(|e| e.to_string())?;
+    let r = ask(
+        client,
+        broker,
+        &ShareGroupDescribeRequest::default().with_group_ids(ids),
+    )
+    .await?;
     // The offsets are the group's backlog: without them a share group is still
     // described, its lag unknown (the reason logged once a cycle at debug).
     let mut offsets = share_offsets(client, broker, &names)
